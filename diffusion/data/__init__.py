@@ -1,0 +1,1 @@
+"""Data sets that install from the package registry (no hub downloads)."""

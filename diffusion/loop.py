@@ -1,0 +1,123 @@
+"""The denoising loop, written once.
+
+Like diffusers' ``pipeline_ddpm.py`` the loop is short and explicit, but it is a generator:
+it yields a :class:`StepRecord` for every step, which sampling, the streaming previews and
+the step-by-step tab all consume. The loop owns no random state of its own: every draw goes
+through the caller's ``torch.Generator``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+# A denoiser maps (x_t, t) to the model output (noise prediction for epsilon models).
+# For text models it is a closure over the prompt embeddings (see ``diffusion.pipeline``).
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class StepRecord:
+    """What one reverse step saw and produced; all tensors are (B, C, H, W), float.
+
+    ``sample`` is x_t, the input of the step (pixel models: [-1, 1] data scale plus noise;
+    latent models: scaled latents); ``model_input`` is x_t as the network sees it, which
+    differs only for sigma-space samplers (Euler: x_t / sqrt(sigma^2 + 1), the
+    variance-preserving x_t of DDPM). ``model_output`` is the guided prediction that the
+    scheduler consumed (epsilon, v or x0 as the model's ``prediction_type`` says);
+    ``pred_original_sample`` is the model's estimate of x_0 at this step and
+    ``prev_sample`` is x_{t-1} (the next step's ``sample``). For classifier-free guidance
+    the unconditional and conditional predictions are kept as well.
+    """
+
+    index: int
+    num_steps: int
+    timestep: float
+    sample: torch.Tensor
+    model_input: torch.Tensor
+    model_output: torch.Tensor
+    pred_original_sample: torch.Tensor
+    prev_sample: torch.Tensor
+    noise_pred_uncond: torch.Tensor | None = None
+    noise_pred_text: torch.Tensor | None = None
+    guidance_scale: float | None = None
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.num_steps - 1
+
+
+def predict_original_sample(
+    scheduler: SchedulerMixin, sample: torch.Tensor, model_output: torch.Tensor, timestep: int
+) -> torch.Tensor:
+    """x_0 estimate for schedulers whose ``step`` does not return one (DPM-Solver++).
+
+    Ho et al. 2020, Eq. 15: x_0 = (x_t - sqrt(1 - alpha_bar_t) * eps) / sqrt(alpha_bar_t);
+    for v-prediction (Salimans & Ho 2022): x_0 = sqrt(alpha_bar_t) x_t - sqrt(1 - alpha_bar_t) v.
+    """
+    alpha_prod_t = scheduler.alphas_cumprod[int(timestep)].to(sample.device, torch.float32)
+    beta_prod_t = 1 - alpha_prod_t
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return (sample - beta_prod_t.sqrt() * model_output) / alpha_prod_t.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_prod_t.sqrt() * sample - beta_prod_t.sqrt() * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
+def denoise(
+    denoiser: Denoiser,
+    scheduler: SchedulerMixin,
+    noise: torch.Tensor,
+    num_inference_steps: int,
+    generator: torch.Generator | None = None,
+    eta: float | None = None,
+    guidance: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    | None = None,
+    guidance_scale: float | None = None,
+) -> Iterator[StepRecord]:
+    """Run the reverse process from ``noise`` (B, C, H, W, unit Gaussian), yielding each step.
+
+    ``denoiser(x, t)`` predicts the model output for an unconditional model. For text
+    models ``guidance(x, t)`` returns ``(guided, uncond, text)`` predictions instead
+    (classifier-free guidance, Ho & Salimans 2022), and ``denoiser`` is ignored.
+    """
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    # Sigma-space samplers (Euler) start from noise scaled by sigma_max; DDPM/DDIM by 1.
+    latents = noise * scheduler.init_noise_sigma
+    step_kwargs: dict[str, object] = {"generator": generator}
+    if eta is not None:
+        step_kwargs["eta"] = eta
+    timesteps = scheduler.timesteps
+    for index, t in enumerate(timesteps):
+        # 1. the network's prediction at x_t (Euler rescales its input by 1/sqrt(sigma^2+1))
+        model_input = scheduler.scale_model_input(latents, t)
+        uncond = text = None
+        if guidance is None:
+            model_output = denoiser(model_input, t)
+        else:
+            model_output, uncond, text = guidance(model_input, t)
+        # 2. x_t -> x_{t-1}: the sampler's update (DDPM Algorithm 2 line 4, DDIM Eq. 12, ...)
+        out = scheduler.step(model_output, t, latents, **step_kwargs)
+        pred_original_sample = getattr(out, "pred_original_sample", None)
+        if pred_original_sample is None:
+            pred_original_sample = predict_original_sample(scheduler, latents, model_output, int(round(float(t))))
+        yield StepRecord(
+            index=index,
+            num_steps=len(timesteps),
+            timestep=float(t),
+            sample=latents,
+            model_input=model_input,
+            model_output=model_output,
+            pred_original_sample=pred_original_sample,
+            prev_sample=out.prev_sample,
+            noise_pred_uncond=uncond,
+            noise_pred_text=text,
+            guidance_scale=guidance_scale,
+        )
+        latents = out.prev_sample

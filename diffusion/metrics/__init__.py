@@ -1,0 +1,1 @@
+"""Quality metrics for the shipped models, computed with library code (torchmetrics)."""

@@ -1,0 +1,112 @@
+"""Sampling with loaded components, on top of the one loop in :mod:`diffusion.loop`.
+
+Pixel models (``UNet2DModel``) and latent text models (``UNet2DConditionModel`` + VAE +
+text encoder) share :func:`diffusion.loop.denoise`; this module only builds the initial
+noise, the denoiser closure (with classifier-free guidance for text models) and the
+decoding from model space to images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffusion.loop import StepRecord, denoise
+from diffusion.schedulers import get_sampler, make_scheduler, max_steps_for
+
+MAX_SEED = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """Everything that determines a set of images (with the model's weights).
+
+    ``seed`` in [0, 2^32 - 1]; ``steps`` in [1, num_train_timesteps]; ``eta`` in [0, 1]
+    (DDIM only); ``guidance_scale`` >= 0 (text models; 1 means no guidance).
+    """
+
+    sampler: str = "ddim"
+    steps: int = 50
+    n: int = 16
+    seed: int = 0
+    eta: float = 0.0
+    prompt: str = ""
+    negative_prompt: str = ""
+    guidance_scale: float = 1.0
+
+
+def make_generator(seed: int) -> torch.Generator:
+    """The request's only source of randomness: a CPU generator (same seed, same image)."""
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    return torch.Generator("cpu").manual_seed(int(seed))
+
+
+def check_request(request: SampleRequest, scheduler_config: dict[str, Any], max_batch: int) -> None:
+    """Raise ``ValueError`` with a readable message when a request is out of range."""
+    get_sampler(request.sampler)
+    limit = max_steps_for(scheduler_config)
+    if not 1 <= request.steps <= limit:
+        raise ValueError(f"steps must be between 1 and {limit}, got {request.steps}")
+    if not 1 <= request.n <= max_batch:
+        raise ValueError(f"batch size must be between 1 and {max_batch}, got {request.n}")
+    if not (np.isfinite(request.eta) and 0.0 <= request.eta <= 1.0):
+        raise ValueError(f"eta must be between 0 and 1, got {request.eta}")
+    if not (np.isfinite(request.guidance_scale) and 0.0 <= request.guidance_scale <= 30.0):
+        raise ValueError(f"guidance scale must be between 0 and 30, got {request.guidance_scale}")
+    make_generator(request.seed)
+
+
+def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """x_T ~ N(0, I), drawn on the CPU generator exactly as diffusers' pipelines draw it."""
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+
+def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
+                request: SampleRequest) -> Iterator[StepRecord]:
+    """Unconditional pixel-space DDPM sampling (Ho et al. 2020, Algorithm 2).
+
+    Yields one record per step; the last record's ``prev_sample`` is x_0 in [-1, 1]
+    (B, C, H, W). Equals ``DDPMPipeline`` / ``DDIMPipeline`` for the same seed.
+    """
+    scheduler = make_scheduler(request.sampler, scheduler_config)
+    generator = make_generator(request.seed)
+    size = unet.config.sample_size
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    param = next(unet.parameters())
+    noise = sample_noise((request.n, unet.config.in_channels, height, width), generator,
+                         param.device, param.dtype)
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return unet(x, t).sample
+
+    eta = request.eta if get_sampler(request.sampler).uses_eta else None
+    with torch.inference_mode():
+        yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W) for one channel, (B, H, W, 3) for RGB."""
+    arr = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    arr = arr.transpose(0, 2, 3, 1)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images (N, H, W) or (N, H, W, 3) into one uint8 grid image."""
+    n = len(images)
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    h, w = images.shape[1:3]
+    shape = (nrows * (h + pad) + pad, ncols * (w + pad) + pad, *images.shape[3:])
+    grid = np.full(shape, 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid

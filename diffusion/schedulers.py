@@ -1,0 +1,71 @@
+"""The samplers the app offers, as diffusers schedulers.
+
+Each request gets a fresh scheduler built with ``from_config`` from the model's own
+scheduler config: schedulers keep per-run state (``timesteps``, ``step_index``, the
+multistep history) and are not thread-safe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One sampler: a diffusers scheduler class and the config overrides that define it."""
+
+    name: str
+    title: str
+    scheduler_cls: type[SchedulerMixin]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    stochastic: bool = False  # draws fresh noise at each step
+    uses_eta: bool = False  # DDIM's eta (0: deterministic DDIM, 1: DDPM-like variance)
+    paper: str = ""
+
+
+SAMPLERS: dict[str, SamplerSpec] = {
+    spec.name: spec
+    for spec in (
+        SamplerSpec("ddpm", "DDPM (ancestral)", DDPMScheduler, stochastic=True,
+                    paper="Ho et al. 2020, Algorithm 2"),
+        SamplerSpec("ddim", "DDIM", DDIMScheduler, uses_eta=True,
+                    paper="Song et al. 2021, Eq. 12"),
+        SamplerSpec("dpmpp-2m", "DPM-Solver++ 2M", DPMSolverMultistepScheduler,
+                    {"algorithm_type": "dpmsolver++", "solver_order": 2},
+                    paper="Lu et al. 2022, Algorithm 2"),
+        SamplerSpec("euler", "Euler", EulerDiscreteScheduler,
+                    paper="Karras et al. 2022, Algorithm 1"),
+        SamplerSpec("euler-a", "Euler ancestral", EulerAncestralDiscreteScheduler, stochastic=True,
+                    paper="Karras et al. 2022 / k-diffusion"),
+    )
+}
+
+MAX_STEPS = 1000
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
+
+
+def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:
+    """A fresh scheduler of sampler ``name`` built from a model's scheduler config."""
+    spec = get_sampler(name)
+    return spec.scheduler_cls.from_config(base_config, **spec.overrides)
+
+
+def max_steps_for(base_config: dict[str, Any]) -> int:
+    """The largest step count a scheduler accepts: the number of training timesteps."""
+    return int(base_config.get("num_train_timesteps", MAX_STEPS))

@@ -1,0 +1,1 @@
+"""Training scripts (diffusers ``examples/*/train_*.py`` style, HF accelerate)."""

@@ -1,0 +1,197 @@
+"""Train the embedded pixel-space DDPM ``ddpm-mnist`` (Ho et al. 2020, Algorithm 1).
+
+Follows diffusers' ``examples/unconditional_image_generation/train_unconditional.py``:
+``parse_args()`` / ``main(args)`` with HF accelerate, so the same script runs on this CPU,
+one GPU or several (``accelerate launch -m diffusion.training.train_ddpm ...``). It
+checkpoints with ``accelerator.save_state`` and resumes with ``--resume latest``; at every
+checkpoint it exports the EMA weights as a diffusers ``DDPMPipeline`` folder and a preview
+grid drawn by the app's own sampling code.
+
+    python -m diffusion.training.train_ddpm --output_dir runs/ddpm-mnist --max_train_steps 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel, compute_snr
+
+from diffusion.data.mnist import IMAGE_SIZE, load_split
+from diffusion.pipeline import SampleRequest, make_grid, pixel_steps, to_uint8
+
+logger = logging.getLogger("train_ddpm")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--output_dir", type=Path, default=Path("runs/ddpm-mnist"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train_batch_size", type=int, default=64)
+    p.add_argument("--max_train_steps", type=int, default=10000)
+    p.add_argument("--learning_rate", type=float, default=5e-4)
+    p.add_argument("--lr_warmup_steps", type=int, default=200)
+    p.add_argument("--adam_weight_decay", type=float, default=0.0)
+    p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--layers_per_block", type=int, default=1)
+    p.add_argument("--norm_num_groups", type=int, default=16)
+    p.add_argument("--beta_schedule", default="squaredcos_cap_v2",
+                   choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
+    p.add_argument("--num_train_timesteps", type=int, default=1000)
+    p.add_argument("--snr_gamma", type=float, default=5.0,
+                   help="Min-SNR loss weighting (Hang et al. 2023); 0 disables it")
+    p.add_argument("--ema_max_decay", type=float, default=0.999)
+    p.add_argument("--ema_power", type=float, default=0.75)
+    p.add_argument("--mixed_precision", default="bf16", choices=["no", "fp16", "bf16"])
+    p.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--checkpointing_steps", type=int, default=500)
+    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder name")
+    p.add_argument("--preview_images", type=int, default=16)
+    p.add_argument("--logging_steps", type=int, default=50)
+    return p.parse_args(argv)
+
+
+def build_unet(args: argparse.Namespace) -> UNet2DModel:
+    """32x32 grayscale UNet; self-attention only at the 8x8 level."""
+    n = len(args.block_out_channels)
+    return UNet2DModel(
+        sample_size=IMAGE_SIZE,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        norm_num_groups=args.norm_num_groups,
+        attention_head_dim=32,
+        down_block_types=("DownBlock2D",) * (n - 1) + ("AttnDownBlock2D",),
+        up_block_types=("AttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
+    )
+
+
+def export(accelerator: Accelerator, unet: torch.nn.Module, ema: EMAModel, scheduler: DDPMScheduler,
+           args: argparse.Namespace, step: int) -> Path:
+    """Save the EMA weights as a DDPMPipeline (safetensors) and draw a preview grid."""
+    ema_unet = build_unet(args)
+    ema_unet.load_state_dict(accelerator.unwrap_model(unet).state_dict(), strict=True)
+    ema.copy_to(ema_unet.parameters())
+    ema_unet.eval()
+    out = args.output_dir / "pipeline"
+    DDPMPipeline(unet=ema_unet, scheduler=scheduler).save_pretrained(out, safe_serialization=True)
+    request = SampleRequest(sampler="ddim", steps=25, n=args.preview_images, seed=0)
+    *_, last = pixel_steps(ema_unet, dict(scheduler.config), request)
+    grid = make_grid(to_uint8(last.prev_sample))
+    iio.imwrite(args.output_dir / f"preview-{step:06d}.png", grid)
+    return out
+
+
+def main(args: argparse.Namespace) -> None:
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+        handlers=[logging.StreamHandler(), logging.FileHandler(args.output_dir / "train.log")],
+    )
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+
+    data = load_split("train").tensor()  # (4000, 1, 32, 32) in [-1, 1]
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(data), batch_size=args.train_batch_size, shuffle=True,
+        drop_last=True, generator=torch.Generator("cpu").manual_seed(args.seed),
+    )
+    unet = build_unet(args)
+    noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps,
+                                    beta_schedule=args.beta_schedule, prediction_type="epsilon")
+    ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
+                   power=args.ema_power, model_cls=UNet2DModel, model_config=unet.config)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate,
+                                  weight_decay=args.adam_weight_decay)
+    lr_scheduler = get_cosine_schedule_with_warmup(
+        optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=args.max_train_steps)
+    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    accelerator.register_for_checkpointing(ema)
+
+    ckpt_dir = args.output_dir / "checkpoints"
+    global_step = 0
+    if args.resume:
+        names = sorted((p.name for p in ckpt_dir.glob("checkpoint-*")), key=lambda s: int(s.split("-")[1]))
+        name = names[-1] if args.resume == "latest" and names else args.resume
+        if name and (ckpt_dir / name).exists():
+            accelerator.load_state(str(ckpt_dir / name))
+            global_step = int(name.split("-")[1])
+            logger.info("resumed from %s at step %d", name, global_step)
+        else:
+            logger.info("no checkpoint to resume from; starting fresh")
+    if accelerator.is_main_process:
+        (args.output_dir / "args.json").write_text(json.dumps(
+            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2))
+        logger.info("UNet parameters: %d", sum(p.numel() for p in unet.parameters()))
+
+    alphas_cumprod = noise_scheduler.alphas_cumprod
+    start = time.perf_counter()
+    running = 0.0
+    epoch = 0
+    while global_step < args.max_train_steps:
+        epoch += 1
+        unet.train()
+        for (clean_images,) in loader:
+            # DDPM Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), descend on ||eps - eps_theta(x_t, t)||^2
+            noise = torch.randn_like(clean_images)
+            timesteps = torch.randint(0, args.num_train_timesteps, (clean_images.shape[0],),
+                                      device=clean_images.device)
+            noisy_images = noise_scheduler.add_noise(clean_images, noise, timesteps)  # q_sample, Eq. 4
+            with accelerator.autocast():
+                model_output = unet(noisy_images, timesteps).sample
+            loss = F.mse_loss(model_output.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+            if args.snr_gamma > 0:
+                # Min-SNR-gamma weighting for epsilon prediction: min(SNR, gamma) / SNR
+                snr = compute_snr(noise_scheduler, timesteps)
+                loss = loss * torch.clamp(snr, max=args.snr_gamma) / snr
+            loss = loss.mean()
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            lr_scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            ema.step(unet.parameters())
+            global_step += 1
+            running += loss.item()
+
+            if global_step % args.logging_steps == 0 and accelerator.is_main_process:
+                logger.info("step %d loss %.4f lr %.2e ema_decay %.4f elapsed %.0fs",
+                            global_step, running / args.logging_steps, lr_scheduler.get_last_lr()[0],
+                            ema.cur_decay_value or 0.0, time.perf_counter() - start)
+                running = 0.0
+            if (global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps) \
+                    and accelerator.is_main_process:
+                path = ckpt_dir / f"checkpoint-{global_step}"
+                accelerator.save_state(str(path))
+                old = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                for stale in old[: max(0, len(old) - args.checkpoints_total_limit)]:
+                    shutil.rmtree(stale)
+                unet.eval()
+                export(accelerator, unet, ema, noise_scheduler, args, global_step)
+                unet.train()
+                logger.info("checkpoint %s and EMA pipeline saved", path.name)
+            if global_step >= args.max_train_steps:
+                break
+    del alphas_cumprod
+    accelerator.wait_for_everyone()
+    logger.info("done: %d steps in %.0fs (this run)", global_step, time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main(parse_args())
