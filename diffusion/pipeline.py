@@ -110,3 +110,82 @@ def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.
         r, c = divmod(i, ncols)
         grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
     return grid
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """How a prompt was read: its tokens, words the tokenizer does not know, words cut off."""
+
+    tokens: list[str]
+    unknown_words: list[str]
+    truncated_words: list[str]
+
+
+def read_prompt(tokenizer: Any, prompt: str) -> PromptTokens:
+    """Tokenize ``prompt`` as the text encoder will, reporting unknown and truncated words."""
+    max_tokens = int(tokenizer.model_max_length) - 2  # start and end tokens
+    words = prompt.split()
+    unk = getattr(tokenizer, "unk_token", None)
+    vocab = tokenizer.get_vocab()
+    unknown: list[str] = []
+    tokens: list[str] = []
+    truncated: list[str] = []
+    for word in words:
+        pieces = tokenizer.tokenize(word)
+        if unk is not None and (unk in pieces or any(p not in vocab for p in pieces)):
+            unknown.append(word)
+        if len(tokens) + len(pieces) > max_tokens:
+            truncated.append(word)
+            continue
+        tokens.extend(pieces)
+    return PromptTokens(tokens, unknown, truncated)
+
+
+def encode_prompt(model: Any, prompts: list[str]) -> torch.Tensor:
+    """Text embeddings (B, L, D) for a batch of prompts, padded to the tokenizer's max length."""
+    with model.tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
+        ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids
+    return model.text_encoder(ids.to(model.device))[0].to(model.dtype)
+
+
+def latent_steps(model: Any, request: SampleRequest) -> Iterator[StepRecord]:
+    """Latent text-to-image sampling with classifier-free guidance (Rombach et al. 2022).
+
+    ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
+    ``guidance_scale > 1``: eps = eps(x, "") + w (eps(x, prompt) - eps(x, "")), with the
+    negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6). Yields one record
+    per step; the last record's ``prev_sample`` is the final latent (B, C, h, w).
+    """
+    scheduler = make_scheduler(request.sampler, model.scheduler_config)
+    generator = make_generator(request.seed)
+    do_guidance = request.guidance_scale > 1.0
+    with torch.inference_mode():
+        text = encode_prompt(model, [request.prompt] * request.n)
+        if do_guidance:
+            uncond = encode_prompt(model, [request.negative_prompt] * request.n)
+            context = torch.cat([uncond, text])
+        size = model.card.resolution // model.vae_scale_factor
+        noise = sample_noise((request.n, model.unet.config.in_channels, size, size), generator,
+                             model.device, model.dtype)
+
+        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return model.unet(x, t, encoder_hidden_states=text).sample
+
+        def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            # one batched call for both halves: [uncond; cond]
+            out = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
+            noise_pred_uncond, noise_pred_text = out.chunk(2)
+            guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
+            return guided, noise_pred_uncond, noise_pred_text
+
+        eta = request.eta if get_sampler(request.sampler).uses_eta else None
+        yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
+                           guidance=guidance if do_guidance else None,
+                           guidance_scale=request.guidance_scale if do_guidance else None)
+
+
+def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) -> images (B, 3, H, W) in [-1, 1] through the VAE decoder."""
+    with torch.inference_mode():
+        return model.vae.decode(latents.float() / model.scaling_factor).sample.clamp(-1, 1)

@@ -63,7 +63,13 @@ def get_sampler(name: str) -> SamplerSpec:
 def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:
     """A fresh scheduler of sampler ``name`` built from a model's scheduler config."""
     spec = get_sampler(name)
-    return spec.scheduler_cls.from_config(base_config, **spec.overrides)
+    overrides = dict(spec.overrides)
+    if spec.scheduler_cls is DPMSolverMultistepScheduler and base_config.get("clip_sample", False):
+        # Pixel-space models clip x0 to the data range in DDPM/DDIM; DPM-Solver++ does the same
+        # with dynamic thresholding, as Lu et al. 2022 recommend for pixel-space models.
+        overrides.setdefault("thresholding", True)
+        overrides.setdefault("sample_max_value", float(base_config.get("clip_sample_range", 1.0)))
+    return spec.scheduler_cls.from_config(base_config, **overrides)
 
 
 def max_steps_for(base_config: dict[str, Any]) -> int:

