@@ -76,6 +76,7 @@ class StepView:
     x_t: np.ndarray
     noise: np.ndarray
     pred_x0: np.ndarray
+    alpha_prod_t_prev: float = 1.0  # alpha-bar of the step this one lands on (1 after the last)
 
 
 @dataclass
@@ -208,6 +209,8 @@ class Studio:
                 noise=_to_display(record.model_output, -3.0, 3.0)[0],
                 pred_x0=self._decode(model, record.pred_original_sample)[0],
             ))
+            if len(traj.steps) > 1:
+                traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
             traj.wall_s = time.perf_counter() - start
             if record.is_last:
                 traj.final = self._decode(model, record.prev_sample)[0]

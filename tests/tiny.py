@@ -57,7 +57,7 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     )
     scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="scaled_linear",
-                              beta_start=0.00085, beta_end=0.012, clip_sample=False)
+                              beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

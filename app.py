@@ -1,0 +1,42 @@
+"""Diffusion Classroom: run the app.
+
+    python app.py                      # http://127.0.0.1:7860 with the embedded models
+    python app.py --model-dir PATH     # add a local diffusers pipeline folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from demo.app import build_app
+from diffusion.registry import Registry
+from diffusion.runtime import configure_threads
+from diffusion.service import Studio
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Diffusion Classroom: an interactive app that teaches diffusion models.")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for a LAN or a Space)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:1, mps")
+    p.add_argument("--model-dir", type=Path, action="append", default=[], metavar="PATH",
+                   help="an extra local diffusers pipeline folder (repeatable)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
+    return p.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_threads(args.threads)
+    studio = Studio(Registry.default(args.model_dir), device=args.device)
+    app = build_app(studio, queue_size=args.queue_size)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="5mb",
+               show_error=True)
+
+
+if __name__ == "__main__":
+    main(parse_args())

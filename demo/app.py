@@ -1,0 +1,28 @@
+"""Assemble the three tabs into one Gradio app."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from demo.tab_sampling import build_sampling_tab
+from demo.tab_steps import build_steps_tab
+from demo.tab_text import build_text_tab
+from diffusion.service import Studio
+
+INTRO = """# Diffusion Classroom
+Diffusion models, demonstrated: sample digits from a DDPM trained for this app, watch the reverse
+process one step at a time, and generate images from text with latent diffusion. Everything runs
+on this machine; the embedded models need no network."""
+
+
+def build_app(studio: Studio, queue_size: int = 32) -> gr.Blocks:
+    with gr.Blocks(title="Diffusion Classroom") as app:
+        gr.Markdown(INTRO)
+        with gr.Tab("DDPM sampling", id="sampling"):
+            build_sampling_tab(studio)
+        with gr.Tab("Step by step", id="steps"):
+            build_steps_tab(studio)
+        with gr.Tab("Text to image (latent)", id="text"):
+            build_text_tab(studio)
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    return app

@@ -1,0 +1,63 @@
+"""Tab 1: unconditional pixel-space DDPM sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+import numpy as np
+
+from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, random_seed, status_line, user_errors
+from demo.theory import DDPM
+from diffusion.pipeline import SampleRequest
+from diffusion.schedulers import SAMPLERS
+from diffusion.service import Studio
+
+SAMPLER_CHOICES = [(spec.title, name) for name, spec in SAMPLERS.items()]
+
+
+def make_sample_handler(studio: Studio):
+    """The tab's model event: plain values in, a streamed grid and a status line out."""
+
+    def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
+               seed: float) -> Iterator[tuple[np.ndarray, str]]:
+        request = SampleRequest(
+            sampler=str(sampler), steps=as_int(steps, "Steps", 1, 1000), n=as_int(batch, "Batch", 1, studio.max_batch),
+            seed=as_seed(seed), eta=as_float(eta, "eta", 0.0, 1.0),
+        )
+        with user_errors():
+            studio.validate(str(model_id), request)
+            for update in studio.generate(str(model_id), request):
+                image = update.grid if update.done else update.preview
+                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n)
+                yield image, status + ("" if update.done else " · *preview: predicted x0*")
+
+    return sample
+
+
+def build_sampling_tab(studio: Studio) -> None:
+    cards = studio.cards("pixel")
+    default = cards[0]
+    # ----- layout -----
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
+            sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
+            steps = gr.Slider(1, 1000, value=default.default_steps, step=1, label="Steps")
+            eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")
+            batch = gr.Slider(1, studio.max_batch, value=16, step=1, label="Batch (images)")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                reseed = gr.Button("🎲 Random seed", size="sm")
+            run = gr.Button("Sample", variant="primary")
+        with gr.Column(scale=2):
+            grid = gr.Image(label="Samples (streams predicted x0 while it runs)", format="png", type="numpy",
+                            buttons=["download", "fullscreen"], interactive=False, height=420,
+                            elem_id="ddpm-grid")
+            status = gr.Markdown(elem_id="ddpm-status")
+    with gr.Accordion("How it works: DDPM, Algorithms 1 and 2", open=False):
+        gr.Markdown(DDPM, latex_delimiters=LATEX)
+    # ----- events -----
+    reseed.click(random_seed, outputs=seed, api_name="random_seed", queue=False)
+    run.click(make_sample_handler(studio), inputs=[model, sampler, steps, eta, batch, seed],
+              outputs=[grid, status], api_name="sample", **MODEL_CONCURRENCY)

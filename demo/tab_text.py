@@ -1,0 +1,78 @@
+"""Tab 3: latent text-to-image with classifier-free guidance."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+import numpy as np
+
+from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, status_line, user_errors
+from demo.tab_sampling import SAMPLER_CHOICES
+from demo.theory import LDM
+from diffusion.pipeline import PromptTokens, SampleRequest
+from diffusion.service import Studio
+
+
+def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
+    """Tokens for ``gr.HighlightedText``: unknown words and dropped words are labelled."""
+    if tokens is None:
+        return []
+    out: list[tuple[str, str | None]] = [(t, "unknown" if t == "[UNK]" else None) for t in tokens.tokens]
+    out += [(w, "dropped (too long)") for w in tokens.truncated_words]
+    return out
+
+
+def make_text_handler(studio: Studio):
+    def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
+                      steps: float, seed: float, batch: float) -> Iterator[tuple]:
+        request = SampleRequest(
+            sampler=str(sampler), steps=as_int(steps, "Steps", 1, 1000), n=as_int(batch, "Batch", 1, 16),
+            seed=as_seed(seed), prompt=str(prompt or ""), negative_prompt=str(negative_prompt or ""),
+            guidance_scale=as_float(guidance, "Guidance scale", 0.0, 30.0),
+        )
+        with user_errors():
+            studio.validate(str(model_id), request)
+            for update in studio.generate(str(model_id), request, previews=10):
+                note = ""
+                if update.prompt is not None and update.prompt.unknown_words:
+                    note = " · unknown words (ignored by the model): " + ", ".join(update.prompt.unknown_words)
+                image = update.grid if update.done else update.preview
+                yield (image, token_view(update.prompt),
+                       status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note)
+
+    return text_to_image
+
+
+def build_text_tab(studio: Studio) -> None:
+    cards = studio.cards("latent-text")
+    offline = [c for c in cards if c.local]
+    default = (offline or cards)[0]
+    # ----- layout -----
+    if not offline:
+        gr.Markdown("⚠️ **No latent text-to-image model is available offline yet.** The hub models below load "
+                    "only where the Hugging Face hub (or a populated cache) is reachable; otherwise the tab says "
+                    "why. Pass a local diffusers folder with `python app.py --model-dir PATH`.",
+                    elem_id="text-notice")
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
+            prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2)
+            negative = gr.Textbox(label="Negative prompt", value="")
+            guidance = gr.Slider(0.0, 15.0, value=default.default_guidance, step=0.5, label="Guidance scale w")
+            sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
+            steps = gr.Slider(1, 200, value=default.default_steps, step=1, label="Steps")
+            with gr.Row():
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                batch = gr.Slider(1, 16, value=4, step=1, label="Batch")
+            run = gr.Button("Generate", variant="primary")
+        with gr.Column(scale=2):
+            grid = gr.Image(label="Images (streams decoded predicted x0)", format="png", interactive=False,
+                            buttons=["download", "fullscreen"], height=420, elem_id="text-grid")
+            tokens = gr.HighlightedText(label="How the text encoder reads the prompt", combine_adjacent=False)
+            status = gr.Markdown(elem_id="text-status")
+    with gr.Accordion("How it works: latent diffusion and classifier-free guidance", open=False):
+        gr.Markdown(LDM, latex_delimiters=LATEX)
+    # ----- events -----
+    run.click(make_text_handler(studio), inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch],
+              outputs=[grid, tokens, status], api_name="text_to_image", **MODEL_CONCURRENCY)

@@ -1,0 +1,37 @@
+"""The equations each tab explains, as Markdown with LaTeX."""
+
+DDPM = r"""
+### Denoising diffusion (Ho et al. 2020)
+The **forward process** adds Gaussian noise with a fixed schedule $\beta_1,\dots,\beta_T$:
+$$q(x_t \mid x_0) = \mathcal{N}\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t)\,I\big),\qquad \bar\alpha_t=\prod_{s\le t}(1-\beta_s)$$
+
+**Algorithm 1 (training).** Take a digit $x_0$, draw $t\sim\mathcal U\{1..T\}$ and $\epsilon\sim\mathcal N(0,I)$, and descend on
+$$\big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2 .$$
+
+**Algorithm 2 (sampling).** Start from $x_T\sim\mathcal N(0,I)$ and for $t=T,\dots,1$:
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t,t)\Big) + \sigma_t z,\qquad z\sim\mathcal N(0,I).$$
+
+DDIM (Song et al. 2021) reuses the same network with fewer, deterministic steps ($\eta=0$);
+DPM-Solver++ and Euler treat sampling as solving an ODE. The preview shows the model's
+current guess of the clean image, $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$.
+"""
+
+STEPS = r"""
+### One reverse step at a time
+Pick a step with the slider: the left image is $x_t$, the middle one the noise the network
+predicts, $\epsilon_\theta(x_t,t)$, and the right one its estimate of the clean image,
+$$\hat x_0 = \frac{x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta(x_t,t)}{\sqrt{\bar\alpha_t}}\quad\text{(Ho et al. 2020, Eq. 15)}.$$
+Early steps have little signal ($\bar\alpha_t\approx 0$), so $\hat x_0$ is a blurry average; late steps only refine detail.
+"""
+
+LDM = r"""
+### Latent diffusion (Rombach et al. 2022)
+An autoencoder $\mathcal E, \mathcal D$ compresses an image to a small latent $z=\mathcal E(x)$; the UNet
+denoises **latents**, conditioned on the prompt $y$ through cross-attention on a text encoder's
+output $\tau_\theta(y)$:
+$$L_{LDM} = \mathbb E_{\mathcal E(x),\,y,\,\epsilon\sim\mathcal N(0,1),\,t}\Big[\big\lVert \epsilon - \epsilon_\theta\big(z_t, t, \tau_\theta(y)\big)\big\rVert_2^2\Big]\quad\text{(Eq. 3)}.$$
+**Classifier-free guidance** (Ho & Salimans 2022) mixes a conditional and an unconditional prediction,
+$$\tilde\epsilon = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_t,y)-\epsilon_\theta(z_t,\varnothing)\big),$$
+where $w$ is the guidance scale and a negative prompt takes the place of $\varnothing$. The decoder
+turns the final latent into pixels: $\hat x = \mathcal D(z_0)$.
+"""

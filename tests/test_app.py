@@ -1,0 +1,99 @@
+"""The real app, started in-process and driven through gradio_client (tiny models)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+gradio_client = pytest.importorskip("gradio_client")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
+    from demo.app import build_app
+    from diffusion.registry import Registry
+    from diffusion.service import Studio
+
+    registry = Registry.default([tiny_sd_dir])
+    registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
+    studio = Studio(registry, device="cpu")
+    app = build_app(studio, queue_size=8)
+    port = free_port()
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
+    yield app, client, studio
+    client.close()
+    app.close()
+
+
+def load(result) -> np.ndarray:
+    path = result["path"] if isinstance(result, dict) else result
+    return np.asarray(Image.open(path))
+
+
+def test_api_lists_every_model_event(served) -> None:
+    _, client, _ = served
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/sample", "/steps_run", "/steps_show", "/text_to_image"} <= names
+
+
+def test_sample_endpoint_gives_a_grid_of_the_right_size_and_is_reproducible(served) -> None:
+    _, client, studio = served
+    grid, status = client.predict("ddpm-mnist", "ddim", 2, 0.0, 4, 123, api_name="/sample")
+    first = load(grid)
+    # 4 images of 8x8 tile a 2x2 grid with 2-pixel padding: 2 * (8 + 2) + 2 = 22
+    assert first.shape[:2] == (22, 22)
+    assert "Step 2/2" in status and "4 images" in status
+    again = load(client.predict("ddpm-mnist", "ddim", 2, 0.0, 4, 123, api_name="/sample")[0])
+    np.testing.assert_array_equal(first, again)
+    other = load(client.predict("ddpm-mnist", "ddim", 2, 0.0, 4, 124, api_name="/sample")[0])
+    assert not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("args, message", [
+    (("ddpm-mnist", "ddim", 0, 0.0, 4, 1), "Steps|less than minimum value 1"),
+    (("ddpm-mnist", "ddim", 2, 0.0, 65, 1), "Batch|greater than maximum value 64"),
+    (("ddpm-mnist", "ddim", 2, 0.0, 4, -1), "Seed|less than minimum value 0"),
+    (("ddpm-mnist", "ddim", 2.5, 0.0, 4, 1), "Steps must be a whole number"),
+    (("ddpm-mnist", "ddim", 2, 0.0, 4, 2**32), "Seed must be a whole number"),
+    (("ddpm-mnist", "nope", 2, 0.0, 4, 1), "not in the list of choices"),
+    (("no-such-model", "ddim", 2, 0.0, 4, 1), "not in the list of choices"),
+])
+def test_sample_endpoint_rejects_bad_input_with_a_clear_message(served, args, message) -> None:
+    _, client, _ = served
+    with pytest.raises(gradio_client.exceptions.AppError, match=message):
+        client.predict(*args, api_name="/sample")
+
+
+def test_steps_endpoints_record_and_show_each_step(served) -> None:
+    _, client, _ = served
+    slider, x_t, noise, x0, plot, equation, status = client.predict(
+        "ddpm-mnist", "ddpm", 3, 5, "", 1.0, api_name="/steps_run")
+    assert "3 steps" in status and "Step 3 of 3" in equation
+    assert load(x_t).shape[:2] == load(x0).shape[:2] == (8, 8)
+
+
+def test_text_endpoint_with_a_local_latent_model(served) -> None:
+    _, client, _ = served
+    grid, tokens, status = client.predict("local/tiny-sd", "a red zebra circle", "", 4.0, "ddim", 2, 0, 2,
+                                          api_name="/text_to_image")
+    assert load(grid).shape == (2 + 16 + 2, 2 * (16 + 2) + 2, 3)
+    assert "zebra" in status
+    labels = {d["token"]: d["class_or_confidence"] for d in tokens}
+    assert labels["[UNK]"] == "unknown"
+
+
+def test_hub_model_offline_fails_fast_with_remedies(served) -> None:
+    _, client, _ = served
+    with pytest.raises(gradio_client.exceptions.AppError, match="not available offline"):
+        client.predict("stabilityai/sd-turbo", "a cat", "", 0.0, "euler-a", 1, 0, 1, api_name="/text_to_image")
