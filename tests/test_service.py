@@ -1,0 +1,72 @@
+"""The app-facing service: streaming, the step-by-step trajectory, schedules, NaN guard."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion.pipeline import SampleRequest
+
+
+def test_generate_streams_previews_then_the_result(studio) -> None:
+    updates = list(studio.generate("local/tiny-ddpm", SampleRequest("ddim", 6, n=3, seed=1), previews=3))
+    *previews, final = updates
+    assert previews and all(u.preview is not None and not u.done for u in previews)
+    assert final.done and final.images.shape == (3, 8, 8) and final.images.dtype == np.uint8
+    assert final.model_calls == 6 and final.step == final.num_steps == 6
+    np.testing.assert_array_equal(final.images, studio.sample("local/tiny-ddpm", SampleRequest("ddim", 6, n=3, seed=1)))
+
+
+def test_trajectory_records_every_step_for_pixel_and_latent_models(studio) -> None:
+    *_, (done, total, traj) = studio.trajectory("local/tiny-ddpm", SampleRequest("ddpm", 4, seed=2))
+    assert done == total == len(traj.steps) == 4
+    assert [v.index for v in traj.steps] == [0, 1, 2, 3]
+    assert all(v.x_t.shape == v.noise.shape == v.pred_x0.shape == (8, 8) for v in traj.steps)
+    assert traj.steps[-1].alpha_prod_t_prev == 1.0
+    assert traj.steps[0].alpha_prod_t_prev == traj.steps[1].alpha_prod_t
+    *_, (_, _, latent) = studio.trajectory("local/tiny-sd", SampleRequest("ddim", 2, seed=2, prompt="a star",
+                                                                            guidance_scale=3.0))
+    assert latent.steps[0].pred_x0.shape == (16, 16, 3) and latent.steps[0].x_t.shape == (8, 8, 3)
+    assert latent.final.shape == (16, 16, 3)
+
+
+def test_schedule_curves_match_the_scheduler(studio) -> None:
+    curves = studio.schedule("local/tiny-ddpm")
+    assert len(curves.timesteps) == 100
+    assert np.all(np.diff(curves.alphas_cumprod) < 0)
+    np.testing.assert_allclose(curves.alphas_cumprod, np.cumprod(1 - curves.betas), rtol=1e-5)
+    assert np.all(np.diff(curves.log_snr) < 0)
+
+
+def test_nan_mid_sampling_is_an_error_not_an_image(studio, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = studio.load("local/tiny-ddpm")
+    real_forward = model.unet.forward
+
+    def poisoned(sample, timestep, *args, **kwargs):
+        out = real_forward(sample, timestep, *args, **kwargs)
+        out.sample[:] = float("nan")
+        return out
+
+    monkeypatch.setattr(model.unet, "forward", poisoned)
+    with pytest.raises(FloatingPointError, match="NaN"):
+        studio.sample("local/tiny-ddpm", SampleRequest("ddim", 3, n=1, seed=0))
+
+
+@pytest.mark.parametrize("request_, message", [
+    (SampleRequest(steps=0), "steps"),
+    (SampleRequest(steps=101), "steps"),
+    (SampleRequest(n=65), "batch"),
+    (SampleRequest(seed=-1), "seed"),
+    (SampleRequest(seed=2**32), "seed"),
+    (SampleRequest(eta=float("nan")), "eta"),
+    (SampleRequest(sampler="heun"), "sampler"),
+    (SampleRequest(prompt="a cat"), "unconditional"),
+])
+def test_invalid_requests_are_refused_before_any_model_call(studio, request_, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        list(studio.generate("local/tiny-ddpm", request_))
+
+
+def test_unknown_model_is_refused(studio) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        list(studio.generate("nope", SampleRequest()))
