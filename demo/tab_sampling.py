@@ -35,6 +35,11 @@ def make_sample_handler(studio: Studio):
     return sample
 
 
+def eta_for_sampler(sampler: str) -> dict:
+    """eta only means something for DDIM: show its slider for DDIM alone."""
+    return gr.update(visible=SAMPLERS[sampler].uses_eta if sampler in SAMPLERS else False)
+
+
 def build_sampling_tab(studio: Studio) -> None:
     cards = studio.cards("pixel")
     default = cards[0]
@@ -44,7 +49,8 @@ def build_sampling_tab(studio: Studio) -> None:
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
             steps = gr.Slider(1, 1000, value=default.default_steps, step=1, label="Steps")
-            eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)")
+            eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)",
+                            visible=SAMPLERS[default.default_sampler].uses_eta)
             batch = gr.Slider(1, studio.max_batch, value=16, step=1, label="Batch (images)")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
@@ -59,5 +65,6 @@ def build_sampling_tab(studio: Studio) -> None:
         gr.Markdown(DDPM, latex_delimiters=LATEX)
     # ----- events -----
     reseed.click(random_seed, outputs=seed, api_name="random_seed", queue=False)
+    sampler.change(eta_for_sampler, inputs=sampler, outputs=eta, api_visibility="private", queue=False)
     run.click(make_sample_handler(studio), inputs=[model, sampler, steps, eta, batch, seed],
               outputs=[grid, status], api_name="sample", **MODEL_CONCURRENCY)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from diffusers import DiffusionPipeline
@@ -92,6 +94,30 @@ def _remedies(card: ModelCard) -> str:
     )
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the hub endpoint open within ``timeout`` seconds?
+
+    Name resolution is not covered by socket time-outs, so the probe runs in a daemon thread
+    that is abandoned when it takes too long. huggingface_hub's own retries can take a minute
+    to give up on an unreachable network; this answers in seconds.
+    """
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
 def _resolve_source(card: ModelCard) -> str:
     """A local folder to load from: the card's own folder, or the hub snapshot in the cache."""
     if card.local:
@@ -105,7 +131,7 @@ def _resolve_source(card: ModelCard) -> str:
         return DiffusionPipeline.download(card.source, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError) as cached_error:
         logger.info("%s not in the local cache (%s)", card.source, cached_error)
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}:
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"} or not hub_reachable():
         raise ModelLoadError(_remedies(card))
     try:
         return DiffusionPipeline.download(card.source, use_safetensors=True)

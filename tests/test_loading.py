@@ -89,3 +89,22 @@ def test_device_and_dtype_choice() -> None:
     assert loading.choose_device("cpu") == torch.device("cpu")
     assert loading.choose_dtype(torch.device("cpu")) == torch.float32
     assert loading.choose_dtype(torch.device("cuda")) == torch.float16
+
+
+def test_uncached_hub_model_without_network_fails_within_seconds(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    """Not offline mode: the hub is simply unreachable (a closed port stands in for no network)."""
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    assert not loading.hub_reachable()
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="not available offline"):
+        ModelStore(Registry.default(), "cpu").get("google/ddpm-celebahq-256")
+    assert time.perf_counter() - start < 30  # bounded, not a benchmark: a hang would fail here

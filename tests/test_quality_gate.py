@@ -1,0 +1,57 @@
+"""Quality gate on the shipped weights (a smaller version of `python -m diffusion.metrics.mnist_gate`).
+
+200 DDIM-25 samples against 200 held-out digits, judged by the shipped LeNet. The same
+thresholds reject blurred digits and random noise (checked below), so the gate can fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+
+from diffusion.data.mnist import load_split
+from diffusion.metrics.lenet import load_lenet
+from diffusion.metrics.mnist_gate import GateReport, draw_samples, evaluate
+
+N = 200
+LIMITS = {"fld_factor": 3.0, "min_confident": 0.85, "class_share": (0.03, 0.17)}
+
+
+@pytest.fixture(scope="module")
+def lenet():
+    return load_lenet()
+
+
+@pytest.fixture(scope="module")
+def shipped_report(lenet) -> GateReport:
+    samples = draw_samples("ddpm-mnist", N, "ddim", 25, seed=0, batch=100)
+    report = evaluate(samples, lenet)
+    print("\n" + report.table())
+    return report
+
+
+def test_judge_is_accurate_on_held_out_digits(lenet, shipped_report: GateReport) -> None:
+    assert shipped_report.judge_accuracy >= 0.97
+
+
+def test_shipped_ddpm_passes_the_gate(shipped_report: GateReport) -> None:
+    assert shipped_report.failures(**LIMITS) == []
+
+
+def test_gate_rejects_blurred_digits(lenet) -> None:
+    digits = load_split("train").images[1000:1000 + N].astype(float)
+    blurred = np.stack([gaussian_filter(d, 1.5) for d in digits]).clip(0, 255).astype(np.uint8)
+    assert evaluate(blurred, lenet).failures(**LIMITS)
+
+
+def test_gate_rejects_noise(lenet) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (N, 32, 32)).astype(np.uint8)
+    assert evaluate(noise, lenet).failures(**LIMITS)
+
+
+def test_gate_accepts_real_unseen_style_digits(lenet) -> None:
+    """Training digits other than the floor's own pass: the thresholds are not impossible."""
+    report = evaluate(load_split("train").images[2000:2000 + N], lenet)
+    assert report.failures(**LIMITS) == []
+    assert report.memorised_share == 1.0  # they *are* training digits: the copy detector sees it
