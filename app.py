@@ -32,7 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     configure_threads(args.threads)
-    studio = Studio(Registry.default(args.model_dir), device=args.device)
+    try:
+        registry = Registry.default(args.model_dir)
+    except ValueError as error:
+        raise SystemExit(f"--model-dir: {error}") from None
+    studio = Studio(registry, device=args.device)
+    for model_id in studio.store.missing_embedded():
+        logging.getLogger("app").error(
+            "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
     app = build_app(studio, queue_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="5mb",
                show_error=True)

@@ -146,10 +146,15 @@ def load_pipeline(card: ModelCard, device: torch.device) -> LoadedModel:
     dtype = choose_dtype(device)
     try:
         pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, dtype=dtype)
-    except (OSError, ValueError, RuntimeError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - corrupt files raise many types (SafetensorError, OSError, ...)
+        logger.warning("loading %s from %s failed: %r", card.id, folder, error)
+        reason = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
         raise ModelLoadError(
-            f"Model '{card.id}' could not be loaded from {folder}: {error}. Only diffusers folders with "
-            "safetensors weights are accepted (no pickle .bin/.ckpt files).") from error
+            f"Model '{card.id}' could not be loaded from {folder}: {reason}. Only complete diffusers folders "
+            "with safetensors weights are accepted (no pickle .bin/.ckpt files).") from error
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.requires_grad_(False)  # inference only: no autograd graph, whatever the thread
     unet = pipe.unet.to(device).eval()
     scheduler_config = dict(pipe.scheduler.config)
     if card.kind == "pixel":
@@ -188,6 +193,11 @@ class ModelStore:
                 logger.info("loading %s from %s on %s", model_id, card.source, self.device)
                 self._models[model_id] = load_pipeline(card, self.device)
             return self._models[model_id]
+
+    def missing_embedded(self) -> list[str]:
+        """Embedded models whose folder is missing (a broken install), for a start-up warning."""
+        return [c.id for c in self.registry.cards.values()
+                if c.embedded and not (Path(c.source) / "model_index.json").is_file()]
 
     def is_loaded(self, model_id: str) -> bool:
         return model_id in self._models

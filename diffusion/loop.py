@@ -95,18 +95,22 @@ def denoise(
         step_kwargs["eta"] = eta
     timesteps = scheduler.timesteps
     for index, t in enumerate(timesteps):
-        # 1. the network's prediction at x_t (Euler rescales its input by 1/sqrt(sigma^2+1))
-        model_input = scheduler.scale_model_input(latents, t)
-        uncond = text = None
-        if guidance is None:
-            model_output = denoiser(model_input, t)
-        else:
-            model_output, uncond, text = guidance(model_input, t)
-        # 2. x_t -> x_{t-1}: the sampler's update (DDPM Algorithm 2 line 4, DDIM Eq. 12, ...)
-        out = scheduler.step(model_output, t, latents, **step_kwargs)
-        pred_original_sample = getattr(out, "pred_original_sample", None)
-        if pred_original_sample is None:
-            pred_original_sample = predict_original_sample(scheduler, latents, model_output, int(round(float(t))))
+        # Inference mode is thread-local: enter it inside each step, never across a ``yield``
+        # (a streaming UI may resume this generator on another thread).
+        with torch.inference_mode():
+            # 1. the network's prediction at x_t (Euler rescales its input by 1/sqrt(sigma^2+1))
+            model_input = scheduler.scale_model_input(latents, t)
+            uncond = text = None
+            if guidance is None:
+                model_output = denoiser(model_input, t)
+            else:
+                model_output, uncond, text = guidance(model_input, t)
+            # 2. x_t -> x_{t-1}: the sampler's update (DDPM Algorithm 2 line 4, DDIM Eq. 12, ...)
+            out = scheduler.step(model_output, t, latents, **step_kwargs)
+            pred_original_sample = getattr(out, "pred_original_sample", None)
+            if pred_original_sample is None:
+                pred_original_sample = predict_original_sample(scheduler, latents, model_output,
+                                                               int(round(float(t))))
         yield StepRecord(
             index=index,
             num_steps=len(timesteps),

@@ -87,8 +87,7 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
         return unet(x, t).sample
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
-    with torch.inference_mode():
-        yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta)
+    yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -160,29 +159,28 @@ def latent_steps(model: Any, request: SampleRequest) -> Iterator[StepRecord]:
     scheduler = make_scheduler(request.sampler, model.scheduler_config)
     generator = make_generator(request.seed)
     do_guidance = request.guidance_scale > 1.0
-    with torch.inference_mode():
+    with torch.inference_mode():  # entered and left before the first yield (thread-local)
         text = encode_prompt(model, [request.prompt] * request.n)
-        if do_guidance:
-            uncond = encode_prompt(model, [request.negative_prompt] * request.n)
-            context = torch.cat([uncond, text])
+        context = torch.cat([encode_prompt(model, [request.negative_prompt] * request.n), text]) if do_guidance \
+            else text
         size = model.card.resolution // model.vae_scale_factor
         noise = sample_noise((request.n, model.unet.config.in_channels, size, size), generator,
                              model.device, model.dtype)
 
-        def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return model.unet(x, t, encoder_hidden_states=text).sample
+    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model.unet(x, t, encoder_hidden_states=text).sample
 
-        def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            # one batched call for both halves: [uncond; cond]
-            out = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
-            noise_pred_uncond, noise_pred_text = out.chunk(2)
-            guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
-            return guided, noise_pred_uncond, noise_pred_text
+    def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # one batched call for both halves: [uncond; cond]
+        out = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
+        noise_pred_uncond, noise_pred_text = out.chunk(2)
+        guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
+        return guided, noise_pred_uncond, noise_pred_text
 
-        eta = request.eta if get_sampler(request.sampler).uses_eta else None
-        yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
-                           guidance=guidance if do_guidance else None,
-                           guidance_scale=request.guidance_scale if do_guidance else None)
+    eta = request.eta if get_sampler(request.sampler).uses_eta else None
+    yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
+                       guidance=guidance if do_guidance else None,
+                       guidance_scale=request.guidance_scale if do_guidance else None)
 
 
 def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -35,3 +35,40 @@ def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     from diffusion.service import Studio
 
     return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
+    """Start the real app in-process on tiny models; returns (app, client, studio)."""
+    from gradio_client import Client
+
+    from demo.app import build_app
+    from diffusion.registry import Registry
+    from diffusion.service import Studio
+
+    started = []
+
+    def start(queue_size: int = 8, extra_dirs: list[Path] | None = None):
+        registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
+        registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
+        studio = Studio(registry, device="cpu")
+        app = build_app(studio, queue_size=queue_size)
+        port = free_port()
+        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                   max_file_size="5mb")
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        started.append((app, client))
+        return app, client, studio
+
+    yield start
+    for app, client in started:
+        client.close()
+        app.close()

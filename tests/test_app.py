@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -12,28 +11,9 @@ from PIL import Image
 gradio_client = pytest.importorskip("gradio_client")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def served(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
-    from demo.app import build_app
-    from diffusion.registry import Registry
-    from diffusion.service import Studio
-
-    registry = Registry.default([tiny_sd_dir])
-    registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
-    studio = Studio(registry, device="cpu")
-    app = build_app(studio, queue_size=8)
-    port = free_port()
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = gradio_client.Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield app, client, studio
-    client.close()
-    app.close()
+def served(serve):
+    return serve(queue_size=8)
 
 
 def load(result) -> np.ndarray:
