@@ -36,7 +36,10 @@ def make_text_handler(studio: Studio):
             for update in studio.generate(str(model_id), request, previews=10):
                 note = ""
                 if update.prompt is not None and update.prompt.unknown_words:
-                    note = " · unknown words (ignored by the model): " + ", ".join(update.prompt.unknown_words)
+                    note += " · unknown words (ignored by the model): " + ", ".join(update.prompt.unknown_words)
+                if update.prompt is not None and update.prompt.truncated_words:
+                    note += (" · prompt too long for the text encoder; dropped: "
+                             + " ".join(update.prompt.truncated_words[:50]))
                 image = update.grid if update.done else update.preview
                 yield (image, token_view(update.prompt),
                        status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note)

@@ -78,6 +78,24 @@ def test_truncated_safetensors_gives_a_clear_error(served) -> None:
     assert sample(client, 1).shape == (22, 22)
 
 
+def test_missing_embedded_model_is_named_and_the_app_keeps_serving(serve, tmp_path: Path) -> None:
+    app, client, studio = serve(queue_size=4)
+    studio.registry.with_source("ddpm-mnist", str(tmp_path / "not-installed"))
+    with pytest.raises(AppError, match="ddpm-mnist.*missing") as info:
+        sample(client, 0)
+    assert GENERIC not in str(info.value)
+    text = client.predict("local/tiny-sd", "a red circle", "", 2.0, "ddim", 2, 0, 1, api_name="/text_to_image")
+    assert image(text[0]).shape == (20, 20, 3)
+
+
+def test_long_prompts_are_truncated_and_the_dropped_words_named(served) -> None:
+    _, client, _ = served
+    words = "a red circle left of the blue square top"
+    _, tokens, status = client.predict("local/tiny-sd", words, "", 2.0, "ddim", 2, 0, 1, api_name="/text_to_image")
+    assert "dropped: blue square top" in status
+    assert [t["token"] for t in tokens if t["class_or_confidence"]] == ["blue", "square", "top"]
+
+
 # ----- many users ------------------------------------------------------------------------------------
 def test_simultaneous_requests_equal_the_same_requests_one_at_a_time(served) -> None:
     _, client, _ = served
