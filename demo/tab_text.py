@@ -18,8 +18,8 @@ def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
     """Tokens for ``gr.HighlightedText``: unknown words and dropped words are labelled."""
     if tokens is None:
         return []
-    out: list[tuple[str, str | None]] = [(t, "unknown" if t == "[UNK]" else None) for t in tokens.tokens]
-    out += [(w, "dropped (too long)") for w in tokens.truncated_words]
+    out: list[tuple[str, str | None]] = [(f"{t} ", "unknown" if t == "[UNK]" else None) for t in tokens.tokens]
+    out += [(f"{w} ", "dropped (too long)") for w in tokens.truncated_words]
     return out
 
 
@@ -60,13 +60,14 @@ def build_text_tab(studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
-            prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2)
+            prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2,
+                                elem_id="text-prompt")
             negative = gr.Textbox(label="Negative prompt", value="")
             guidance = gr.Slider(0.0, 15.0, value=default.default_guidance, step=0.5, label="Guidance scale w")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
             steps = gr.Slider(1, 200, value=default.default_steps, step=1, label="Steps")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
+                seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="text-seed")
                 batch = gr.Slider(1, 16, value=4, step=1, label="Batch")
             run = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):

@@ -69,7 +69,7 @@ def test_text_endpoint_with_a_local_latent_model(served) -> None:
                                           api_name="/text_to_image")
     assert load(grid).shape == (2 + 16 + 2, 2 * (16 + 2) + 2, 3)
     assert "zebra" in status
-    labels = {d["token"]: d["class_or_confidence"] for d in tokens}
+    labels = {d["token"].strip(): d["class_or_confidence"] for d in tokens}
     assert labels["[UNK]"] == "unknown"
 
 

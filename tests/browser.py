@@ -1,0 +1,119 @@
+"""Drive the real app in headless Chromium (Playwright with Debian's /usr/bin/chromium).
+
+Used by ``tests/test_browser.py`` (tiny models) and, for the README's screenshots on the
+shipped models, as a command:
+
+    python -m tests.browser --out assets
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+def chromium_path() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextmanager
+def browser_page(url: str, width: int = 1280, height: int = 1000) -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(url)
+        page.wait_for_selector("#ddpm-grid", timeout=60_000)
+        try:
+            yield page
+        finally:
+            browser.close()
+
+
+def image_info(page, elem_id: str) -> dict:
+    """Decoded size and a blankness check of the first <img> inside #elem_id."""
+    return page.evaluate(
+        """(id) => {
+            const img = document.querySelector(`#${id} img`);
+            if (!img || !img.complete || !img.naturalWidth) return {ok: false};
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            let min = 255, max = 0;
+            for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); }
+            return {ok: true, width: img.naturalWidth, height: img.naturalHeight, min, max, src: img.src};
+        }""",
+        elem_id,
+    )
+
+
+def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_s: float = 120) -> dict:
+    page.wait_for_function(
+        """([id, prev]) => { const img = document.querySelector(`#${id} img`);
+                             return img && img.complete && img.naturalWidth > 0 && img.src !== prev; }""",
+        arg=[elem_id, previous_src], timeout=timeout_s * 1000)
+    return image_info(page, elem_id)
+
+
+def wait_for_text(page, elem_id: str, text: str, timeout_s: float = 120) -> None:
+    page.wait_for_function(
+        "([id, t]) => (document.querySelector(`#${id}`)?.innerText || '').includes(t)",
+        arg=[elem_id, text], timeout=timeout_s * 1000)
+
+
+def screenshots(url: str, out: Path) -> list[Path]:
+    """One screenshot per tab after its main action, with the app's defaults."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with browser_page(url) as page:
+        page.get_by_role("button", name="Sample").click()
+        wait_for_text(page, "ddpm-status", "UNet calls", 300)
+        wait_for_text(page, "ddpm-status", "Step 50/50", 300)
+        page.screenshot(path=str(out / "screenshot-sampling.png"), full_page=True)
+        saved.append(out / "screenshot-sampling.png")
+        page.get_by_role("tab", name="Step by step").click()
+        page.get_by_role("button", name="Run the reverse process").click()
+        wait_for_text(page, "steps-status", "Done", 300)
+        page.screenshot(path=str(out / "screenshot-steps.png"), full_page=True)
+        saved.append(out / "screenshot-steps.png")
+        page.get_by_role("tab", name="Text to image (latent)").click()
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(out / "screenshot-text.png"), full_page=True)
+        saved.append(out / "screenshot-text.png")
+    return saved
+
+
+def main() -> None:
+    import socket
+
+    from demo.app import build_app
+    from diffusion.registry import Registry
+    from diffusion.service import Studio
+
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", type=Path, default=Path("assets"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app(Studio(Registry.default(), device="cpu"))
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        for path in screenshots(f"http://127.0.0.1:{port}/", args.out):
+            logging.info("saved %s", path)
+    finally:
+        app.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The app in a real headless Chromium: each tab's main action, the step slider, an error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.browser import browser_page, chromium_path, image_info, wait_for_image, wait_for_text
+
+pytest.importorskip("playwright")
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
+
+
+@pytest.fixture(scope="module")
+def url(serve) -> str:
+    _, client, _ = serve(queue_size=8)
+    return client.src
+
+
+def test_sampling_tab_shows_a_real_grid(url: str, tmp_path: Path) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("button", name="Sample").click()
+        wait_for_text(page, "ddpm-status", "Step 50/50")
+        info = wait_for_image(page, "ddpm-grid")
+        # 16 tiny 8x8 images: a 4x4 grid with 2-pixel padding, 4 * 10 + 2 = 42
+        assert info["ok"] and (info["width"], info["height"]) == (42, 42)
+        assert info["max"] > info["min"]  # not blank
+        page.screenshot(path=str(tmp_path / "sampling.png"))
+
+
+def test_step_slider_changes_the_shown_step(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Step by step").click()
+        page.get_by_role("button", name="Run the reverse process").click()
+        wait_for_text(page, "steps-status", "Done")
+        wait_for_text(page, "steps-equation", "Step 50 of 50")
+        before = wait_for_image(page, "steps-x0")
+        assert before["ok"] and (before["width"], before["height"]) == (8, 8)
+        slider = page.locator("#steps-slider input[type=number]")
+        slider.fill("3")
+        slider.press("Enter")
+        wait_for_text(page, "steps-equation", "Step 3 of 50")
+        after = wait_for_image(page, "steps-x0", before["src"])
+        assert after["src"] != before["src"]
+
+
+def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Text to image (latent)").click()
+        page.get_by_role("button", name="Generate").click()
+        wait_for_text(page, "text-status", "Step 50/50")
+        info = wait_for_image(page, "text-grid")
+        assert info["ok"] and info["max"] > info["min"]
+        # an error case: a prompt over the server's limit
+        page.locator("#text-prompt textarea").fill("red " * 600)
+        page.get_by_role("button", name="Generate").click()
+        try:
+            page.wait_for_selector("text=/limited to 2000 characters/", timeout=60_000)
+        finally:
+            page.screenshot(path="/tmp/browser-text-error.png")
