@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from demo.app import build_app
+from demo.app import CSS, build_app
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
 from diffusion.service import Studio
@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> None:
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
     app = build_app(studio, queue_size=args.queue_size)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="5mb",
-               show_error=True)
+               css=CSS)
 
 
 if __name__ == "__main__":

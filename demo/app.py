@@ -15,6 +15,12 @@ process one step at a time, and generate images from text with latent diffusion.
 on this machine; the embedded models need no network."""
 
 
+# Small images (32x32 digits) are shown large with crisp pixels; the files keep their native size.
+CSS = """
+.pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+"""
+
+
 def build_app(studio: Studio, queue_size: int = 32) -> gr.Blocks:
     with gr.Blocks(title="Diffusion Classroom") as app:
         gr.Markdown(INTRO)

@@ -59,7 +59,7 @@ def build_sampling_tab(studio: Studio) -> None:
         with gr.Column(scale=2):
             grid = gr.Image(label="Samples (streams predicted x0 while it runs)", format="png", type="numpy",
                             buttons=["download", "fullscreen"], interactive=False, height=420,
-                            elem_id="ddpm-grid")
+                            elem_id="ddpm-grid", elem_classes=["pixelated"])
             status = gr.Markdown(elem_id="ddpm-status")
     with gr.Accordion("How it works: DDPM, Algorithms 1 and 2", open=False):
         gr.Markdown(DDPM, latex_delimiters=LATEX)

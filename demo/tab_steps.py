@@ -133,9 +133,10 @@ def build_steps_tab(studio: Studio) -> None:
     status = gr.Markdown(elem_id="steps-status")
     slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="steps-slider")
     with gr.Row():
-        x_t = gr.Image(label="x_t", format="png", interactive=False, height=220, elem_id="steps-xt")
-        noise = gr.Image(label="predicted noise ε_θ(x_t, t)", format="png", interactive=False, height=220)
-        x0 = gr.Image(label="predicted x0", format="png", interactive=False, height=220, elem_id="steps-x0")
+        panel = {"format": "png", "interactive": False, "height": 260, "elem_classes": ["pixelated"]}
+        x_t = gr.Image(label="x_t", elem_id="steps-xt", **panel)
+        noise = gr.Image(label="predicted noise ε_θ(x_t, t)", **panel)
+        x0 = gr.Image(label="predicted x0", elem_id="steps-x0", **panel)
     equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
     plot = gr.Plot(label="Noise schedule")
     # ----- events -----

@@ -72,7 +72,8 @@ def build_text_tab(studio: Studio) -> None:
             run = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
             grid = gr.Image(label="Images (streams decoded predicted x0)", format="png", interactive=False,
-                            buttons=["download", "fullscreen"], height=420, elem_id="text-grid")
+                            buttons=["download", "fullscreen"], height=420, elem_id="text-grid",
+                            elem_classes=["pixelated"])
             tokens = gr.HighlightedText(label="How the text encoder reads the prompt", combine_adjacent=False)
             status = gr.Markdown(elem_id="text-status")
     with gr.Accordion("How it works: latent diffusion and classifier-free guidance", open=False):

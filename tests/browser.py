@@ -95,7 +95,7 @@ def screenshots(url: str, out: Path) -> list[Path]:
 def main() -> None:
     import socket
 
-    from demo.app import build_app
+    from demo.app import CSS, build_app
     from diffusion.registry import Registry
     from diffusion.service import Studio
 
@@ -107,7 +107,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app = build_app(Studio(Registry.default(), device="cpu"))
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
     try:
         for path in screenshots(f"http://127.0.0.1:{port}/", args.out):
             logging.info("saved %s", path)
