@@ -222,6 +222,23 @@ def test_text_endpoint_never_crashes(served, prompt, negative, guidance, seed) -
         assert "JSON" in str(error) or "nan" in str(error).lower() or "inf" in str(error).lower(), error
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(model=st.sampled_from(["ddpm-mnist", "local/tiny-sd", "bogus"]), steps=weird_number, seed=weird_number,
+       prompt=weird_text, guidance=weird_number, step=weird_number)
+def test_steps_endpoints_never_crash(served, model, steps, seed, prompt, guidance, step) -> None:
+    _, client, _ = served
+    if isinstance(steps, int) and 1 <= steps:
+        steps = min(steps, 3)
+    for call in (lambda: client.predict(model, "ddim", steps, seed, prompt, guidance, api_name="/steps_run"),
+                 lambda: client.predict(step, api_name="/steps_show")):
+        try:
+            call()
+        except AppError as error:
+            assert GENERIC not in str(error), error
+        except ValueError as error:
+            assert "JSON" in str(error) or "nan" in str(error).lower() or "inf" in str(error).lower(), error
+
+
 def test_server_survives_the_property_tests(served) -> None:
     _, client, _ = served
     assert sample(client, 3).shape == (22, 22)

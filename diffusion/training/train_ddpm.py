@@ -140,7 +140,6 @@ def main(args: argparse.Namespace) -> None:
             {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2))
         logger.info("UNet parameters: %d", sum(p.numel() for p in unet.parameters()))
 
-    alphas_cumprod = noise_scheduler.alphas_cumprod
     start = time.perf_counter()
     running = 0.0
     epoch = 0
@@ -188,7 +187,6 @@ def main(args: argparse.Namespace) -> None:
                 logger.info("checkpoint %s and EMA pipeline saved", path.name)
             if global_step >= args.max_train_steps:
                 break
-    del alphas_cumprod
     accelerator.wait_for_everyone()
     logger.info("done: %d steps in %.0fs (this run)", global_step, time.perf_counter() - start)
 
