@@ -28,6 +28,8 @@ def make_sample_handler(studio: Studio):
         with user_errors():
             studio.validate(str(model_id), request)
             for update in studio.generate(str(model_id), request):
+                if not update.done and update.preview is None:
+                    continue  # a progress-only update: nothing new to show
                 image = update.grid if update.done else update.preview
                 status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n)
                 yield image, status + ("" if update.done else " · *preview: predicted x0*")

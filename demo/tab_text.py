@@ -40,6 +40,8 @@ def make_text_handler(studio: Studio):
                 if update.prompt is not None and update.prompt.truncated_words:
                     note += (" · prompt too long for the text encoder; dropped: "
                              + " ".join(update.prompt.truncated_words[:50]))
+                if not update.done and update.preview is None:
+                    continue  # a progress-only update: nothing new to show
                 image = update.grid if update.done else update.preview
                 yield (image, token_view(update.prompt),
                        status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note)

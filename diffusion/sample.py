@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         with tqdm(total=request.steps, desc=f"{card.id} {request.sampler}", unit="step") as bar:
-            for update in studio.generate(card.id, request, previews=request.steps):
+            for update in studio.generate(card.id, request, previews=0):
                 bar.update(update.step - bar.n)
                 final = update
     except (ValueError, ModelLoadError, FloatingPointError) as error:

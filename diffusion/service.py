@@ -154,12 +154,16 @@ class Studio:
         return to_uint8(x0)
 
     def generate(self, model_id: str, request: SampleRequest, previews: int = 20) -> Iterator[Progress]:
-        """Sample ``request.n`` images, yielding about ``previews`` preview updates, then the result."""
+        """Sample ``request.n`` images: one update per step, then the result.
+
+        About ``previews`` of the updates carry a decoded preview of the predicted x0 (``preview``
+        is None on the others, so progress bars cost no decoding); ``previews=0`` decodes none.
+        """
         self.validate(model_id, request)
         model = self.load(model_id)
         check_request(request, model.scheduler_config, self.max_batch)
         prompt = self.read_prompt(model_id, request.prompt)
-        every = max(1, request.steps // max(1, previews))
+        every = max(1, request.steps // previews) if previews > 0 else 0
         start = time.perf_counter()
         last: StepRecord | None = None
         for record in self._steps(model, request):
@@ -167,9 +171,10 @@ class Studio:
             if not torch.isfinite(record.prev_sample).all():
                 raise FloatingPointError(
                     f"{model_id} produced NaN/inf values at step {record.index + 1}; no image was returned")
-            if not record.is_last and record.index % every == 0:
-                yield Progress(record.index + 1, record.num_steps, record.timestep,
-                               make_grid(self._decode(model, record.pred_original_sample)),
+            if not record.is_last:
+                show = every > 0 and record.index % every == 0
+                preview = make_grid(self._decode(model, record.pred_original_sample)) if show else None
+                yield Progress(record.index + 1, record.num_steps, record.timestep, preview,
                                time.perf_counter() - start, record.index + 1, prompt=prompt)
         assert last is not None
         images = self._decode(model, last.prev_sample)

@@ -10,8 +10,12 @@ from diffusion.pipeline import SampleRequest
 
 def test_generate_streams_previews_then_the_result(studio) -> None:
     updates = list(studio.generate("local/tiny-ddpm", SampleRequest("ddim", 6, n=3, seed=1), previews=3))
-    *previews, final = updates
-    assert previews and all(u.preview is not None and not u.done for u in previews)
+    *progress, final = updates
+    assert [u.step for u in progress] == [1, 2, 3, 4, 5]  # one update per step
+    assert [u.step for u in progress if u.preview is not None] == [1, 3, 5]  # about `previews` decoded
+    assert not any(u.done for u in progress)
+    assert all(u.preview is None for u in studio.generate("local/tiny-ddpm", SampleRequest("ddim", 6, n=1),
+                                                            previews=0))
     assert final.done and final.images.shape == (3, 8, 8) and final.images.dtype == np.uint8
     assert final.model_calls == 6 and final.step == final.num_steps == 6
     np.testing.assert_array_equal(final.images, studio.sample("local/tiny-ddpm", SampleRequest("ddim", 6, n=3, seed=1)))
