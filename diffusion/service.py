@@ -133,9 +133,10 @@ class Studio:
     # ----- validation --------------------------------------------------------------------
     def validate(self, model_id: str, request: SampleRequest) -> ModelCard:
         """Raise ``ValueError`` (readable) before any model work when a request is invalid."""
-        card = self.registry.get(model_id) if model_id in self.registry.cards else None
-        if card is None:
-            raise ValueError(f"unknown model {model_id!r}; available: {', '.join(self.registry.cards)}")
+        try:
+            card = self.registry.get(model_id)
+        except KeyError as error:  # the registry's message names the available ids
+            raise ValueError(error.args[0]) from None
         if len(request.prompt) > MAX_PROMPT_CHARS or len(request.negative_prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
         if card.kind == "pixel" and (request.prompt or request.negative_prompt):
@@ -162,7 +163,7 @@ class Studio:
         self.validate(model_id, request)
         model = self.load(model_id)
         check_request(request, model.scheduler_config, self.max_batch)
-        prompt = self.read_prompt(model_id, request.prompt)
+        prompt = _read_prompt(model, request.prompt)
         every = max(1, request.steps // previews) if previews > 0 else 0
         start = time.perf_counter()
         last: StepRecord | None = None
@@ -232,8 +233,12 @@ class Studio:
         )
 
     def read_prompt(self, model_id: str, prompt: str) -> PromptTokens | None:
-        model = self.load(model_id)
-        if not isinstance(model, LatentTextModel):
-            return None
-        with model.tokenizer_lock:
-            return read_prompt(model.tokenizer, prompt)
+        return _read_prompt(self.load(model_id), prompt)
+
+
+def _read_prompt(model: LoadedModel, prompt: str) -> PromptTokens | None:
+    """How a text model's tokenizer reads ``prompt`` (None for pixel models)."""
+    if not isinstance(model, LatentTextModel):
+        return None
+    with model.tokenizer_lock:
+        return read_prompt(model.tokenizer, prompt)

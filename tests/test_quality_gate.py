@@ -49,23 +49,30 @@ def test_shipped_ddpm_holds_its_measured_quality(shipped_report: GateReport) -> 
     assert shipped_report.failures(**REGRESSION) == []
 
 
-def test_regression_floor_still_rejects_blur_and_noise(lenet) -> None:
+def test_regression_floor_still_rejects_blur_and_noise(blurred_report: GateReport,
+                                                       noise_report: GateReport) -> None:
+    assert blurred_report.failures(**REGRESSION)
+    assert noise_report.failures(**REGRESSION)
+
+
+@pytest.fixture(scope="module")
+def blurred_report(lenet) -> GateReport:
     digits = load_split("train").images[1000:1000 + N].astype(float)
     blurred = np.stack([gaussian_filter(d, 1.5) for d in digits]).clip(0, 255).astype(np.uint8)
-    noise = np.random.default_rng(0).integers(0, 256, (N, 32, 32)).astype(np.uint8)
-    assert evaluate(blurred, lenet).failures(**REGRESSION)
-    assert evaluate(noise, lenet).failures(**REGRESSION)
+    return evaluate(blurred, lenet)
 
 
-def test_gate_rejects_blurred_digits(lenet) -> None:
-    digits = load_split("train").images[1000:1000 + N].astype(float)
-    blurred = np.stack([gaussian_filter(d, 1.5) for d in digits]).clip(0, 255).astype(np.uint8)
-    assert evaluate(blurred, lenet).failures(**LIMITS)
+@pytest.fixture(scope="module")
+def noise_report(lenet) -> GateReport:
+    return evaluate(np.random.default_rng(0).integers(0, 256, (N, 32, 32)).astype(np.uint8), lenet)
 
 
-def test_gate_rejects_noise(lenet) -> None:
-    noise = np.random.default_rng(0).integers(0, 256, (N, 32, 32)).astype(np.uint8)
-    assert evaluate(noise, lenet).failures(**LIMITS)
+def test_gate_rejects_blurred_digits(blurred_report: GateReport) -> None:
+    assert blurred_report.failures(**LIMITS)
+
+
+def test_gate_rejects_noise(noise_report: GateReport) -> None:
+    assert noise_report.failures(**LIMITS)
 
 
 def test_gate_accepts_real_unseen_style_digits(lenet) -> None:
