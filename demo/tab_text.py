@@ -14,6 +14,20 @@ from diffusion.pipeline import PromptTokens, SampleRequest
 from diffusion.service import Studio
 
 
+#: Example prompts for the embedded ``ldm-shapes`` model: full and partial prompts, two
+#: objects, and a colour-shape pair held out of its training data ("a purple star").
+EXAMPLE_PROMPTS = (
+    "a large red circle in the top left corner",
+    "small blue square, bottom right",
+    "a yellow star",
+    "a heart in the center",
+    "a large green triangle at the top on a black background",
+    "a red circle left of a blue square",
+    "a pink heart above a cyan circle",
+    "a large purple star in the center",
+)
+
+
 def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
     """Tokens for ``gr.HighlightedText``: unknown words and dropped words are labelled."""
     if tokens is None:
@@ -64,6 +78,8 @@ def build_text_tab(studio: Studio) -> None:
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
             prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2,
                                 elem_id="text-prompt")
+            gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt],
+                        label="Example prompts (embedded shapes model; the last is a held-out colour-shape pair)")
             negative = gr.Textbox(label="Negative prompt", value="")
             guidance = gr.Slider(0.0, 15.0, value=default.default_guidance, step=0.5, label="Guidance scale w")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")

@@ -8,7 +8,7 @@ decoding from model space to images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,19 +148,24 @@ def encode_prompt(model: Any, prompts: list[str]) -> torch.Tensor:
     return model.text_encoder(ids.to(model.device))[0].to(model.dtype)
 
 
-def latent_steps(model: Any, request: SampleRequest) -> Iterator[StepRecord]:
+def latent_steps(model: Any, request: SampleRequest,
+                 prompts: Sequence[str] | None = None) -> Iterator[StepRecord]:
     """Latent text-to-image sampling with classifier-free guidance (Rombach et al. 2022).
 
     ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
     ``guidance_scale > 1``: eps = eps(x, "") + w (eps(x, prompt) - eps(x, "")), with the
-    negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6). Yields one record
-    per step; the last record's ``prev_sample`` is the final latent (B, C, h, w).
+    negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6). ``prompts``
+    (``request.n`` of them) gives each image its own prompt (batched evaluation); by default
+    every image gets ``request.prompt``. Yields one record per step; the last record's
+    ``prev_sample`` is the final latent (B, C, h, w).
     """
+    if prompts is not None and len(prompts) != request.n:
+        raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
     scheduler = make_scheduler(request.sampler, model.scheduler_config)
     generator = make_generator(request.seed)
     do_guidance = request.guidance_scale > 1.0
     with torch.inference_mode():  # entered and left before the first yield (thread-local)
-        text = encode_prompt(model, [request.prompt] * request.n)
+        text = encode_prompt(model, list(prompts) if prompts is not None else [request.prompt] * request.n)
         context = torch.cat([encode_prompt(model, [request.negative_prompt] * request.n), text]) if do_guidance \
             else text
         size = model.card.resolution // model.vae_scale_factor

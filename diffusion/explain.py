@@ -1,0 +1,166 @@
+"""Each sampler's update at each step, as the numbers the step-by-step lab typesets.
+
+Every sampler the app offers takes, at step i, the current sample x_t, the model's noise
+prediction eps_theta (and, for DPM-Solver++ 2M, the previous step's x0 estimate) to
+
+    x_prev = a * x_t + b * eps_theta + c * x0_hat_prev + s * z,      z ~ N(0, I)
+
+(linear in its inputs as long as x0 is not clipped). The coefficients are read off the
+diffusers scheduler itself, not re-derived: a fresh scheduler is replayed through the run's
+timesteps and, at each step, copies of it are probed with tiny basis inputs. So what the lab
+prints is what the scheduler computes. For DDPM and DDIM the same update is also given in the
+x0 form of the papers, x_prev = c0 * x0_hat + ct * x_t + s * z (DDPM Eq. 7, DDIM Eq. 12), which
+stays exact when x0_hat is clipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from diffusion.schedulers import get_sampler, make_scheduler
+
+# Probes are float64 and small enough that clipping / thresholding of x0 never triggers;
+# Euler-type schedulers neither clip nor keep float64 (they upcast to float32), so they get 1.0.
+_PROBE = 1e-6
+_SHAPE = (1, 1, 4, 4)
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """One step's update: x_prev = a x_t + b eps + c x0_prev + s z, and the schedule's numbers.
+
+    ``alpha_prod_t`` is alpha-bar at the step's timestep; ``alpha_prod_prev`` at the timestep it
+    lands on (1.0 after the last step). ``sigma_t`` = sqrt((1 - alpha-bar) / alpha-bar), the
+    noise level of Karras et al. 2022 used by Euler and DPM-Solver. ``coef_x0``, ``coef_xt`` give
+    the same update as c0 * x0_hat + ct * x_t (+ s z): DDPM's posterior-mean form; ``ddim_coefs``
+    the DDIM form c0 * x0_hat + k * eps (+ s z). Each stays exact when x0_hat is clipped, as the
+    scheduler computes it in that form.
+    """
+
+    sampler: str
+    index: int
+    num_steps: int
+    timestep: float
+    prev_timestep: float | None
+    alpha_prod_t: float
+    alpha_prod_prev: float
+    beta_t: float
+    sigma_t: float
+    sigma_prev: float
+    coef_sample: float
+    coef_eps: float
+    coef_history: float
+    noise_std: float
+
+    @property
+    def coef_x0(self) -> float:
+        return -self.coef_eps * math.sqrt(self.alpha_prod_t) / math.sqrt(1 - self.alpha_prod_t)
+
+    @property
+    def coef_xt(self) -> float:
+        return self.coef_sample + self.coef_eps / math.sqrt(1 - self.alpha_prod_t)
+
+    @property
+    def ddim_coefs(self) -> tuple[float, float]:
+        """(c0, k) of the DDIM form x_prev = c0 x0_hat + k eps (+ s z): c0 = sqrt(alpha-bar_prev),
+        k = sqrt(1 - alpha-bar_prev - sigma^2) (Song et al. 2021, Eq. 12)."""
+        return (self.coef_sample * math.sqrt(self.alpha_prod_t),
+                self.coef_eps + self.coef_sample * math.sqrt(1 - self.alpha_prod_t))
+
+
+def _step(scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, kwargs: dict[str, Any],
+          seed: int = 0) -> torch.Tensor:
+    probe = copy.deepcopy(scheduler)
+    probe.scale_model_input(sample, t)  # Euler checks that the input was scaled
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return probe.step(model_output, t, sample, generator=generator, **kwargs).prev_sample
+
+
+def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, eta: float = 0.0) -> list[StepTerms]:
+    """The update of every step of a ``num_steps`` run of ``sampler`` (cheap: 1x1x4x4 probes)."""
+    spec = get_sampler(sampler)
+    scheduler = make_scheduler(sampler, scheduler_config)
+    scheduler.set_timesteps(num_steps)
+    kwargs: dict[str, Any] = {"eta": eta} if spec.uses_eta else {}
+    alphas_cumprod = scheduler.alphas_cumprod.double()
+    betas = scheduler.betas.double()
+    timesteps = [float(t) for t in scheduler.timesteps]
+    delta = 1.0 if sampler.startswith("euler") else _PROBE
+    zero = torch.zeros(_SHAPE, dtype=torch.float64)
+    one = torch.full(_SHAPE, delta, dtype=torch.float64)
+    z = randn_tensor(_SHAPE, generator=torch.Generator("cpu").manual_seed(0), dtype=torch.float64)
+    out: list[StepTerms] = []
+    for index, t in enumerate(scheduler.timesteps):
+        # probe copies of the scheduler in its current state
+        base = _step(scheduler, zero, t, zero, kwargs)
+        a = float((_step(scheduler, zero, t, one, kwargs) - base).mean()) / delta
+        b = float((_step(scheduler, one, t, zero, kwargs) - base).mean()) / delta
+        c = 0.0
+        history = getattr(scheduler, "model_outputs", None)
+        if history is not None and history[-1] is not None:
+            probe = copy.deepcopy(scheduler)
+            probe.model_outputs[-1] = one.clone()
+            probe.scale_model_input(zero, t)
+            c = float((probe.step(zero, t, zero, **kwargs).prev_sample - base).mean()) / delta
+        s = float((base.double() * z).sum() / (z * z).sum()) if spec.stochastic or kwargs.get("eta", 0) > 0 else 0.0
+        ti = int(round(timesteps[index]))
+        prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else None
+        ab = float(alphas_cumprod[ti])
+        ab_prev = float(alphas_cumprod[int(round(prev_t))]) if prev_t is not None else 1.0
+        out.append(StepTerms(
+            sampler=sampler, index=index, num_steps=len(timesteps), timestep=timesteps[index], prev_timestep=prev_t,
+            alpha_prod_t=ab, alpha_prod_prev=ab_prev, beta_t=float(betas[ti]),
+            sigma_t=math.sqrt((1 - ab) / ab), sigma_prev=math.sqrt((1 - ab_prev) / ab_prev),
+            coef_sample=a, coef_eps=b, coef_history=c, noise_std=abs(s)))
+        # advance the real scheduler (zero inputs keep its history at zero)
+        scheduler.scale_model_input(zero, t)
+        scheduler.step(zero, t, zero, generator=torch.Generator("cpu").manual_seed(0), **kwargs)
+    return out
+
+
+def update_latex(terms: StepTerms) -> str:
+    """The step's update in the paper's notation, then with this step's numbers (Markdown + LaTeX)."""
+    s, i = terms, terms.index
+    head = (f"**Step {i + 1} of {s.num_steps}**, $t = {s.timestep:.0f}$"
+            + (f" → ${s.prev_timestep:.0f}$" if s.prev_timestep is not None else " → clean image")
+            + f": $\\beta_t = {s.beta_t:.5f}$, $\\bar\\alpha_t = {s.alpha_prod_t:.5f}$, "
+            f"$\\bar\\alpha_{{\\text{{prev}}}} = {s.alpha_prod_prev:.5f}$, "
+            f"$\\sigma_t = \\sqrt{{(1-\\bar\\alpha_t)/\\bar\\alpha_t}} = {s.sigma_t:.4g}$\n\n")
+    x0 = (f"$$\\hat x_0 = \\frac{{x_t - \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon_\\theta}}{{\\sqrt{{\\bar\\alpha_t}}}}"
+          f" = \\frac{{x_t - {math.sqrt(1 - s.alpha_prod_t):.4f}\\,\\epsilon_\\theta}}"
+          f"{{{math.sqrt(s.alpha_prod_t):.4f}}}$$\n\n")
+    noise = f" + {s.noise_std:.4f}\\,z" if s.noise_std > 0 else ""
+    numeric = (f"$$x_{{\\text{{prev}}}} = {s.coef_sample:.4f}\\,x_t {s.coef_eps:+.4f}\\,\\epsilon_\\theta"
+               + (f" {s.coef_history:+.4f}\\,\\hat x_0^{{(i-1)}}" if s.coef_history else "") + noise + "$$")
+    if s.sampler == "ddpm":
+        body = ("DDPM posterior mean (Ho et al. 2020, Eq. 7; Algorithm 2 line 4 when $\\hat x_0$ is not clipped):\n"
+                "$$x_{t-1} = \\frac{\\sqrt{\\bar\\alpha_{t-1}}\\,\\beta_t}{1-\\bar\\alpha_t}\\hat x_0 + "
+                "\\frac{\\sqrt{\\alpha_t}(1-\\bar\\alpha_{t-1})}{1-\\bar\\alpha_t}x_t + \\sigma_t z"
+                f" = {s.coef_x0:.4f}\\,\\hat x_0 + {s.coef_xt:.4f}\\,x_t{noise}$$\n\nIn terms of the noise: ")
+    elif s.sampler == "ddim":
+        body = ("DDIM (Song et al. 2021, Eq. 12):\n"
+                "$$x_{t-1} = \\sqrt{\\bar\\alpha_{t-1}}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_{t-1}-\\sigma_t^2}\\,"
+                "\\epsilon_\\theta + \\sigma_t z"
+                f" = {s.ddim_coefs[0]:.4f}\\,\\hat x_0 + {s.ddim_coefs[1]:.4f}\\,\\epsilon_\\theta{noise}$$"
+                "\n\nIn terms of $x_t$: ")
+    elif s.sampler == "dpmpp-2m":
+        order = "second order (uses the previous step's $\\hat x_0$)" if s.coef_history else "first order"
+        body = (f"DPM-Solver++ 2M (Lu et al. 2022, Algorithm 2), {order}: with "
+                "$\\lambda = \\log(\\alpha/\\sigma)$, $h = \\lambda_{\\text{prev}} - \\lambda_t$, "
+                "$$x_{\\text{prev}} = \\frac{\\sigma_{\\text{prev}}}{\\sigma_t}x_t - \\alpha_{\\text{prev}}"
+                "(e^{-h}-1)\\Big[(1+\\tfrac{1}{2r})\\hat x_0^{(i)} - \\tfrac{1}{2r}\\hat x_0^{(i-1)}\\Big]$$"
+                "\n\nWith this step's numbers: ")
+    elif s.sampler in ("euler", "euler-a"):
+        body = ("Euler (Karras et al. 2022, Algorithm 1) in the $\\sigma$ parametrisation, where "
+                "$x_t$ is the sample scaled by $\\sqrt{1+\\sigma_t^2}$ and $d = (x_t - \\hat x_0)/\\sigma_t = "
+                "\\epsilon_\\theta$: $$x_{\\text{next}} = x_t + (\\sigma_{\\text{next}} - \\sigma_t)\\,d"
+                + ("\\;+\\;\\sigma_{\\text{up}} z" if s.sampler == "euler-a" else "") + "$$\n\nWith this step's numbers: ")
+    else:
+        body = "With this step's numbers: "
+    return head + x0 + body + numeric

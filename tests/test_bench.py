@@ -1,0 +1,36 @@
+"""The benchmark module's measurements on tiny models (the figures themselves are printed by
+``python -m diffusion.bench``, never asserted: timing is not a pass/fail matter)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from diffusion import bench
+from diffusion.loading import load_pipeline
+from diffusion.registry import local_card
+
+
+def test_parity_rows_compare_identical_images(tiny_ddpm_dir, tiny_sd_dir):
+    pixel = load_pipeline(local_card(tiny_ddpm_dir), torch.device("cpu"))
+    latent = load_pipeline(local_card(tiny_sd_dir), torch.device("cpu"))
+    rows = bench.bench_parity(pixel, latent, repeats=1, n=2, steps=2, latent_n=1)
+    measured = [r.data for r in rows if "max_abs_diff" in r.data]
+    assert len(measured) == 2  # pixel (DDIMPipeline) and latent (StableDiffusionPipeline)
+    for data in measured:
+        assert data["max_abs_diff"] < 1e-4 and data["ratio"] > 0
+    assert len(rows) == 6
+
+
+def test_flops_and_peak_are_measured(tiny_ddpm_dir):
+    pixel = load_pipeline(local_card(tiny_ddpm_dir), torch.device("cpu"))
+    flops = bench.unet_flops(pixel)
+    assert flops > 10_000  # a real count of the tiny UNet's convolutions and matmuls
+    assert bench.matmul_peak(torch.float32, size=128, repeats=1) > 0
+
+
+def test_table_lists_every_row():
+    rows = [bench.Row("S", "a", "1 s", "note"), bench.Row("S", "b", "2 s")]
+    table = bench.render_table(rows, 60.0, argparse.Namespace())
+    assert table.count("\n| S |") == 2 and "Machine:" in table
