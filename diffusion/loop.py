@@ -80,20 +80,34 @@ def denoise(
     guidance: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
     | None = None,
     guidance_scale: float | None = None,
+    init_sample: torch.Tensor | None = None,
+    start_index: int = 0,
 ) -> Iterator[StepRecord]:
     """Run the reverse process from ``noise`` (B, C, H, W, unit Gaussian), yielding each step.
 
     ``denoiser(x, t)`` predicts the model output for an unconditional model. For text
     models ``guidance(x, t)`` returns ``(guided, uncond, text)`` predictions instead
     (classifier-free guidance, Ho & Salimans 2022), and ``denoiser`` is ignored.
+
+    With ``init_sample`` (a clean x_0 in model space) the run starts at step ``start_index``
+    of the schedule from x_t ~ q(x_t | x_0) = add_noise(x_0, noise, t) instead of pure noise:
+    SDEdit (Meng et al. 2022), the "denoise from here" of the forward-process lab.
     """
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
-    # Sigma-space samplers (Euler) start from noise scaled by sigma_max; DDPM/DDIM by 1.
-    latents = noise * scheduler.init_noise_sigma
+    timesteps = scheduler.timesteps
+    if init_sample is None:
+        # Sigma-space samplers (Euler) start from noise scaled by sigma_max; DDPM/DDIM by 1.
+        latents = noise * scheduler.init_noise_sigma
+    else:
+        if not 0 <= start_index < len(timesteps):
+            raise ValueError(f"start step must be in [0, {len(timesteps) - 1}], got {start_index}")
+        timesteps = timesteps[start_index:]
+        if hasattr(scheduler, "set_begin_index"):  # multistep / sigma schedulers track their position
+            scheduler.set_begin_index(start_index)
+        latents = scheduler.add_noise(init_sample.to(noise.dtype), noise, timesteps[:1])  # q_sample, DDPM Eq. 4
     step_kwargs: dict[str, object] = {"generator": generator}
     if eta is not None:
         step_kwargs["eta"] = eta
-    timesteps = scheduler.timesteps
     for index, t in enumerate(timesteps):
         # Inference mode is thread-local: enter it inside each step, never across a ``yield``
         # (a streaming UI may resume this generator on another thread).

@@ -69,11 +69,14 @@ def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: tor
 
 
 def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
-                request: SampleRequest) -> Iterator[StepRecord]:
+                request: SampleRequest, init_sample: torch.Tensor | None = None,
+                start_index: int = 0) -> Iterator[StepRecord]:
     """Unconditional pixel-space DDPM sampling (Ho et al. 2020, Algorithm 2).
 
     Yields one record per step; the last record's ``prev_sample`` is x_0 in [-1, 1]
-    (B, C, H, W). Equals ``DDPMPipeline`` / ``DDIMPipeline`` for the same seed.
+    (B, C, H, W). Equals ``DDPMPipeline`` / ``DDIMPipeline`` for the same seed. With
+    ``init_sample`` (B, C, H, W) in [-1, 1] it starts from that image noised to step
+    ``start_index`` (SDEdit).
     """
     scheduler = make_scheduler(request.sampler, scheduler_config)
     generator = make_generator(request.seed)
@@ -87,7 +90,8 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
         return unet(x, t).sample
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
-    yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta)
+    yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
+                       init_sample=init_sample, start_index=start_index)
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -148,8 +152,8 @@ def encode_prompt(model: Any, prompts: list[str]) -> torch.Tensor:
     return model.text_encoder(ids.to(model.device))[0].to(model.dtype)
 
 
-def latent_steps(model: Any, request: SampleRequest,
-                 prompts: Sequence[str] | None = None) -> Iterator[StepRecord]:
+def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | None = None,
+                 init_sample: torch.Tensor | None = None, start_index: int = 0) -> Iterator[StepRecord]:
     """Latent text-to-image sampling with classifier-free guidance (Rombach et al. 2022).
 
     ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
@@ -157,7 +161,8 @@ def latent_steps(model: Any, request: SampleRequest,
     negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6). ``prompts``
     (``request.n`` of them) gives each image its own prompt (batched evaluation); by default
     every image gets ``request.prompt``. Yields one record per step; the last record's
-    ``prev_sample`` is the final latent (B, C, h, w).
+    ``prev_sample`` is the final latent (B, C, h, w). ``init_sample`` (scaled latents of an
+    image) starts the run at step ``start_index`` (SDEdit in latent space).
     """
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
@@ -185,7 +190,8 @@ def latent_steps(model: Any, request: SampleRequest,
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
                        guidance=guidance if do_guidance else None,
-                       guidance_scale=request.guidance_scale if do_guidance else None)
+                       guidance_scale=request.guidance_scale if do_guidance else None,
+                       init_sample=init_sample, start_index=start_index)
 
 
 def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
     python -m diffusion.sample --model ddpm-mnist --sampler ddim --steps 50 --n 64 --seed 0 --out grid.png
     python -m diffusion.sample --model ldm-shapes --prompt "a red circle" --guidance 4 --out grid.png
+    python -m diffusion.sample --recipe recipe.json --out grid.png      # replay the app's "recipe" export
 
 The same arguments give byte-identical files.
 """
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from diffusion.loading import ModelLoadError
 from diffusion.pipeline import SampleRequest
+from diffusion.recipe import Recipe
 from diffusion.registry import Registry
 from diffusion.schedulers import SAMPLERS
 from diffusion.service import Studio
@@ -33,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model-dir", type=Path, action="append", default=[],
                    help="an extra local diffusers pipeline folder (repeatable); its id is local/<name>")
     p.add_argument("--list", action="store_true", help="list the model ids and exit")
+    p.add_argument("--recipe", type=Path, default=None,
+                   help="replay a JSON recipe exported by the app (model, sampler, steps, seed, prompt, ...)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the model's own")
     p.add_argument("--steps", type=int, default=None, help="default: the model's own")
     p.add_argument("--n", type=int, default=16, help="number of images")
@@ -58,6 +62,14 @@ def main(args: argparse.Namespace) -> int:
         for card in studio.cards():
             sys.stdout.write(f"{card.id:45s} {card.kind:12s} {card.title}\n")
         return 0
+    recipe = None
+    if args.recipe is not None:
+        try:
+            recipe = Recipe.from_json(args.recipe.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.error("cannot read recipe %s: %s", args.recipe, error)
+            return 2
+        args.model = recipe.model
     try:
         card = studio.card(args.model)
     except KeyError as error:
@@ -68,6 +80,10 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed, eta=args.eta, prompt=args.prompt, negative_prompt=args.negative_prompt,
         guidance_scale=card.default_guidance if args.guidance is None else args.guidance,
     )
+    if recipe is not None:
+        request = recipe.request
+        for mismatch in recipe.version_mismatches():
+            logger.warning("recipe made with other library versions (%s): pixels may differ slightly", mismatch)
     try:
         with tqdm(total=request.steps, desc=f"{card.id} {request.sampler}", unit="step") as bar:
             for update in studio.generate(card.id, request, previews=0):

@@ -15,20 +15,22 @@ import numpy as np
 import torch
 
 from diffusion.loading import LatentTextModel, LoadedModel, ModelStore, PixelModel
-from diffusion.loop import StepRecord
+from diffusion.loop import StepRecord, predict_original_sample
 from diffusion.pipeline import (
     PromptTokens,
     SampleRequest,
     check_request,
     decode_latents,
     latent_steps,
+    make_generator,
     make_grid,
     pixel_steps,
     read_prompt,
+    sample_noise,
     to_uint8,
 )
 from diffusion.registry import ModelCard, Registry
-from diffusion.schedulers import make_scheduler
+from diffusion.schedulers import make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,55 @@ class StepView:
     noise: np.ndarray
     pred_x0: np.ndarray
     alpha_prod_t_prev: float = 1.0  # alpha-bar of the step this one lands on (1 after the last)
+    guidance: GuidancePair | None = None  # text models with guidance: the step's two predictions
+
+
+@dataclass(frozen=True)
+class GuidancePair:
+    """One image's cached classifier-free-guidance inputs at one step, float16 (C, h, w).
+
+    ``model_input`` is the variance-preserving x_t the UNet saw; ``uncond`` and ``text`` its
+    unconditional and conditional predictions. Enough to recompute the guided prediction and
+    the predicted x0 for any guidance scale without calling the model again.
+    """
+
+    model_input: np.ndarray
+    uncond: np.ndarray
+    text: np.ndarray
+    guidance_scale: float
+
+
+@dataclass(frozen=True)
+class GuidanceView:
+    """The guidance decomposition at one step (uint8 pictures; x0 decoded for each scale)."""
+
+    uncond: np.ndarray
+    text: np.ndarray
+    direction: np.ndarray  # eps_text - eps_uncond, mapped from [-1, 1]
+    scales: tuple[float, ...]
+    pred_x0: tuple[np.ndarray, ...]
+    direction_norm: float  # RMS of the guidance direction
+
+
+@dataclass(frozen=True)
+class ForwardView:
+    """q(x_t | x_0) for the user's image at one t, with one fixed noise draw (Ho et al. 2020, Eq. 4).
+
+    ``x0`` is the image as the model sees it (resized, grayscale for one-channel models; for latent
+    models the autoencoder's reconstruction), ``x_t`` the noised image (latent models: decoded);
+    ``signal_coef`` = sqrt(alpha-bar_t), ``noise_coef`` = sqrt(1 - alpha-bar_t).
+    """
+
+    timestep: int
+    alpha_prod_t: float
+    signal_coef: float
+    noise_coef: float
+    x0: np.ndarray
+    x_t: np.ndarray
+    x_t_std: float  # standard deviation of x_t in model space (tends to 1 as t -> T)
+    x0_std: float
+    latents: np.ndarray | None = None  # latent models: the 4 channels of x_t side by side
+    reconstruction_psnr: float | None = None  # latent models: PSNR of the autoencoder's reconstruction
 
 
 @dataclass
@@ -144,30 +195,81 @@ class Studio:
         return card
 
     # ----- sampling ----------------------------------------------------------------------
-    def _steps(self, model: LoadedModel, request: SampleRequest) -> Iterator[StepRecord]:
+    def _steps(self, model: LoadedModel, request: SampleRequest, init_sample: torch.Tensor | None = None,
+               start_index: int = 0) -> Iterator[StepRecord]:
         if isinstance(model, PixelModel):
-            return pixel_steps(model.unet, model.scheduler_config, request)
-        return latent_steps(model, request)
+            return pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index)
+        return latent_steps(model, request, init_sample=init_sample, start_index=start_index)
+
+    # ----- images in model space (forward-process lab, SDEdit) -----------------------------
+    def encode_image(self, model: LoadedModel, image: np.ndarray) -> torch.Tensor:
+        """uint8 (H, W) or (H, W, 3/4) -> x_0 (1, C, h, w) in model space.
+
+        Centre-cropped to a square and resized to the model's resolution; grayscale for
+        one-channel models. Latent models encode it (posterior mode, times the scaling factor).
+        """
+        pixels = prepare_image(image, model.card.resolution, 1 if _channels(model) == 1 else 3)
+        if isinstance(model, LatentTextModel):
+            with torch.inference_mode():
+                dist = model.vae.encode(pixels.to(model.device, torch.float32)).latent_dist
+                return (dist.mode() * model.scaling_factor).to(model.dtype)
+        return pixels.to(model.device, model.dtype)
+
+    def start_index(self, model: LoadedModel, request: SampleRequest, timestep: int) -> int:
+        """The first step of a ``request.steps`` run at or below training timestep ``timestep``."""
+        scheduler = make_scheduler(request.sampler, model.scheduler_config)
+        scheduler.set_timesteps(request.steps)
+        below = [i for i, t in enumerate(scheduler.timesteps.tolist()) if t <= timestep]
+        return below[0] if below else len(scheduler.timesteps) - 1
+
+    def forward(self, model_id: str, image: np.ndarray, timestep: int, seed: int = 0) -> ForwardView:
+        """The forward process on the user's image: x_t = sqrt(ab_t) x_0 + sqrt(1 - ab_t) eps (Eq. 4)."""
+        model = self.load(model_id)
+        limit = max_steps_for(model.scheduler_config)
+        if not 0 <= int(timestep) < limit:
+            raise ValueError(f"t must be between 0 and {limit - 1}, got {timestep}")
+        x0 = self.encode_image(model, image)
+        noise = sample_noise(tuple(x0.shape), make_generator(seed), x0.device, x0.dtype)
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        t = torch.tensor([int(timestep)])
+        x_t = scheduler.add_noise(x0, noise, t)  # q_sample
+        ab = float(scheduler.alphas_cumprod[int(timestep)])
+        latents = psnr = None
+        if isinstance(model, LatentTextModel):
+            latents = latent_channels(x_t[0])
+            recon = decode_latents(model, x0)
+            target = prepare_image(image, model.card.resolution, 3)
+            psnr = float(10 * torch.log10(4.0 / ((recon.cpu() - target) ** 2).mean().clamp_min(1e-12)))
+        return ForwardView(int(timestep), ab, ab**0.5, (1 - ab) ** 0.5, self._decode(model, x0)[0],
+                           self._decode(model, x_t.clamp(-1, 1) if isinstance(model, PixelModel) else x_t)[0],
+                           float(x_t.float().std()), float(x0.float().std()), latents, psnr)
 
     def _decode(self, model: LoadedModel, x0: torch.Tensor) -> np.ndarray:
         if isinstance(model, LatentTextModel):
             x0 = decode_latents(model, x0)
         return to_uint8(x0)
 
-    def generate(self, model_id: str, request: SampleRequest, previews: int = 20) -> Iterator[Progress]:
+    def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
+                 init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
         """Sample ``request.n`` images: one update per step, then the result.
 
         About ``previews`` of the updates carry a decoded preview of the predicted x0 (``preview``
         is None on the others, so progress bars cost no decoding); ``previews=0`` decodes none.
+        With ``init_image`` (uint8) the run starts from that image noised to ``start_timestep``
+        (SDEdit, Meng et al. 2022): small t keeps the content, large t invents new content.
         """
         self.validate(model_id, request)
         model = self.load(model_id)
         check_request(request, model.scheduler_config, self.max_batch)
         prompt = _read_prompt(model, request.prompt)
+        init, start_index = None, 0
+        if init_image is not None:
+            init = self.encode_image(model, init_image).repeat(request.n, 1, 1, 1)
+            start_index = self.start_index(model, request, int(start_timestep if start_timestep is not None else 0))
         every = max(1, request.steps // previews) if previews > 0 else 0
         start = time.perf_counter()
         last: StepRecord | None = None
-        for record in self._steps(model, request):
+        for record in self._steps(model, request, init, start_index):
             last = record
             if not torch.isfinite(record.prev_sample).all():
                 raise FloatingPointError(
@@ -214,6 +316,9 @@ class Studio:
                 x_t=_to_display(record.model_input, *x_t_range)[0],
                 noise=_to_display(record.model_output, -3.0, 3.0)[0],
                 pred_x0=self._decode(model, record.pred_original_sample)[0],
+                guidance=None if record.noise_pred_uncond is None else GuidancePair(
+                    model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
+                    text=_half(record.noise_pred_text[0]), guidance_scale=float(record.guidance_scale or 1.0)),
             ))
             if len(traj.steps) > 1:
                 traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
@@ -221,6 +326,31 @@ class Studio:
             if record.is_last:
                 traj.final = self._decode(model, record.prev_sample)[0]
             yield record.index + 1, record.num_steps, traj
+
+    def guidance_view(self, model_id: str, view: StepView,
+                      scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)) -> GuidanceView:
+        """Classifier-free guidance at one recorded step, from its one cached pair of predictions.
+
+        eps_w = eps_uncond + w (eps_text - eps_uncond) (Ho & Salimans 2022, Eq. 6) and the
+        predicted x0 for each w (DDPM Eq. 15), decoded; w = 0 is unconditional, w = 1 conditional.
+        """
+        if view.guidance is None:
+            raise ValueError("this step has no guidance record: use a text model with guidance > 1")
+        model = self.load(model_id)
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        pair = view.guidance
+        x = torch.from_numpy(pair.model_input.astype(np.float32))[None]
+        uncond = torch.from_numpy(pair.uncond.astype(np.float32))[None]
+        text = torch.from_numpy(pair.text.astype(np.float32))[None]
+        direction = text - uncond
+        t = int(round(view.timestep))
+        guided = torch.cat([uncond + w * direction for w in scales])
+        x0 = predict_original_sample(scheduler, x.repeat(len(scales), 1, 1, 1), guided, t)
+        decoded = self._decode(model, x0.to(model.device, model.dtype))
+        return GuidanceView(
+            uncond=_to_display(uncond, -3.0, 3.0)[0], text=_to_display(text, -3.0, 3.0)[0],
+            direction=_to_display(direction, -1.0, 1.0)[0], scales=tuple(scales),
+            pred_x0=tuple(decoded), direction_norm=float(direction.pow(2).mean().sqrt()))
 
     def schedule(self, model_id: str) -> ScheduleCurves:
         """The model's training noise schedule (reads the scheduler config; loads the model)."""
@@ -234,6 +364,44 @@ class Studio:
 
     def read_prompt(self, model_id: str, prompt: str) -> PromptTokens | None:
         return _read_prompt(self.load(model_id), prompt)
+
+
+def _half(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy().astype(np.float16)
+
+
+def _channels(model: LoadedModel) -> int:
+    return 3 if isinstance(model, LatentTextModel) else int(model.unet.config.in_channels)
+
+
+def prepare_image(image: np.ndarray, size: int, channels: int) -> torch.Tensor:
+    """uint8 (H, W), (H, W, 3) or (H, W, 4) -> (1, channels, size, size) float in [-1, 1].
+
+    Centre-cropped to a square, resized with Pillow's bicubic filter, alpha dropped, converted
+    to grayscale for one-channel models.
+    """
+    from PIL import Image
+
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise ValueError(f"expected an image (H, W) or (H, W, C), got shape {arr.shape}")
+    pil = Image.fromarray(arr.astype(np.uint8))
+    w, h = pil.size
+    side = min(w, h)
+    pil = pil.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    pil = pil.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 127.5 - 1)
+    return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None]).contiguous()
+
+
+def latent_channels(latent: torch.Tensor, lo: float = -3.0, hi: float = 3.0) -> np.ndarray:
+    """(C, h, w) latents -> uint8 (h, C * (w + 1) - 1): each channel as a grayscale image, side by side."""
+    x = ((latent.float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8).numpy()
+    c, h, w = x.shape
+    out = np.full((h, c * (w + 1) - 1), 255, np.uint8)
+    for i in range(c):
+        out[:, i * (w + 1): i * (w + 1) + w] = x[i]
+    return out
 
 
 def _read_prompt(model: LoadedModel, prompt: str) -> PromptTokens | None:

@@ -1,0 +1,99 @@
+"""The step lab's computations: forward process, SDEdit, guidance decomposition, recipes, exports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from diffusion.export import trajectory_frames, write_animation
+from diffusion.pipeline import SampleRequest
+from diffusion.recipe import Recipe, make_recipe
+
+
+def digit_like(size: int = 32) -> np.ndarray:
+    img = np.zeros((size * 2, size * 3), np.uint8)  # not square: the lab centre-crops
+    img[size // 2: size * 3 // 2, size + 8: size * 2 - 8] = 255
+    return img
+
+
+def test_forward_process_endpoints(studio):
+    image = digit_like()
+    start = studio.forward("local/tiny-ddpm", image, 0, seed=1)
+    assert start.x_t.shape == (8, 8) and start.x0.shape == (8, 8)
+    assert np.abs(start.x_t.astype(int) - start.x0.astype(int)).max() <= 8  # t = 0 keeps the image
+    assert start.signal_coef == pytest.approx(start.alpha_prod_t ** 0.5)
+    end = studio.forward("local/tiny-ddpm", image, 99, seed=1)
+    assert end.signal_coef < 0.05 and end.noise_coef > 0.99
+    assert end.x_t_std == pytest.approx(1.0, abs=0.35)  # 64 pixels of almost pure N(0, 1)
+    same = studio.forward("local/tiny-ddpm", image, 99, seed=1)
+    assert np.array_equal(same.x_t, end.x_t)  # one fixed noise draw per seed
+    with pytest.raises(ValueError, match="t must be between 0 and 99"):
+        studio.forward("local/tiny-ddpm", image, 100)
+
+
+def test_forward_process_on_a_latent_model_reports_reconstruction(studio):
+    view = studio.forward("local/tiny-sd", np.full((40, 40, 3), 128, np.uint8), 50, seed=0)
+    assert view.x_t.shape == (16, 16, 3) and view.latents is not None and view.latents.shape == (8, 35)
+    assert view.reconstruction_psnr is not None and np.isfinite(view.reconstruction_psnr)
+
+
+def test_sdedit_runs_the_tail_of_the_schedule(studio):
+    image = digit_like()
+    request = SampleRequest("ddim", 10, n=2, seed=0)
+    *_, low = studio.generate("local/tiny-ddpm", request, previews=0, init_image=image, start_timestep=15)
+    *_, high = studio.generate("local/tiny-ddpm", request, previews=0, init_image=image, start_timestep=99)
+    assert low.num_steps == 2 and high.num_steps == 10  # DDIM-10 timesteps 90, 80, ..., 0
+    assert low.images.shape == (2, 8, 8)
+    again = studio.sample("local/tiny-ddpm", request)
+    *_, full = studio.generate("local/tiny-ddpm", request, previews=0)
+    assert np.array_equal(again, full.images)
+
+
+def test_guidance_decomposition_reuses_the_cached_pair(studio):
+    request = SampleRequest("ddim", 3, seed=4, prompt="a red circle", guidance_scale=3.0)
+    *_, (_, _, traj) = studio.trajectory("local/tiny-sd", request)
+    view = traj.steps[1]
+    assert view.guidance is not None and view.guidance.uncond.shape == (4, 8, 8)
+    decomposition = studio.guidance_view("local/tiny-sd", view, scales=(0.0, 1.0, 3.0))
+    assert len(decomposition.pred_x0) == 3 and decomposition.pred_x0[0].shape == (16, 16, 3)
+    # the scale the run used reproduces the run's own predicted x0 (to float16 caching)
+    assert np.abs(decomposition.pred_x0[2].astype(int) - view.pred_x0.astype(int)).max() <= 2
+    assert decomposition.direction_norm > 0
+    *_, (_, _, plain) = studio.trajectory("local/tiny-ddpm", SampleRequest("ddim", 2, seed=0))
+    with pytest.raises(ValueError, match="no guidance record"):
+        studio.guidance_view("local/tiny-ddpm", plain.steps[0])
+
+
+def test_recipe_round_trip_and_cli_replay_is_bit_identical(studio, tiny_sd_dir, tmp_path):
+    request = SampleRequest("dpmpp-2m", 3, n=2, seed=11, prompt="a blue star", guidance_scale=2.5)
+    model = studio.load("local/tiny-sd")
+    recipe = make_recipe("local/tiny-sd", request, model.scheduler_config)
+    text = recipe.to_json()
+    assert json.loads(text)["scheduler_config"]["_class_name"] == "DPMSolverMultistepScheduler"
+    assert Recipe.from_json(text) == recipe and recipe.version_mismatches() == []
+    path = tmp_path / "recipe.json"
+    path.write_text(text)
+    out = subprocess.run([sys.executable, "-m", "diffusion.sample", "--model-dir", str(tiny_sd_dir), "--recipe",
+                          str(path), "--out", str(tmp_path / "g.png"), "--save-npy", str(tmp_path / "s.npy")],
+                         capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert out.returncode == 0, out.stderr
+    assert np.array_equal(np.load(tmp_path / "s.npy"), studio.sample("local/tiny-sd", request))
+    with pytest.raises(ValueError, match="not a Diffusion Classroom recipe"):
+        Recipe.from_json('{"model": "x"}')
+
+
+def test_trajectory_exports(studio, tmp_path):
+    *_, (_, _, traj) = studio.trajectory("local/tiny-ddpm", SampleRequest("ddpm", 12, seed=0))
+    frames = trajectory_frames(traj.steps, "triptych", max_frames=5)
+    assert len(frames) == 5 and frames[0].shape == (192, 3 * 192 + 16, 3)
+    gif = write_animation(frames, tmp_path / "t.gif")
+    assert iio.imread(gif, index=None).shape[0] == 5
+    mp4 = write_animation(trajectory_frames(traj.steps, "pred_x0"), tmp_path / "t.mp4")
+    assert mp4.stat().st_size > 1000
+    with pytest.raises(ValueError, match="panel"):
+        trajectory_frames(traj.steps, "bogus")
