@@ -1,10 +1,17 @@
-"""Tab 2: the reverse process one step at a time, with the schedule and the equations."""
+"""Tab 2: the step-by-step lab.
+
+Four views over one model: the reverse process (triptych, live equation of the chosen
+sampler with the step's numbers, play/pause, GIF/MP4/recipe export), the guidance
+decomposition (text models), the forward process on the user's image with SDEdit
+("denoise from here"), and the noise schedules compared.
+"""
 
 from __future__ import annotations
 
-import math
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 import matplotlib
@@ -16,65 +23,57 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, user_errors  # noqa: E402
 from demo.tab_sampling import SAMPLER_CHOICES  # noqa: E402
-from demo.theory import STEPS  # noqa: E402
-from diffusion.pipeline import SampleRequest  # noqa: E402
-from diffusion.service import ScheduleCurves, StepView, Studio, Trajectory  # noqa: E402
+from demo.theory import FORWARD, GUIDANCE, STEPS  # noqa: E402
+from diffusion.explain import StepTerms, step_terms, update_latex  # noqa: E402
+from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa: E402
+from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
+from diffusion.recipe import make_recipe  # noqa: E402
+from diffusion.registry import ASSETS  # noqa: E402
+from diffusion.service import ScheduleCurves, Studio, Trajectory  # noqa: E402
 
 MAX_VIEW_STEPS = 1000
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
+EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
 
 
 @dataclass
 class StepsSession:
-    """Per-user state: the recorded trajectory and the model's schedule."""
+    """Per-user state: the recorded trajectory, the sampler's per-step update and the recipe."""
 
+    model_id: str
     trajectory: Trajectory
     curves: ScheduleCurves
     sampler: str
+    terms: list[StepTerms]
+    recipe_json: str
 
 
-def schedule_figure(curves: ScheduleCurves, timestep: float | None) -> Figure:
-    """alpha-bar_t and log-SNR(t) over the training timesteps, the current step marked."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 2.6), dpi=90)
-    ax1.plot(curves.timesteps, curves.alphas_cumprod, color="tab:blue")
-    ax1.set_title(r"$\bar\alpha_t$ (signal kept)")
-    ax2.plot(curves.timesteps, curves.log_snr, color="tab:orange")
-    ax2.set_title(r"log SNR$(t)=\log\,\bar\alpha_t/(1-\bar\alpha_t)$")
-    for ax in (ax1, ax2):
+# ---------------------------------------------------------------------------- figures
+
+def schedule_figure(curves: ScheduleCurves, timestep: float | None,
+                    family: dict[str, ScheduleCurves] | None = None) -> Figure:
+    """beta_t, alpha-bar_t and log-SNR(t): the model's schedule (thick), the classic ones (thin),
+    the current step marked."""
+    fig, axes = plt.subplots(1, 3, figsize=(10, 2.7), dpi=90)
+    series = [("betas", r"$\beta_t$"), ("alphas_cumprod", r"$\bar\alpha_t$ (signal kept)"),
+              ("log_snr", r"log SNR$(t)=\log\,\bar\alpha_t/(1-\bar\alpha_t)$")]
+    for ax, (attr, title) in zip(axes, series, strict=True):
+        for name, other in (family or {}).items():
+            ax.plot(other.timesteps, getattr(other, attr), lw=1, alpha=0.7, label=name)
+        ax.plot(curves.timesteps, getattr(curves, attr), color="black", lw=2.2, label="this model")
+        ax.set_title(title)
         ax.set_xlabel("t")
         ax.grid(alpha=0.3)
         if timestep is not None:
             ax.axvline(timestep, color="crimson", lw=1.5)
+    if family:
+        axes[0].legend(fontsize=7)
     fig.tight_layout()
     plt.close(fig)
     return fig
 
 
-def step_equation(view: StepView, sampler: str, num_steps: int) -> str:
-    """The sampler's update for this step, typeset with this step's numbers."""
-    ab, ab_prev = view.alpha_prod_t, view.alpha_prod_t_prev
-    snr = ab / max(1e-12, 1 - ab)
-    head = (f"**Step {view.index + 1} of {num_steps}**, $t = {view.timestep:.0f}$: "
-            f"$\\beta_t = {view.beta_t:.5f}$, $\\bar\\alpha_t = {ab:.5f}$, "
-            f"SNR $= {snr:.4g}$, $\\bar\\alpha_{{\\text{{prev}}}} = {ab_prev:.5f}$\n\n")
-    x0 = (f"$$\\hat x_0 = \\frac{{x_t - {math.sqrt(1 - ab):.4f}\\,\\epsilon_\\theta}}{{{math.sqrt(ab):.4f}}}$$\n\n")
-    if sampler == "ddpm":
-        alpha_t = ab / ab_prev  # the step's effective alpha_t when skipping timesteps
-        beta_t = 1 - alpha_t
-        sigma_t = math.sqrt(max(0.0, (1 - ab_prev) / (1 - ab) * beta_t))
-        body = ("DDPM Algorithm 2, line 4:\n"
-                f"$$x_{{t-1}} = \\frac{{1}}{{\\sqrt{{\\alpha_t}}}}\\Big(x_t - \\frac{{\\beta_t}}{{\\sqrt{{1-\\bar\\alpha_t}}}}"
-                f"\\epsilon_\\theta\\Big) + \\sigma_t z = {1 / math.sqrt(alpha_t):.4f}\\,\\big(x_t - "
-                f"{beta_t / math.sqrt(1 - ab):.4f}\\,\\epsilon_\\theta\\big) + {sigma_t:.4f}\\,z$$")
-    elif sampler == "ddim":
-        body = ("DDIM ($\\eta = 0$), Song et al. 2021, Eq. 12:\n"
-                f"$$x_{{t-1}} = \\sqrt{{\\bar\\alpha_{{\\text{{prev}}}}}}\\,\\hat x_0 + "
-                f"\\sqrt{{1-\\bar\\alpha_{{\\text{{prev}}}}}}\\,\\epsilon_\\theta = {math.sqrt(ab_prev):.4f}\\,\\hat x_0 + "
-                f"{math.sqrt(1 - ab_prev):.4f}\\,\\epsilon_\\theta$$")
-    else:
-        body = (f"The {sampler} sampler builds $x_{{t-1}}$ from this $\\hat x_0$ and the noise estimate "
-                "(see the Step-by-step lab for its full update).")
-    return head + x0 + body
-
+# ---------------------------------------------------------------------------- handlers
 
 def make_run_handler(studio: Studio):
     def run_steps(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
@@ -89,35 +88,163 @@ def make_run_handler(studio: Studio):
             )
             studio.validate(card.id, request)
             curves = studio.schedule(card.id)
+            model = studio.load(card.id)
+            terms = step_terms(request.sampler, model.scheduler_config, request.steps, request.eta)
+            recipe = make_recipe(card.id, request, model.scheduler_config).to_json()
             for done, total, traj in studio.trajectory(card.id, request):
                 view = traj.steps[-1]
                 if done < total:
                     yield (gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, gr.skip(), gr.skip(),
                            f"Running: step {done}/{total}, {traj.wall_s:.1f} s")
-            session = StepsSession(traj, curves, request.sampler)
+            session = StepsSession(card.id, traj, curves, request.sampler, terms, recipe)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
                    last.x_t, last.noise, last.pred_x0, schedule_figure(curves, last.timestep),
-                   step_equation(last, request.sampler, total),
-                   f"Done: {total} steps in {traj.wall_s:.2f} s. Drag the slider to revisit any step.")
+                   update_latex(terms[-1]),
+                   f"Done: {total} steps in {traj.wall_s:.2f} s. Drag the slider (or press Play) to revisit "
+                   "any step.")
 
     return run_steps
 
 
-def show_step(session: StepsSession | None, step: float) -> tuple:
-    """Show recorded step ``step`` (1-based) of the user's trajectory."""
+def _session(session: StepsSession | None) -> StepsSession:
     if session is None:
         raise gr.Error("Run the reverse process first.")
+    return session
+
+
+def show_step(session: StepsSession | None, step: float) -> tuple:
+    """Show recorded step ``step`` (1-based) of the user's trajectory."""
+    session = _session(session)
     steps = session.trajectory.steps
     index = as_int(step, "Step", 1, len(steps)) - 1
     view = steps[index]
     return (view.x_t, view.noise, view.pred_x0, schedule_figure(session.curves, view.timestep),
-            step_equation(view, session.sampler, len(steps)))
+            update_latex(session.terms[index]))
 
+
+def play(session: StepsSession | None, step: float) -> tuple:
+    """Start the animation (from the first step when at the end)."""
+    session = _session(session)
+    start = 1 if int(step) >= len(session.trajectory.steps) else int(step)
+    return gr.Timer(active=True), start
+
+
+def pause() -> gr.Timer:
+    return gr.Timer(active=False)
+
+
+def advance(session: StepsSession | None, step: float) -> tuple:
+    """One animation tick: the next step; the timer stops at the last one."""
+    if session is None:
+        return gr.Timer(active=False), gr.skip()
+    total = len(session.trajectory.steps)
+    stride = max(1, total // 100)  # long runs play in about 100 ticks
+    nxt = min(total, int(step) + stride)
+    return gr.Timer(active=nxt < total), nxt
+
+
+def _export_path(suffix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix="diffusion-classroom-")) / f"trajectory{suffix}"
+
+
+def export_animation(session: StepsSession | None, panel: str, fmt: str) -> str:
+    """The trajectory's chosen panel as a GIF or MP4 file to download."""
+    session = _session(session)
+    if panel not in PANELS or fmt not in ("gif", "mp4"):
+        raise gr.Error(f"choose a panel in {PANELS} and a format gif or mp4")
+    with user_errors():
+        frames = trajectory_frames(session.trajectory.steps, panel)
+        return str(write_animation(frames, _export_path(f".{fmt}"), fps=12))
+
+
+def export_recipe(session: StepsSession | None) -> str:
+    """The run's JSON recipe: ``python -m diffusion.sample --recipe FILE`` replays it."""
+    path = _export_path(".json").with_name("recipe.json")
+    path.write_text(_session(session).recipe_json)
+    return str(path)
+
+
+def make_guidance_handler(studio: Studio):
+    def decompose(session: StepsSession | None, step: float) -> tuple:
+        session = _session(session)
+        index = as_int(step, "Step", 1, len(session.trajectory.steps)) - 1
+        view = session.trajectory.steps[index]
+        with user_errors():
+            result = studio.guidance_view(session.model_id, view, GUIDANCE_SCALES)
+        gallery = [(img, f"w = {w:g}") for w, img in zip(result.scales, result.pred_x0, strict=True)]
+        note = (f"Step {index + 1}, $t = {view.timestep:.0f}$: RMS of the guidance direction "
+                f"$\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, \\varnothing)$ = {result.direction_norm:.4f}. "
+                f"The run used $w = {view.guidance.guidance_scale:g}$; all scales come from one cached pair.")
+        return result.uncond, result.text, result.direction, gallery, note
+
+    return decompose
+
+
+def make_forward_handler(studio: Studio):
+    def forward(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> tuple:
+        if image is None:
+            raise gr.Error("Upload an image or pick an example first.")
+        with user_errors():
+            t = as_int(timestep, "t", 0, MAX_VIEW_STEPS - 1)
+            view = studio.forward(str(model_id), image, t, as_seed(seed))
+        text = (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon = "
+                f"{view.signal_coef:.4f}\\,x_0 + {view.noise_coef:.4f}\\,\\epsilon$ at $t = {view.timestep}$ "
+                f"($\\bar\\alpha_t = {view.alpha_prod_t:.5f}$); std of $x_t$ = {view.x_t_std:.3f} "
+                f"(of $x_0$: {view.x0_std:.3f}).")
+        if view.reconstruction_psnr is not None:
+            text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
+        return view.x0, view.x_t, view.latents, text
+
+    return forward
+
+
+def make_sdedit_handler(studio: Studio):
+    def denoise_from_here(model_id: str, image: np.ndarray | None, timestep: float, sampler: str, steps: float,
+                          seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+        if image is None:
+            raise gr.Error("Upload an image or pick an example first.")
+        with user_errors():
+            card = studio.card(str(model_id))
+            text = card.kind == "latent-text"
+            request = SampleRequest(
+                sampler=str(sampler), steps=as_int(steps, "Steps", 1, MAX_VIEW_STEPS), n=4, seed=as_seed(seed),
+                prompt=str(prompt or "") if text else "",
+                guidance_scale=as_float(guidance, "Guidance", 0.0, 30.0) if text else 1.0)
+            t = as_int(timestep, "t", 0, MAX_VIEW_STEPS - 1)
+            for update in studio.generate(card.id, request, previews=10, init_image=image, start_timestep=t):
+                if update.done:
+                    yield update.grid, (f"SDEdit from $t = {t}$: {update.num_steps} of {request.steps} "
+                                        f"{request.sampler} steps, 4 seeds, {update.wall_s:.2f} s.")
+                elif update.preview is not None:
+                    yield update.preview, f"Denoising: step {update.step}/{update.num_steps}"
+
+    return denoise_from_here
+
+
+def make_schedule_handler(studio: Studio):
+    def schedules(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> tuple:
+        with user_errors():
+            curves = studio.schedule(str(model_id))
+            t = as_int(timestep, "t", 0, len(curves.timesteps) - 1)
+            figure = schedule_figure(curves, t, studio.schedule_family(len(curves.timesteps)))
+            strip = None
+            if image is not None:
+                ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
+                frames = [studio.forward(str(model_id), image, int(s), as_seed(seed)).x_t for s in ts]
+                strip = make_grid(np.stack(frames), ncols=len(frames))
+        return figure, strip
+
+    return schedules
+
+
+# ---------------------------------------------------------------------------- layout
 
 def build_steps_tab(studio: Studio) -> None:
     cards = studio.cards()
     default = studio.cards("pixel")[0]
+    panel = {"format": "png", "interactive": False, "height": 240, "elem_classes": ["pixelated"],
+             "buttons": ["download", "fullscreen"]}
     # ----- layout -----
     session = gr.State(None)
     gr.Markdown(STEPS, latex_delimiters=LATEX)
@@ -129,19 +256,91 @@ def build_steps_tab(studio: Studio) -> None:
     with gr.Row():
         prompt = gr.Textbox(label="Prompt (text models only)", scale=3)
         guidance = gr.Slider(0.0, 15.0, value=4.0, step=0.5, label="Guidance (text models)", scale=1)
-        run = gr.Button("Run the reverse process", variant="primary", scale=1)
-    status = gr.Markdown(elem_id="steps-status")
-    slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="steps-slider")
-    with gr.Row():
-        panel = {"format": "png", "interactive": False, "height": 260, "elem_classes": ["pixelated"]}
-        x_t = gr.Image(label="x_t", elem_id="steps-xt", **panel)
-        noise = gr.Image(label="predicted noise ε_θ(x_t, t)", **panel)
-        x0 = gr.Image(label="predicted x0", elem_id="steps-x0", **panel)
-    equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
-    plot = gr.Plot(label="Noise schedule")
+    with gr.Tabs():
+        with gr.Tab("Reverse process", id="reverse"):
+            with gr.Row():
+                run = gr.Button("Run the reverse process", variant="primary", scale=2)
+                play_btn = gr.Button("▶ Play", scale=1, elem_id="steps-play")
+                pause_btn = gr.Button("⏸ Pause", scale=1)
+            status = gr.Markdown(elem_id="steps-status")
+            slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="steps-slider")
+            with gr.Row():
+                x_t = gr.Image(label="x_t", elem_id="steps-xt", **panel)
+                noise = gr.Image(label="predicted noise ε_θ(x_t, t)", **panel)
+                x0 = gr.Image(label="predicted x0", elem_id="steps-x0", **panel)
+            equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
+            plot = gr.Plot(label="Noise schedule")
+            with gr.Accordion("Export: animation and recipe", open=False):
+                with gr.Row():
+                    export_panel = gr.Radio(list(PANELS), value="triptych", label="Panel")
+                    export_format = gr.Radio(["gif", "mp4"], value="gif", label="Format")
+                    export_btn = gr.Button("Make animation")
+                    recipe_btn = gr.Button("Recipe (JSON)")
+                export_file = gr.File(label="Download", interactive=False)
+        with gr.Tab("Guidance", id="guidance"):
+            gr.Markdown(GUIDANCE, latex_delimiters=LATEX)
+            decompose_btn = gr.Button("Decompose the current step (text models, guidance > 1)")
+            with gr.Row():
+                g_uncond = gr.Image(label="ε(z_t, ∅) unconditional", **panel)
+                g_text = gr.Image(label="ε(z_t, y) conditional", **panel)
+                g_dir = gr.Image(label="guidance direction ε(z_t, y) − ε(z_t, ∅)", **panel)
+            g_gallery = gr.Gallery(label="predicted x0 for each guidance scale w", columns=6, height=220,
+                                   elem_classes=["pixelated"])
+            g_note = gr.Markdown(latex_delimiters=LATEX)
+        with gr.Tab("Forward process and SDEdit", id="forward"):
+            gr.Markdown(FORWARD, latex_delimiters=LATEX)
+            with gr.Row():
+                with gr.Column(scale=1):
+                    source = gr.Image(label="Your image (cropped and resized to the model)", type="numpy",
+                                      sources=["upload", "clipboard"], height=200, elem_id="forward-image")
+                    gr.Examples([[p] for p in EXAMPLES], inputs=[source], label="Examples from assets/")
+                    t_slider = gr.Slider(0, MAX_VIEW_STEPS - 1, value=250, step=1, label="t (noise level)",
+                                         elem_id="forward-t")
+                    sdedit_btn = gr.Button("Denoise from here (SDEdit)", variant="primary")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        f_x0 = gr.Image(label="x_0 as the model sees it", **panel)
+                        f_xt = gr.Image(label="x_t ~ q(x_t | x_0)", elem_id="forward-xt", **panel)
+                    f_latents = gr.Image(label="latent channels of x_t (latent models)", format="png",
+                                         interactive=False, height=90, elem_classes=["pixelated"])
+                    f_text = gr.Markdown(latex_delimiters=LATEX, elem_id="forward-text")
+                    f_result = gr.Image(label="SDEdit results (4 seeds)", format="png", interactive=False,
+                                        height=240, elem_classes=["pixelated"], elem_id="forward-result")
+                    f_status = gr.Markdown()
+        with gr.Tab("Schedules", id="schedules"):
+            gr.Markdown("The model's own schedule (black) against DDPM's linear, Stable Diffusion's scaled-linear "
+                        "and the cosine schedule (Nichol & Dhariwal 2021); the red line is the forward lab's $t$. "
+                        "The strip shows the forward lab's image at six evenly spaced $t$.", latex_delimiters=LATEX)
+            s_btn = gr.Button("Compare the schedules")
+            s_plot = gr.Plot(label="Schedules")
+            s_strip = gr.Image(label="q(x_t | x_0) at t = 0 … T", format="png", interactive=False, height=120,
+                               elem_classes=["pixelated"])
+    timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance],
               outputs=[session, slider, x_t, noise, x0, plot, equation, status], api_name="steps_run",
               **MODEL_CONCURRENCY)
     slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, plot, equation],
                   api_name="steps_show", show_progress="hidden")
+    play_btn.click(play, inputs=[session, slider], outputs=[timer, slider], api_visibility="private")
+    pause_btn.click(pause, outputs=timer, api_visibility="private")
+    timer.tick(advance, inputs=[session, slider], outputs=[timer, slider], api_visibility="private",
+               show_progress="hidden")
+    export_btn.click(export_animation, inputs=[session, export_panel, export_format], outputs=export_file,
+                     api_name="steps_export")
+    recipe_btn.click(export_recipe, inputs=session, outputs=export_file, api_name="steps_recipe")
+    decompose_btn.click(make_guidance_handler(studio), inputs=[session, slider],
+                        outputs=[g_uncond, g_text, g_dir, g_gallery, g_note], api_name="steps_guidance",
+                        **MODEL_CONCURRENCY)
+    forward_inputs = [model, source, t_slider, seed]
+    forward_outputs = [f_x0, f_xt, f_latents, f_text]
+    forward = make_forward_handler(studio)
+    t_slider.release(forward, inputs=forward_inputs, outputs=forward_outputs, api_name="forward_show",
+                     **MODEL_CONCURRENCY)
+    source.upload(forward, inputs=forward_inputs, outputs=forward_outputs, api_visibility="private",
+                  **MODEL_CONCURRENCY)
+    sdedit_btn.click(make_sdedit_handler(studio),
+                     inputs=[model, source, t_slider, sampler, steps, seed, prompt, guidance],
+                     outputs=[f_result, f_status], api_name="forward_denoise", **MODEL_CONCURRENCY)
+    s_btn.click(make_schedule_handler(studio), inputs=[model, t_slider, source, seed], outputs=[s_plot, s_strip],
+                api_name="schedules_show", **MODEL_CONCURRENCY)

@@ -35,3 +35,23 @@ $$\tilde\epsilon = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_
 where $w$ is the guidance scale and a negative prompt takes the place of $\varnothing$. The decoder
 turns the final latent into pixels: $\hat x = \mathcal D(z_0)$.
 """
+
+FORWARD = r"""
+### The forward process on your image, and SDEdit
+Any $x_t$ can be drawn in one shot from the clean image (Ho et al. 2020, Eq. 4):
+$$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\qquad \epsilon\sim\mathcal N(0, I),$$
+with one fixed noise draw per seed, so moving $t$ only changes the mix. **Denoise from here** runs
+the reverse process from that $x_t$ (SDEdit, Meng et al. 2022): at small $t$ the model keeps your
+image's content and cleans it up, at large $t$ it keeps only the coarse layout, or nothing, and
+invents new content. For latent models all of this happens on the autoencoder's latents.
+"""
+
+GUIDANCE = r"""
+### Classifier-free guidance, decomposed
+At the chosen step the UNet made two predictions from the same $z_t$: one without the prompt,
+$\epsilon_\theta(z_t,\varnothing)$, and one with it, $\epsilon_\theta(z_t,y)$. Guidance extrapolates along their
+difference (Ho & Salimans 2022, Eq. 6):
+$$\tilde\epsilon_w = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_t,y)-\epsilon_\theta(z_t,\varnothing)\big),\qquad
+\hat x_0(w) = \frac{z_t - \sqrt{1-\bar\alpha_t}\,\tilde\epsilon_w}{\sqrt{\bar\alpha_t}}.$$
+$w=0$ ignores the prompt, $w=1$ is the plain conditional model, larger $w$ pushes harder toward the prompt.
+"""

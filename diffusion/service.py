@@ -208,7 +208,7 @@ class Studio:
         Centre-cropped to a square and resized to the model's resolution; grayscale for
         one-channel models. Latent models encode it (posterior mode, times the scaling factor).
         """
-        pixels = prepare_image(image, model.card.resolution, 1 if _channels(model) == 1 else 3)
+        pixels = prepare_image(image, _resolution(model), 1 if _channels(model) == 1 else 3)
         if isinstance(model, LatentTextModel):
             with torch.inference_mode():
                 dist = model.vae.encode(pixels.to(model.device, torch.float32)).latent_dist
@@ -238,7 +238,7 @@ class Studio:
         if isinstance(model, LatentTextModel):
             latents = latent_channels(x_t[0])
             recon = decode_latents(model, x0)
-            target = prepare_image(image, model.card.resolution, 3)
+            target = prepare_image(image, _resolution(model), 3)
             psnr = float(10 * torch.log10(4.0 / ((recon.cpu() - target) ** 2).mean().clamp_min(1e-12)))
         return ForwardView(int(timestep), ab, ab**0.5, (1 - ab) ** 0.5, self._decode(model, x0)[0],
                            self._decode(model, x_t.clamp(-1, 1) if isinstance(model, PixelModel) else x_t)[0],
@@ -362,12 +362,35 @@ class Studio:
             alphas_cumprod=scheduler.alphas_cumprod.numpy().astype(np.float64),
         )
 
+    @staticmethod
+    def schedule_family(num_train_timesteps: int = 1000) -> dict[str, ScheduleCurves]:
+        """The three classic schedules for comparison: DDPM's linear (Ho et al. 2020), Stable
+        Diffusion's scaled-linear and the cosine schedule (Nichol & Dhariwal 2021, Eq. 17)."""
+        from diffusers import DDPMScheduler
+
+        configs = {"linear": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
+                   "scaled-linear": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+                   "cosine": {"beta_schedule": "squaredcos_cap_v2"}}
+        out = {}
+        for name, config in configs.items():
+            scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, **config)
+            out[name] = ScheduleCurves(np.arange(num_train_timesteps), scheduler.betas.numpy().astype(np.float64),
+                                       scheduler.alphas_cumprod.numpy().astype(np.float64))
+        return out
+
     def read_prompt(self, model_id: str, prompt: str) -> PromptTokens | None:
         return _read_prompt(self.load(model_id), prompt)
 
 
 def _half(x: torch.Tensor) -> np.ndarray:
     return x.detach().float().cpu().numpy().astype(np.float16)
+
+
+def _resolution(model: LoadedModel) -> int:
+    """The model's native image size in pixels, read off the loaded weights' configs."""
+    size = model.unet.config.sample_size
+    size = size if isinstance(size, int) else int(size[0])
+    return size * (model.vae_scale_factor if isinstance(model, LatentTextModel) else 1)
 
 
 def _channels(model: LoadedModel) -> int:

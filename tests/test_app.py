@@ -77,3 +77,36 @@ def test_hub_model_offline_fails_fast_with_remedies(served) -> None:
     _, client, _ = served
     with pytest.raises(gradio_client.exceptions.AppError, match="not available offline"):
         client.predict("stabilityai/sd-turbo", "a cat", "", 0.0, "euler-a", 1, 0, 1, api_name="/text_to_image")
+
+
+def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None:
+    import json
+
+    from gradio_client import handle_file
+
+    _, client, studio = served
+    *_, equation, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0, api_name="/steps_run")
+    assert "DDIM (Song et al. 2021, Eq. 12)" in equation
+    uncond, text, direction, gallery, note = client.predict(2, api_name="/steps_guidance")
+    assert load(direction).shape == (8, 8, 3) and len(gallery) == 6 and "w = 3" in note
+    gif = client.predict("triptych", "gif", api_name="/steps_export")
+    frames = np.asarray(Image.open(gif))
+    assert frames.shape[0] == 192 and Image.open(gif).n_frames == 3
+    recipe = json.loads(Path(client.predict(api_name="/steps_recipe")).read_text())
+    assert recipe["model"] == "local/tiny-sd" and recipe["request"]["seed"] == 7
+    # the forward lab and SDEdit on an uploaded image
+    path = tmp_path / "in.png"
+    Image.fromarray(np.full((20, 30, 3), 200, np.uint8)).save(path)
+    x0, x_t, latents, text_md = client.predict("ddpm-mnist", handle_file(str(path)), 50, 0, api_name="/forward_show")
+    assert load(x_t).shape == (8, 8) and "x_0" in text_md
+    result, sd_status = client.predict("ddpm-mnist", handle_file(str(path)), 50, "ddim", 10, 0, "", 1.0,
+                                       api_name="/forward_denoise")
+    assert load(result).shape == (22, 22) and "SDEdit from $t = 50$" in sd_status
+    plot, strip = client.predict("ddpm-mnist", 50, handle_file(str(path)), 0, api_name="/schedules_show")
+    assert load(strip).shape == (12, 6 * 10 + 2)
+
+
+def test_step_lab_needs_a_run_first(serve) -> None:
+    _, client, _ = serve(queue_size=4)
+    with pytest.raises(gradio_client.exceptions.AppError, match="Run the reverse process first"):
+        client.predict("triptych", "gif", api_name="/steps_export")

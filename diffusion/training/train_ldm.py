@@ -31,6 +31,7 @@ from accelerate.utils import set_seed
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffusion.data import shapes
@@ -107,12 +108,16 @@ def make_noise_scheduler() -> DDPMScheduler:
                          beta_end=0.012, clip_sample=False, prediction_type="epsilon")
 
 
-@torch.inference_mode()
-def build_bank(vae: AutoencoderKL, n: int, seed: int, two_object_prob: float,
-               batch: int = 128) -> tuple[torch.Tensor, torch.Tensor, list[shapes.Scene]]:
-    """Render n scenes and encode them: posterior mean and std (n, C, h, w), and the scenes."""
+def bank_scenes(n: int, seed: int, two_object_prob: float) -> list[shapes.Scene]:
+    """The bank's scenes: regenerated from the seed (fast), so only tensors are cached."""
     rng = np.random.default_rng(seed)
-    scenes = [shapes.random_scene(rng, two_object_prob) for _ in range(n)]
+    return [shapes.random_scene(rng, two_object_prob) for _ in range(n)]
+
+
+@torch.inference_mode()
+def build_bank(vae: AutoencoderKL, scenes: list[shapes.Scene], batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Encode the rendered scenes: posterior mean and std (n, C, h, w)."""
+    n = len(scenes)
     means, stds = [], []
     for i in range(0, n, batch):
         imgs = np.stack([shapes.render(s) for s in scenes[i:i + batch]])
@@ -122,7 +127,7 @@ def build_bank(vae: AutoencoderKL, n: int, seed: int, two_object_prob: float,
         stds.append(dist.std)
         if (i // batch) % 50 == 0:
             logger.info("encoded %d / %d scenes", i + len(imgs), n)
-    return torch.cat(means), torch.cat(stds), scenes
+    return torch.cat(means), torch.cat(stds)
 
 
 def export(args, accelerator, unet, text_encoder, ema_unet: EMAModel, ema_text: EMAModel, vae, tokenizer,
@@ -162,14 +167,15 @@ def main(args: argparse.Namespace) -> None:
 
     vae = AutoencoderKL.from_pretrained(args.vae, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = vae.config.scaling_factor
-    bank_path = args.output_dir / f"bank-{args.bank_size}-{args.seed}.pt"
+    scenes = bank_scenes(args.bank_size, args.seed, args.two_object_prob)
+    bank_path = args.output_dir / f"bank-{args.bank_size}-{args.seed}.safetensors"
     if bank_path.exists():
-        bank = torch.load(bank_path, weights_only=False)
-        means, stds, scenes = bank["means"], bank["stds"], bank["scenes"]
+        bank = load_file(bank_path)
+        means, stds = bank["means"], bank["stds"]
     else:
-        means, stds, scenes = build_bank(vae, args.bank_size, args.seed, args.two_object_prob)
+        means, stds = build_bank(vae, scenes)
         if accelerator.is_main_process:
-            torch.save({"means": means, "stds": stds, "scenes": scenes}, bank_path)
+            save_file({"means": means.contiguous(), "stds": stds.contiguous()}, bank_path)
     latent_channels, latent_size = means.shape[1], means.shape[-1]
 
     tokenizer = build_word_tokenizer(shapes.vocabulary(), model_max_length=args.max_length)
