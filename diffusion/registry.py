@@ -54,6 +54,15 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
         description="2.7M-parameter pixel-space DDPM, 32x32 grayscale, linear schedule (T=1000), epsilon prediction.",
     ),
     ModelCard(
+        id="ldm-shapes", title="Latent diffusion: captioned shapes (embedded)", kind="latent-text",
+        source=str(ASSETS / "ldm-shapes"), local=True, resolution=64, default_sampler="ddim", default_steps=25,
+        default_guidance=4.0, license="MIT",
+        attribution="Trained by diffusion/training/train_autoencoder.py and train_ldm.py on procedurally "
+                    "rendered, captioned shapes (diffusion/data/shapes.py).",
+        description="LDM-4: KL autoencoder 64x64x3 -> 16x16x4, a 3-layer CLIP text encoder trained from scratch "
+                    "on the captions, a 5.6M-parameter cross-attention UNet, classifier-free guidance.",
+    ),
+    ModelCard(
         id="google/ddpm-cifar10-32", title="DDPM CIFAR-10 (Ho et al. 2020)", kind="pixel",
         source="google/ddpm-cifar10-32", local=False, resolution=32, default_sampler="ddim",
         default_steps=50, download_mb=143, license="apache-2.0",

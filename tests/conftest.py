@@ -59,6 +59,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     def start(queue_size: int = 8, extra_dirs: list[Path] | None = None):
         registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
         registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
+        registry.with_source("ldm-shapes", str(tiny_sd_dir))
         studio = Studio(registry, device="cpu")
         app = build_app(studio, queue_size=queue_size)
         port = free_port()

@@ -49,7 +49,7 @@ def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:
     with browser_page(url) as page:
         page.get_by_role("tab", name="Text to image (latent)").click()
         page.get_by_role("button", name="Generate").click()
-        wait_for_text(page, "text-status", "Step 50/50")
+        wait_for_text(page, "text-status", "Step 25/25")
         info = wait_for_image(page, "text-grid")
         assert info["ok"] and info["max"] > info["min"]
         # an error case: a prompt over the server's limit
