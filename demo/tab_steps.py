@@ -94,12 +94,12 @@ def make_run_handler(studio: Studio):
             for done, total, traj in studio.trajectory(card.id, request):
                 view = traj.steps[-1]
                 if done < total:
-                    yield (gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, gr.skip(), gr.skip(),
-                           f"Running: step {done}/{total}, {traj.wall_s:.1f} s")
+                    yield (gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
+                           gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s")
             session = StepsSession(card.id, traj, curves, request.sampler, terms, recipe)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
-                   last.x_t, last.noise, last.pred_x0, schedule_figure(curves, last.timestep),
+                   last.x_t, last.noise, last.pred_x0, last.latents, schedule_figure(curves, last.timestep),
                    update_latex(terms[-1]),
                    f"Done: {total} steps in {traj.wall_s:.2f} s. Drag the slider (or press Play) to revisit "
                    "any step.")
@@ -119,7 +119,7 @@ def show_step(session: StepsSession | None, step: float) -> tuple:
     steps = session.trajectory.steps
     index = as_int(step, "Step", 1, len(steps)) - 1
     view = steps[index]
-    return (view.x_t, view.noise, view.pred_x0, schedule_figure(session.curves, view.timestep),
+    return (view.x_t, view.noise, view.pred_x0, view.latents, schedule_figure(session.curves, view.timestep),
             update_latex(session.terms[index]))
 
 
@@ -268,6 +268,8 @@ def build_steps_tab(studio: Studio) -> None:
                 x_t = gr.Image(label="x_t", elem_id="steps-xt", **panel)
                 noise = gr.Image(label="predicted noise ε_θ(x_t, t)", **panel)
                 x0 = gr.Image(label="predicted x0", elem_id="steps-x0", **panel)
+            latents = gr.Image(label="latent channels of x_t (latent models; each channel in [-3, 3])",
+                               format="png", interactive=False, height=90, elem_classes=["pixelated"])
             equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
             plot = gr.Plot(label="Noise schedule")
             with gr.Accordion("Export: animation and recipe", open=False):
@@ -318,9 +320,9 @@ def build_steps_tab(studio: Studio) -> None:
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance],
-              outputs=[session, slider, x_t, noise, x0, plot, equation, status], api_name="steps_run",
+              outputs=[session, slider, x_t, noise, x0, latents, plot, equation, status], api_name="steps_run",
               **MODEL_CONCURRENCY)
-    slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, plot, equation],
+    slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, latents, plot, equation],
                   api_name="steps_show", show_progress="hidden")
     play_btn.click(play, inputs=[session, slider], outputs=[timer, slider], api_visibility="private")
     pause_btn.click(pause, outputs=timer, api_visibility="private")

@@ -80,6 +80,7 @@ class StepView:
     pred_x0: np.ndarray
     alpha_prod_t_prev: float = 1.0  # alpha-bar of the step this one lands on (1 after the last)
     guidance: GuidancePair | None = None  # text models with guidance: the step's two predictions
+    latents: np.ndarray | None = None  # latent models: x_t's channels side by side, uint8 (h, C * (w + 1) - 1)
 
 
 @dataclass(frozen=True)
@@ -319,6 +320,7 @@ class Studio:
                 guidance=None if record.noise_pred_uncond is None else GuidancePair(
                     model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
                     text=_half(record.noise_pred_text[0]), guidance_scale=float(record.guidance_scale or 1.0)),
+                latents=latent_channels(record.model_input[0]) if latent else None,
             ))
             if len(traj.steps) > 1:
                 traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t

@@ -57,8 +57,9 @@ def test_sample_endpoint_rejects_bad_input_with_a_clear_message(served, args, me
 
 def test_steps_endpoints_record_and_show_each_step(served) -> None:
     _, client, _ = served
-    slider, x_t, noise, x0, plot, equation, status = client.predict(
+    slider, x_t, noise, x0, latents, plot, equation, status = client.predict(
         "ddpm-mnist", "ddpm", 3, 5, "", 1.0, api_name="/steps_run")
+    assert latents is None  # pixel models have no latent view
     assert "3 steps" in status and "Step 3 of 3" in equation
     assert load(x_t).shape[:2] == load(x0).shape[:2] == (8, 8)
 
@@ -85,8 +86,10 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     from gradio_client import handle_file
 
     _, client, studio = served
-    *_, equation, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0, api_name="/steps_run")
+    *_, latents, plot, equation, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0,
+                                                         api_name="/steps_run")
     assert "DDIM (Song et al. 2021, Eq. 12)" in equation
+    assert load(latents).shape == (8, 4 * 9 - 1)  # the 4 latent channels side by side
     uncond, text, direction, gallery, note = client.predict(2, api_name="/steps_guidance")
     assert load(direction).shape == (8, 8, 3) and len(gallery) == 6 and "w = 3" in note
     gif = client.predict("triptych", "gif", api_name="/steps_export")
