@@ -29,7 +29,7 @@ from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa:
 from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
 from diffusion.recipe import make_recipe  # noqa: E402
 from diffusion.registry import ASSETS  # noqa: E402
-from diffusion.service import ScheduleCurves, Studio, Trajectory  # noqa: E402
+from diffusion.service import RACE_LEVELS, ScheduleCurves, Studio, Trajectory, race_grid  # noqa: E402
 
 MAX_VIEW_STEPS = 1000
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
@@ -222,6 +222,23 @@ def make_sdedit_handler(studio: Studio):
     return denoise_from_here
 
 
+def make_race_handler(studio: Studio):
+    def race(model_id: str, seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+        with user_errors():
+            card = studio.card(str(model_id))
+            text = card.kind == "latent-text"
+            request = SampleRequest(seed=as_seed(seed), prompt=str(prompt or "") if text else "",
+                                    guidance_scale=as_float(guidance, "Guidance", 0.0, 30.0) if text else 1.0)
+            for lanes in studio.race(card.id, request):
+                rows = ["| sampler | steps | model calls | wall time | |", "|---|---|---|---|---|"]
+                rows += [f"| {lane.sampler} | {lane.steps} | {lane.model_calls} | {lane.wall_s:.2f} s | "
+                         f"{'done' if lane.done else ('running' if lane.model_calls else 'waiting')} |"
+                         for lane in lanes]
+                yield race_grid(lanes), "\n".join(rows)
+
+    return race
+
+
 def make_schedule_handler(studio: Studio):
     def schedules(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> tuple:
         with user_errors():
@@ -309,6 +326,17 @@ def build_steps_tab(studio: Studio) -> None:
                     f_result = gr.Image(label="SDEdit results (4 seeds)", format="png", interactive=False,
                                         height=240, elem_classes=["pixelated"], elem_id="forward-result")
                     f_status = gr.Markdown()
+        with gr.Tab("Sampler race", id="race"):
+            gr.Markdown("One seed, one model, four samplers: DDPM with 1,000 steps, DDIM 50, DPM-Solver++ 20 and "
+                        "Euler 30. Each row shows the predicted $\\hat x_0$ at the step whose noise level "
+                        "($\\bar\\alpha_t$, columns from "
+                        + ", ".join(f"{v:g}" for v in RACE_LEVELS) + ") is nearest: aligned by noise, not by "
+                        "step index. The fast samplers run first; DDPM streams while the others are shown.",
+                        latex_delimiters=LATEX)
+            race_btn = gr.Button("Race the samplers", variant="primary")
+            race_img = gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", format="png",
+                                interactive=False, height=300, elem_classes=["pixelated"], elem_id="race-grid")
+            race_table = gr.Markdown(elem_id="race-table")
         with gr.Tab("Schedules", id="schedules"):
             gr.Markdown("The model's own schedule (black) against DDPM's linear, Stable Diffusion's scaled-linear "
                         "and the cosine schedule (Nichol & Dhariwal 2021); the red line is the forward lab's $t$. "
@@ -344,5 +372,7 @@ def build_steps_tab(studio: Studio) -> None:
     sdedit_btn.click(make_sdedit_handler(studio),
                      inputs=[model, source, t_slider, sampler, steps, seed, prompt, guidance],
                      outputs=[f_result, f_status], api_name="forward_denoise", **MODEL_CONCURRENCY)
+    race_btn.click(make_race_handler(studio), inputs=[model, seed, prompt, guidance], outputs=[race_img, race_table],
+                   api_name="race", **MODEL_CONCURRENCY)
     s_btn.click(make_schedule_handler(studio), inputs=[model, t_slider, source, seed], outputs=[s_plot, s_strip],
                 api_name="schedules_show", **MODEL_CONCURRENCY)

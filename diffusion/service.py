@@ -163,6 +163,63 @@ def _to_display(x: torch.Tensor, lo: float, hi: float) -> np.ndarray:
     return to_uint8(scaled)
 
 
+DEFAULT_RACE: tuple[tuple[str, int], ...] = (("ddpm", 1000), ("ddim", 50), ("dpmpp-2m", 20), ("euler", 30))
+
+
+@dataclass
+class RaceLane:
+    """One sampler's run in the race: per step, the noise level and the predicted x0 (uint8).
+
+    ``alpha_prod`` holds alpha-bar at each step's input x_t (for Euler: 1 / (1 + sigma^2), the same
+    quantity), so lanes with different step counts can be compared at equal noise levels.
+    """
+
+    sampler: str
+    steps: int
+    alpha_prod: list[float] = field(default_factory=list)
+    pred_x0: list[np.ndarray] = field(default_factory=list)
+    model_calls: int = 0
+    wall_s: float = 0.0
+    final: np.ndarray | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.final is not None
+
+
+def align_by_noise(lanes: list[RaceLane], levels: np.ndarray) -> list[list[int | None]]:
+    """For each lane and each target alpha-bar, the index of the step with the nearest noise level
+    in log-SNR (None where the lane has not reached any step yet)."""
+    out = []
+    target = np.log(levels) - np.log1p(-levels)
+    for lane in lanes:
+        if not lane.alpha_prod:
+            out.append([None] * len(levels))
+            continue
+        ab = np.clip(np.asarray(lane.alpha_prod), 1e-12, 1 - 1e-12)
+        snr = np.log(ab) - np.log1p(-ab)
+        out.append([int(np.argmin(np.abs(snr - v))) for v in target])
+    return out
+
+
+RACE_LEVELS = np.array([0.002, 0.02, 0.1, 0.3, 0.6, 0.85, 0.97, 0.995])  # alpha-bar targets, noisy -> clean
+
+
+def race_grid(lanes: list[RaceLane], levels: np.ndarray = RACE_LEVELS, pad: int = 2) -> np.ndarray:
+    """uint8 grid: one row per lane, one column per noise level (predicted x0 at the nearest step);
+    light gray where a lane has not got there yet."""
+    sample = next((lane.pred_x0[0] for lane in lanes if lane.pred_x0), None)
+    if sample is None:
+        raise ValueError("no lane has a step yet")
+    tiles = []
+    for lane, picks in zip(lanes, align_by_noise(lanes, levels), strict=True):
+        for level, index in zip(levels, picks, strict=True):
+            reached = index is not None and (lane.done or lane.alpha_prod[index] >= level
+                                             or abs(lane.alpha_prod[index] - level) < 0.02)
+            tiles.append(lane.pred_x0[index] if reached else np.full_like(sample, 220))
+    return make_grid(np.stack(tiles), ncols=len(levels), pad=pad)
+
+
 class Studio:
     """Registry + model store + the sampling entry points the app and CLI use."""
 
@@ -328,6 +385,36 @@ class Studio:
             if record.is_last:
                 traj.final = self._decode(model, record.prev_sample)[0]
             yield record.index + 1, record.num_steps, traj
+
+    def race(self, model_id: str, request: SampleRequest,
+             lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
+        """One seed, several samplers: run them cheapest first and yield the lanes as they grow.
+
+        Yields after every finished lane and about every 5% of a long lane (DDPM-1000 streams
+        while the others are already shown). Memory: one uint8 image per step per lane.
+        """
+        request = SampleRequest(**{**request.__dict__, "n": 1})
+        self.validate(model_id, request)
+        model = self.load(model_id)
+        state = [RaceLane(sampler, steps) for sampler, steps in lanes]
+        for lane in state:
+            check_request(SampleRequest(**{**request.__dict__, "sampler": lane.sampler, "steps": lane.steps}),
+                          model.scheduler_config, self.max_batch)
+        alphas_cumprod = make_scheduler("ddpm", model.scheduler_config).alphas_cumprod.numpy()
+        for lane in sorted(state, key=lambda x: x.steps):
+            lane_request = SampleRequest(**{**request.__dict__, "sampler": lane.sampler, "steps": lane.steps})
+            start = time.perf_counter()
+            every = max(1, lane.steps // 20)
+            for record in self._steps(model, lane_request):
+                lane.alpha_prod.append(float(alphas_cumprod[int(round(record.timestep))]))
+                lane.pred_x0.append(self._decode(model, record.pred_original_sample)[0])
+                lane.model_calls += 1
+                lane.wall_s = time.perf_counter() - start
+                if record.is_last:
+                    lane.final = self._decode(model, record.prev_sample)[0]
+                elif record.index % every == every - 1:
+                    yield state
+            yield state
 
     def guidance_view(self, model_id: str, view: StepView,
                       scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)) -> GuidanceView:

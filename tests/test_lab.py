@@ -97,3 +97,29 @@ def test_trajectory_exports(studio, tmp_path):
     assert mp4.stat().st_size > 1000
     with pytest.raises(ValueError, match="panel"):
         trajectory_frames(traj.steps, "bogus")
+
+
+def test_sampler_race_aligns_lanes_by_noise_level(studio):
+    from diffusion.service import RACE_LEVELS, align_by_noise, race_grid
+
+    lanes_spec = (("ddpm", 100), ("ddim", 10), ("dpmpp-2m", 5), ("euler", 8))
+    snapshots = []
+    for lanes in studio.race("local/tiny-ddpm", SampleRequest(seed=3), lanes_spec):
+        snapshots.append([(lane.model_calls, lane.done) for lane in lanes])
+    assert [lane.model_calls for lane in lanes] == [100, 10, 5, 8] and all(lane.done for lane in lanes)
+    # cheapest first: DPM-Solver++ (5 steps) finished before DDPM-100 started; DDPM streams in parts
+    ddpm_started = next(s for s in snapshots if s[0][0] > 0)
+    assert [done for _, done in ddpm_started[1:]] == [True, True, True]
+    assert len([s for s in snapshots if 0 < s[0][0] < 100]) >= 10
+    levels = np.array([0.05, 0.5, 0.95])
+    for lane, picks in zip(lanes, align_by_noise(lanes, levels), strict=True):
+        snr = np.log(lane.alpha_prod) - np.log1p(-np.asarray(lane.alpha_prod))
+        for level, index in zip(levels, picks, strict=True):
+            target = np.log(level) - np.log1p(-level)
+            assert abs(snr[index] - target) == pytest.approx(np.abs(snr - target).min())
+    # the same noise level is the same step for DDPM-100 and DDIM-10 when their timesteps coincide
+    ddpm, ddim = lanes[0], lanes[1]
+    for ab in ddim.alpha_prod:
+        assert ab in ddpm.alpha_prod
+    grid = race_grid(lanes, RACE_LEVELS)
+    assert grid.shape == (4 * 10 + 2, len(RACE_LEVELS) * 10 + 2)
