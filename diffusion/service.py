@@ -396,7 +396,8 @@ class Studio:
         request = SampleRequest(**{**request.__dict__, "n": 1})
         self.validate(model_id, request)
         model = self.load(model_id)
-        state = [RaceLane(sampler, steps) for sampler, steps in lanes]
+        limit = max_steps_for(model.scheduler_config)  # "DDPM 1000" means all of a model's timesteps
+        state = [RaceLane(sampler, min(steps, limit)) for sampler, steps in lanes]
         for lane in state:
             check_request(SampleRequest(**{**request.__dict__, "sampler": lane.sampler, "steps": lane.steps}),
                           model.scheduler_config, self.max_batch)

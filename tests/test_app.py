@@ -113,3 +113,11 @@ def test_step_lab_needs_a_run_first(serve) -> None:
     _, client, _ = serve(queue_size=4)
     with pytest.raises(gradio_client.exceptions.AppError, match="Run the reverse process first"):
         client.predict("triptych", "gif", api_name="/steps_export")
+
+
+def test_sampler_race_endpoint_streams_to_a_full_grid(served) -> None:
+    _, client, _ = served
+    grid, table = client.predict("ddpm-mnist", 0, "", 1.0, api_name="/race")
+    # 4 lanes x 8 noise levels of 8x8 tiles (tiny model: DDPM runs its 100 timesteps)
+    assert load(grid).shape == (4 * 10 + 2, 8 * 10 + 2)
+    assert table.count("| done |") == 4 and "| ddpm | 100 | 100 |" in table
