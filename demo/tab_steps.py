@@ -278,7 +278,7 @@ def build_steps_tab(studio: Studio) -> None:
             with gr.Row():
                 run = gr.Button("Run the reverse process", variant="primary", scale=2)
                 play_btn = gr.Button("▶ Play", scale=1, elem_id="steps-play")
-                pause_btn = gr.Button("⏸ Pause", scale=1)
+                pause_btn = gr.Button("Pause", scale=1)
             status = gr.Markdown(elem_id="steps-status")
             slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="steps-slider")
             with gr.Row():

@@ -86,7 +86,9 @@ def screenshots(url: str, out: Path) -> list[Path]:
         page.screenshot(path=str(out / "screenshot-steps.png"), full_page=True)
         saved.append(out / "screenshot-steps.png")
         page.get_by_role("tab", name="Text to image (latent)").click()
-        page.wait_for_timeout(500)
+        page.get_by_role("button", name="Generate").click()
+        wait_for_text(page, "text-status", "UNet calls", 300)
+        wait_for_text(page, "text-status", "Step 25/25", 300)
         page.screenshot(path=str(out / "screenshot-text.png"), full_page=True)
         saved.append(out / "screenshot-text.png")
     return saved
