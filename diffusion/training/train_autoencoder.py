@@ -15,9 +15,7 @@ Follows diffusers' ``examples/*/train_*.py`` (``parse_args()`` / ``main(args)``,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from diffusion.data import shapes
+from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_autoencoder")
 
@@ -100,11 +99,7 @@ def evaluate(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> tuple
 
 
 def main(args: argparse.Namespace) -> None:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.output_dir / "train.log")],
-    )
+    setup_run(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
@@ -118,17 +113,9 @@ def main(args: argparse.Namespace) -> None:
     eval_images = to_tensor(shapes.render_batch(args.eval_images, EVAL_SEED)[0]).to(accelerator.device)
 
     ckpt_dir = args.output_dir / "checkpoints"
-    global_step = 0
-    if args.resume:
-        names = sorted((p.name for p in ckpt_dir.glob("checkpoint-*")), key=lambda s: int(s.split("-")[1]))
-        name = names[-1] if args.resume == "latest" and names else args.resume
-        if name and (ckpt_dir / name).exists():
-            accelerator.load_state(str(ckpt_dir / name))
-            global_step = int(name.split("-")[1])
-            logger.info("resumed from %s at step %d", name, global_step)
+    global_step = resume(accelerator, ckpt_dir, args.resume, logger)
     if accelerator.is_main_process:
-        (args.output_dir / "args.json").write_text(json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2))
+        save_args(args)
         logger.info("VAE parameters: %d", sum(p.numel() for p in vae.parameters()))
 
     # Fresh scenes every step; the stream's seed depends on the process and the resume point.
@@ -158,11 +145,7 @@ def main(args: argparse.Namespace) -> None:
             running = 0.0
         if (global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps) \
                 and accelerator.is_main_process:
-            path = ckpt_dir / f"checkpoint-{global_step}"
-            accelerator.save_state(str(path))
-            old = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            for stale in old[: max(0, len(old) - args.checkpoints_total_limit)]:
-                shutil.rmtree(stale)
+            path = save_checkpoint(accelerator, ckpt_dir, global_step, args.checkpoints_total_limit)
             vae.eval()
             model = accelerator.unwrap_model(vae)
             value, latent_std = evaluate(model, eval_images)

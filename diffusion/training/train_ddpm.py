@@ -13,10 +13,8 @@ grid drawn by the app's own sampling code.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from diffusion.data.mnist import IMAGE_SIZE, load_split
 from diffusion.pipeline import SampleRequest, make_grid, pixel_steps, to_uint8
+from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_ddpm")
 
@@ -97,11 +96,7 @@ def export(accelerator: Accelerator, unet: torch.nn.Module, ema: EMAModel, sched
 
 
 def main(args: argparse.Namespace) -> None:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.output_dir / "train.log")],
-    )
+    setup_run(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
@@ -125,19 +120,9 @@ def main(args: argparse.Namespace) -> None:
     accelerator.register_for_checkpointing(ema)
 
     ckpt_dir = args.output_dir / "checkpoints"
-    global_step = 0
-    if args.resume:
-        names = sorted((p.name for p in ckpt_dir.glob("checkpoint-*")), key=lambda s: int(s.split("-")[1]))
-        name = names[-1] if args.resume == "latest" and names else args.resume
-        if name and (ckpt_dir / name).exists():
-            accelerator.load_state(str(ckpt_dir / name))
-            global_step = int(name.split("-")[1])
-            logger.info("resumed from %s at step %d", name, global_step)
-        else:
-            logger.info("no checkpoint to resume from; starting fresh")
+    global_step = resume(accelerator, ckpt_dir, args.resume, logger)
     if accelerator.is_main_process:
-        (args.output_dir / "args.json").write_text(json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2))
+        save_args(args)
         logger.info("UNet parameters: %d", sum(p.numel() for p in unet.parameters()))
 
     start = time.perf_counter()
@@ -176,11 +161,7 @@ def main(args: argparse.Namespace) -> None:
                 running = 0.0
             if (global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps) \
                     and accelerator.is_main_process:
-                path = ckpt_dir / f"checkpoint-{global_step}"
-                accelerator.save_state(str(path))
-                old = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-                for stale in old[: max(0, len(old) - args.checkpoints_total_limit)]:
-                    shutil.rmtree(stale)
+                path = save_checkpoint(accelerator, ckpt_dir, global_step, args.checkpoints_total_limit)
                 unet.eval()
                 export(accelerator, unet, ema, noise_scheduler, args, global_step)
                 unet.train()

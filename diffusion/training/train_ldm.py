@@ -16,9 +16,7 @@ caption vocabulary. Every checkpoint exports the EMA weights as a diffusers
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from diffusion.loading import load_pipeline
 from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, make_grid, to_uint8
 from diffusion.registry import local_card
 from diffusion.text import build_word_tokenizer
+from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_ldm")
 
@@ -155,11 +154,7 @@ def export(args, accelerator, unet, text_encoder, ema_unet: EMAModel, ema_text: 
 
 
 def main(args: argparse.Namespace) -> None:
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.output_dir / "train.log")],
-    )
+    setup_run(args)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     accelerator = Accelerator(mixed_precision=args.mixed_precision)
@@ -193,17 +188,9 @@ def main(args: argparse.Namespace) -> None:
     accelerator.register_for_checkpointing(ema_text)
 
     ckpt_dir = args.output_dir / "checkpoints"
-    global_step = 0
-    if args.resume:
-        names = sorted((p.name for p in ckpt_dir.glob("checkpoint-*")), key=lambda s: int(s.split("-")[1]))
-        name = names[-1] if args.resume == "latest" and names else args.resume
-        if name and (ckpt_dir / name).exists():
-            accelerator.load_state(str(ckpt_dir / name))
-            global_step = int(name.split("-")[1])
-            logger.info("resumed from %s at step %d", name, global_step)
+    global_step = resume(accelerator, ckpt_dir, args.resume, logger)
     if accelerator.is_main_process:
-        (args.output_dir / "args.json").write_text(json.dumps(
-            {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, indent=2))
+        save_args(args)
         logger.info("UNet parameters: %d, text encoder parameters: %d, bank %s, scaling factor %.5f",
                     sum(p.numel() for p in unet.parameters()), sum(p.numel() for p in text_encoder.parameters()),
                     tuple(means.shape), scaling_factor)
@@ -252,11 +239,7 @@ def main(args: argparse.Namespace) -> None:
             running = 0.0
         if (global_step % args.checkpointing_steps == 0 or global_step == args.max_train_steps) \
                 and accelerator.is_main_process:
-            path = ckpt_dir / f"checkpoint-{global_step}"
-            accelerator.save_state(str(path))
-            old = sorted(ckpt_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            for stale in old[: max(0, len(old) - args.checkpoints_total_limit)]:
-                shutil.rmtree(stale)
+            path = save_checkpoint(accelerator, ckpt_dir, global_step, args.checkpoints_total_limit)
             export(args, accelerator, unet, text_encoder, ema_unet, ema_text, vae, tokenizer,
                    noise_scheduler, global_step)
             logger.info("checkpoint %s and EMA pipeline saved", path.name)
