@@ -12,6 +12,16 @@ from pathlib import Path
 from accelerate import Accelerator
 
 
+def add_run_args(p: argparse.ArgumentParser, checkpointing_steps: int) -> None:
+    """The options every training script takes: precision, threads, checkpoints, resume, logging."""
+    p.add_argument("--mixed_precision", default="bf16", choices=["no", "fp16", "bf16"])
+    p.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
+    p.add_argument("--checkpointing_steps", type=int, default=checkpointing_steps)
+    p.add_argument("--checkpoints_total_limit", type=int, default=2)
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder name")
+    p.add_argument("--logging_steps", type=int, default=50)
+
+
 def setup_run(args: argparse.Namespace) -> None:
     """Create ``args.output_dir``; log to the console and to ``train.log`` there."""
     args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from diffusion.data import shapes
-from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
+from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_autoencoder")
 
@@ -47,13 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latent_channels", type=int, default=4)
     p.add_argument("--kl_weight", type=float, default=1e-6)
     p.add_argument("--init_logvar", type=float, default=-8.0, help="initial posterior log-variance")
-    p.add_argument("--mixed_precision", default="bf16", choices=["no", "fp16", "bf16"])
-    p.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--checkpointing_steps", type=int, default=250)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder name")
+    add_run_args(p, checkpointing_steps=250)
     p.add_argument("--eval_images", type=int, default=256)
-    p.add_argument("--logging_steps", type=int, default=50)
     return p.parse_args(argv)
 
 

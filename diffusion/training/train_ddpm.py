@@ -29,7 +29,7 @@ from diffusers.training_utils import EMAModel, compute_snr
 
 from diffusion.data.mnist import IMAGE_SIZE, load_split
 from diffusion.pipeline import SampleRequest, make_grid, pixel_steps, to_uint8
-from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
+from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_ddpm")
 
@@ -53,13 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Min-SNR loss weighting (Hang et al. 2023); 0 disables it")
     p.add_argument("--ema_max_decay", type=float, default=0.999)
     p.add_argument("--ema_power", type=float, default=0.75)
-    p.add_argument("--mixed_precision", default="bf16", choices=["no", "fp16", "bf16"])
-    p.add_argument("--num_threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--checkpointing_steps", type=int, default=500)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder name")
+    add_run_args(p, checkpointing_steps=500)
     p.add_argument("--preview_images", type=int, default=16)
-    p.add_argument("--logging_steps", type=int, default=50)
     return p.parse_args(argv)
 
 

@@ -37,7 +37,7 @@ from diffusion.loading import load_pipeline
 from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, make_grid, to_uint8
 from diffusion.registry import local_card
 from diffusion.text import build_word_tokenizer
-from diffusion.training.common import resume, save_args, save_checkpoint, setup_run
+from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_ldm")
 
@@ -67,12 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caption_dropout", type=float, default=0.1)
     p.add_argument("--snr_gamma", type=float, default=5.0)
     p.add_argument("--ema_max_decay", type=float, default=0.999)
-    p.add_argument("--mixed_precision", default="bf16", choices=["no", "fp16", "bf16"])
-    p.add_argument("--num_threads", type=int, default=0)
-    p.add_argument("--checkpointing_steps", type=int, default=1000)
-    p.add_argument("--checkpoints_total_limit", type=int, default=2)
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder name")
-    p.add_argument("--logging_steps", type=int, default=50)
+    add_run_args(p, checkpointing_steps=1000)
     return p.parse_args(argv)
 
 
