@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -314,7 +314,3 @@ def gate_prompts(n: int, seed: int, held_out: str = "exclude") -> list[Scene]:
         out.append(Scene((place(colour, shape, size, row, col),), "white"))
     return out
 
-
-def without_jitter(scene: Scene) -> Scene:
-    """The same scene with objects at their exact cell centres and radii."""
-    return replace(scene, objects=tuple(place(o.colour, o.shape, o.size, o.row, o.col) for o in scene.objects))
