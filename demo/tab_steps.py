@@ -248,8 +248,8 @@ def make_schedule_handler(studio: Studio):
             strip = None
             if image is not None:
                 ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
-                frames = [studio.forward(str(model_id), image, int(s), as_seed(seed)).x_t for s in ts]
-                strip = make_grid(np.stack(frames), ncols=len(frames))
+                frames = studio.forward_strip(str(model_id), image, [int(s) for s in ts], as_seed(seed))
+                strip = make_grid(frames, ncols=len(frames))
         return figure, strip
 
     return schedules

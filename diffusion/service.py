@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -301,6 +301,21 @@ class Studio:
         return ForwardView(int(timestep), ab, ab**0.5, (1 - ab) ** 0.5, self._decode(model, x0)[0],
                            self._decode(model, x_t.clamp(-1, 1) if isinstance(model, PixelModel) else x_t)[0],
                            float(x_t.float().std()), float(x0.float().std()), latents, psnr)
+
+    def forward_strip(self, model_id: str, image: np.ndarray, timesteps: Sequence[int], seed: int = 0) -> np.ndarray:
+        """x_t of one image at several t, as uint8 images (len(timesteps), H, W[, 3]): the image is
+        encoded once and noised with the same single draw as :meth:`forward` uses for ``seed``."""
+        model = self.load(model_id)
+        limit = max_steps_for(model.scheduler_config)
+        if not all(0 <= int(t) < limit for t in timesteps):
+            raise ValueError(f"t must be between 0 and {limit - 1}, got {list(timesteps)}")
+        x0 = self.encode_image(model, image)
+        noise = sample_noise(tuple(x0.shape), make_generator(seed), x0.device, x0.dtype)
+        n = len(timesteps)
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        x_t = scheduler.add_noise(x0.expand(n, -1, -1, -1), noise.expand(n, -1, -1, -1),
+                                  torch.tensor([int(t) for t in timesteps]))  # q_sample
+        return self._decode(model, x_t.clamp(-1, 1) if isinstance(model, PixelModel) else x_t)
 
     def _decode(self, model: LoadedModel, x0: torch.Tensor) -> np.ndarray:
         if isinstance(model, LatentTextModel):

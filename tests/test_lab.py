@@ -34,6 +34,9 @@ def test_forward_process_endpoints(studio):
     assert np.array_equal(same.x_t, end.x_t)  # one fixed noise draw per seed
     with pytest.raises(ValueError, match="t must be between 0 and 99"):
         studio.forward("local/tiny-ddpm", image, 100)
+    strip = studio.forward_strip("local/tiny-ddpm", image, [0, 40, 99], seed=1)
+    for frame, t in zip(strip, [0, 40, 99], strict=True):  # the same draw as forward's, encoded once
+        assert np.array_equal(frame, studio.forward("local/tiny-ddpm", image, t, seed=1).x_t)
 
 
 def test_forward_process_on_a_latent_model_reports_reconstruction(studio):
