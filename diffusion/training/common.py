@@ -9,7 +9,9 @@ import logging
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
+from accelerate.utils import set_seed
 
 
 def add_run_args(p: argparse.ArgumentParser, checkpointing_steps: int) -> None:
@@ -22,8 +24,9 @@ def add_run_args(p: argparse.ArgumentParser, checkpointing_steps: int) -> None:
     p.add_argument("--logging_steps", type=int, default=50)
 
 
-def setup_run(args: argparse.Namespace) -> None:
-    """Create ``args.output_dir``; log to the console and to ``train.log`` there."""
+def setup_run(args: argparse.Namespace) -> Accelerator:
+    """Create ``args.output_dir``, log to the console and to ``train.log`` there, set torch's CPU
+    threads (``--num_threads``) and the seed; return the run's ``Accelerator``."""
     args.output_dir.mkdir(parents=True, exist_ok=True)
     fmt = "%(asctime)s %(name)s %(message)s"
     logging.basicConfig(level=logging.INFO, format=fmt)  # console (no-op when logging is configured)
@@ -34,6 +37,11 @@ def setup_run(args: argparse.Namespace) -> None:
         handler = logging.FileHandler(log_file)
         handler.setFormatter(logging.Formatter(fmt))
         root.addHandler(handler)
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
+    set_seed(args.seed)
+    return accelerator
 
 
 def save_args(args: argparse.Namespace) -> None:

@@ -22,8 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -94,11 +92,7 @@ def evaluate(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> tuple
 
 
 def main(args: argparse.Namespace) -> None:
-    setup_run(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    set_seed(args.seed)
+    accelerator = setup_run(args)
 
     vae = build_vae(args)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=0.0)

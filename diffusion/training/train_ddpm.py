@@ -22,7 +22,6 @@ import imageio.v3 as iio
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
@@ -91,11 +90,7 @@ def export(accelerator: Accelerator, unet: torch.nn.Module, ema: EMAModel, sched
 
 
 def main(args: argparse.Namespace) -> None:
-    setup_run(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    set_seed(args.seed)
+    accelerator = setup_run(args)
 
     data = load_split("train").tensor()  # (4000, 1, 32, 32) in [-1, 1]
     loader = torch.utils.data.DataLoader(

@@ -24,8 +24,6 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
-from accelerate.utils import set_seed
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
@@ -149,11 +147,7 @@ def export(args, accelerator, unet, text_encoder, ema_unet: EMAModel, ema_text: 
 
 
 def main(args: argparse.Namespace) -> None:
-    setup_run(args)
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    accelerator = Accelerator(mixed_precision=args.mixed_precision)
-    set_seed(args.seed)
+    accelerator = setup_run(args)
 
     vae = AutoencoderKL.from_pretrained(args.vae, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = vae.config.scaling_factor
