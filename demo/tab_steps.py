@@ -1,9 +1,9 @@
 """Tab 2: the step-by-step lab.
 
-Four views over one model: the reverse process (triptych, live equation of the chosen
-sampler with the step's numbers, play/pause, GIF/MP4/recipe export), the guidance
-decomposition (text models), the forward process on the user's image with SDEdit
-("denoise from here"), and the noise schedules compared.
+Views over one model: the reverse process (triptych, live equation of the chosen sampler
+with the step's numbers, play/pause, GIF/MP4/recipe export), the guidance decomposition
+and the cross-attention maps per token (text models), the forward process on the user's
+image with SDEdit ("denoise from here"), the sampler race, and the noise schedules compared.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, user_errors  # noqa: E402
 from demo.tab_sampling import SAMPLER_CHOICES  # noqa: E402
-from demo.theory import FORWARD, GUIDANCE, STEPS  # noqa: E402
+from demo.theory import ATTENTION, FORWARD, GUIDANCE, STEPS  # noqa: E402
 from diffusion.explain import StepTerms, step_terms, update_latex  # noqa: E402
 from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa: E402
 from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
 from diffusion.recipe import make_recipe  # noqa: E402
 from diffusion.registry import ASSETS  # noqa: E402
-from diffusion.service import RACE_LEVELS, ScheduleCurves, Studio, Trajectory, race_grid  # noqa: E402
+from diffusion.service import RACE_LEVELS, ScheduleCurves, Studio, Trajectory, attention_overlays, race_grid  # noqa: E402
 
 MAX_VIEW_STEPS = 1000
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
@@ -181,6 +181,29 @@ def make_guidance_handler(studio: Studio):
     return decompose
 
 
+def show_attention(session: StepsSession | None, step: float, layers: str | None) -> tuple:
+    """Cross-attention per prompt token at recorded step ``step`` (1-based), over its predicted x0."""
+    if session is None:
+        return [], gr.skip(), "Run the reverse process with a text model to see its cross-attention."
+    traj = session.trajectory
+    if traj.tokens is None or traj.attention_layers is None:
+        return [], gr.Dropdown(choices=["all"], value="all"), \
+            "This model has no cross-attention (pixel models are unconditional): choose a text model and run."
+    index = as_int(step, "Step", 1, len(traj.steps)) - 1
+    choices = ["all", *traj.attention_layers]
+    missing = layers not in choices
+    layers = "all" if missing else str(layers)
+    view = traj.steps[index]
+    with user_errors():
+        gallery = attention_overlays(view, traj.tokens, layers)
+    counts = ", ".join(f"{res}: {n}" for res, n in traj.attention_layers.items())
+    note = (f"Step {index + 1} of {len(traj.steps)}, $t = {view.timestep:.0f}$; layers averaged: "
+            f"{'all (' + counts + ')' if layers == 'all' else layers}. Shares of all tokens sum to 100%.")
+    if missing:
+        note += " (This model has no layers at that resolution: showing all.)"
+    return gallery, gr.Dropdown(choices=choices, value=layers), note
+
+
 def make_forward_handler(studio: Studio):
     def forward(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> tuple:
         if image is None:
@@ -306,6 +329,14 @@ def build_steps_tab(studio: Studio) -> None:
             g_gallery = gr.Gallery(label="predicted x0 for each guidance scale w", columns=6, height=220,
                                    elem_classes=["pixelated"])
             g_note = gr.Markdown(latex_delimiters=LATEX)
+        with gr.Tab("Cross-attention", id="attention"):
+            gr.Markdown(ATTENTION, latex_delimiters=LATEX)
+            # a dropdown that accepts any value: each run offers its own model's resolutions
+            a_layers = gr.Dropdown(["all"], value="all", label="Layers (feature-map resolution)",
+                                   allow_custom_value=True, elem_id="attention-layers")
+            a_gallery = gr.Gallery(label="attention per token over the step's predicted x0", columns=6,
+                                   height=260, elem_classes=["pixelated"], elem_id="attention-gallery")
+            a_note = gr.Markdown(latex_delimiters=LATEX, elem_id="attention-note")
         with gr.Tab("Forward process and SDEdit", id="forward"):
             gr.Markdown(FORWARD, latex_delimiters=LATEX)
             with gr.Row():
@@ -352,6 +383,10 @@ def build_steps_tab(studio: Studio) -> None:
               **MODEL_CONCURRENCY)
     slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, latents, plot, equation],
                   api_name="steps_show", show_progress="hidden")
+    slider.change(show_attention, inputs=[session, slider, a_layers], outputs=[a_gallery, a_layers, a_note],
+                  api_name="steps_attention", show_progress="hidden")
+    a_layers.input(show_attention, inputs=[session, slider, a_layers], outputs=[a_gallery, a_layers, a_note],
+                   api_visibility="private", show_progress="hidden")
     play_btn.click(play, inputs=[session, slider], outputs=[timer, slider], api_visibility="private")
     pause_btn.click(pause, outputs=timer, api_visibility="private")
     timer.tick(advance, inputs=[session, slider], outputs=[timer, slider], api_visibility="private",

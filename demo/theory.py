@@ -55,3 +55,15 @@ $$\tilde\epsilon_w = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(
 \hat x_0(w) = \frac{z_t - \sqrt{1-\bar\alpha_t}\,\tilde\epsilon_w}{\sqrt{\bar\alpha_t}}.$$
 $w=0$ ignores the prompt, $w=1$ is the plain conditional model, larger $w$ pushes harder toward the prompt.
 """
+
+ATTENTION = r"""
+### Cross-attention: where each word acts
+In every cross-attention layer of the UNet each latent position $i$ asks the prompt's tokens $j$ for
+information (Rombach et al. 2022, Sec. 3.3; Vaswani et al. 2017, Eq. 1):
+$$\mathrm{Attention}(Q,K,V) = \mathrm{softmax}\Big(\frac{QK^\top}{\sqrt d}\Big)V,\qquad Q = W_Q\,\varphi(z_t),\ K = W_K\,\tau_\theta(y),\ V = W_V\,\tau_\theta(y).$$
+Each row of the softmax sums to 1 over the tokens. Below, one map per token: its attention
+probabilities at the chosen step, averaged over heads and over the layers of the chosen resolution,
+drawn over that step's predicted $\hat x_0$ (each map scaled to its own maximum). The label is the
+token's share of all attention; the start and end tokens and the padding take their share too.
+Drag the step slider to watch the words find their places.
+"""

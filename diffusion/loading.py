@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 from diffusers import DiffusionPipeline
 
+from diffusion.attention import install_recorders
 from diffusion.registry import ModelCard, Registry
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class LatentTextModel:
     dtype: torch.dtype
     vae_scale_factor: int
     scaling_factor: float
+    cross_attention_layers: int = 0  # layers whose maps diffusion.attention can record
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -166,11 +168,15 @@ def load_pipeline(card: ModelCard, device: torch.device) -> LoadedModel:
                              "(it needs a VAE, a text encoder and a tokenizer).")
     vae = vae.to(device=device, dtype=torch.float32).eval()  # fp16 VAEs overflow; keep it fp32
     text_encoder = text_encoder.to(device).eval()
+    # Wrap the cross-attention processors once, before any request: they record maps only when
+    # a step-lab run asks (diffusion.attention.recording) and are pass-through otherwise.
+    cross_attention_layers = install_recorders(unet)
     return LatentTextModel(
         card=card, unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=pipe.tokenizer,
         scheduler_config=scheduler_config, device=device, dtype=dtype,
         vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
         scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
+        cross_attention_layers=cross_attention_layers,
     )
 
 

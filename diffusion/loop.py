@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from diffusion.attention import AttentionMaps
+
 # A denoiser maps (x_t, t) to the model output (noise prediction for epsilon models).
 # For text models it is a closure over the prompt embeddings (see ``diffusion.pipeline``).
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -30,7 +32,9 @@ class StepRecord:
     scheduler consumed (epsilon, v or x0 as the model's ``prediction_type`` says);
     ``pred_original_sample`` is the model's estimate of x_0 at this step and
     ``prev_sample`` is x_{t-1} (the next step's ``sample``). For classifier-free guidance
-    the unconditional and conditional predictions are kept as well.
+    the unconditional and conditional predictions are kept as well, and ``cross_attention``
+    holds the step's cross-attention maps per prompt token when the caller records them
+    (:mod:`diffusion.attention`; conditional branch only).
     """
 
     index: int
@@ -44,6 +48,7 @@ class StepRecord:
     noise_pred_uncond: torch.Tensor | None = None
     noise_pred_text: torch.Tensor | None = None
     guidance_scale: float | None = None
+    cross_attention: AttentionMaps | None = None  # text models, when recorded: the prompt's attention
 
     @property
     def is_last(self) -> bool:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from diffusion.attention import AttentionMaps, AttentionStore, recording
 from diffusion.loop import StepRecord, denoise
 from diffusion.schedulers import get_sampler, make_scheduler, max_steps_for
 
@@ -153,7 +154,8 @@ def encode_prompt(model: Any, prompts: list[str]) -> torch.Tensor:
 
 
 def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | None = None,
-                 init_sample: torch.Tensor | None = None, start_index: int = 0) -> Iterator[StepRecord]:
+                 init_sample: torch.Tensor | None = None, start_index: int = 0,
+                 record_attention: bool = False) -> Iterator[StepRecord]:
     """Latent text-to-image sampling with classifier-free guidance (Rombach et al. 2022).
 
     ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
@@ -162,7 +164,10 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     (``request.n`` of them) gives each image its own prompt (batched evaluation); by default
     every image gets ``request.prompt``. Yields one record per step; the last record's
     ``prev_sample`` is the final latent (B, C, h, w). ``init_sample`` (scaled latents of an
-    image) starts the run at step ``start_index`` (SDEdit in latent space).
+    image) starts the run at step ``start_index`` (SDEdit in latent space). With
+    ``record_attention`` each record also carries the conditional branch's cross-attention
+    maps (:class:`diffusion.attention.AttentionMaps`, (n, L, h, w) per resolution); the
+    images are the same as without.
     """
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
@@ -177,21 +182,35 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
         noise = sample_noise((request.n, model.unet.config.in_channels, size, size), generator,
                              model.device, model.dtype)
 
+    maps: list[AttentionMaps] = []
+
+    def unet(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if not record_attention:
+            return model.unet(x, t, encoder_hidden_states=states).sample
+        # the store is active only inside this call (the generator may resume on another thread)
+        with recording(AttentionStore((size, size))) as store:
+            out = model.unet(x, t, encoder_hidden_states=states).sample
+        maps.append(store.maps().select(slice(-request.n, None)))  # the conditional images are last
+        return out
+
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return model.unet(x, t, encoder_hidden_states=text).sample
+        return unet(x, t, text)
 
     def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # one batched call for both halves: [uncond; cond]
-        out = model.unet(torch.cat([x, x]), t, encoder_hidden_states=context).sample
+        out = unet(torch.cat([x, x]), t, context)
         noise_pred_uncond, noise_pred_text = out.chunk(2)
         guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
         return guided, noise_pred_uncond, noise_pred_text
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
-    yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
-                       guidance=guidance if do_guidance else None,
-                       guidance_scale=request.guidance_scale if do_guidance else None,
-                       init_sample=init_sample, start_index=start_index)
+    for record in denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
+                          guidance=guidance if do_guidance else None,
+                          guidance_scale=request.guidance_scale if do_guidance else None,
+                          init_sample=init_sample, start_index=start_index):
+        if record_attention:
+            record.cross_attention = maps.pop()
+        yield record
 
 
 def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from diffusion.attention import AttentionMaps
 from diffusion.loading import LatentTextModel, LoadedModel, ModelStore, PixelModel
 from diffusion.loop import StepRecord, predict_original_sample
 from diffusion.pipeline import (
@@ -81,6 +82,10 @@ class StepView:
     alpha_prod_t_prev: float = 1.0  # alpha-bar of the step this one lands on (1 after the last)
     guidance: GuidancePair | None = None  # text models with guidance: the step's two predictions
     latents: np.ndarray | None = None  # latent models: x_t's channels side by side, uint8 (h, C * (w + 1) - 1)
+    # text models: cross-attention per prompt token, float16 (L, h, w) at the latent's size, for
+    # "all" layers and per layer resolution ("8x8", ...); L = the prompt's tokens with start and
+    # end, then one map for all padding tokens together (at each position the L maps sum to 1)
+    attention: dict[str, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,46 @@ class Trajectory:
     steps: list[StepView] = field(default_factory=list)
     final: np.ndarray | None = None
     wall_s: float = 0.0
+    tokens: list[str] | None = None  # text models: labels of the attention maps (start, words, end, padding)
+    attention_layers: dict[str, int] | None = None  # cross-attention layers per resolution ("8x8": 2, ...)
+
+
+def attention_summary(maps: AttentionMaps, kept: int) -> dict[str, np.ndarray]:
+    """One image's maps (first of the batch) as float16 (kept + 1, h, w) for "all" layers and each
+    resolution: the first ``kept`` tokens, then the sum over the remaining (padding) tokens."""
+    def fold(m: torch.Tensor) -> np.ndarray:
+        m = m[0]
+        parts = [m[:kept], m[kept:].sum(dim=0, keepdim=True)] if kept < m.shape[0] else [m]
+        return torch.cat(parts).numpy().astype(np.float16)
+
+    out = {"all": fold(maps.mean())}
+    out.update({f"{r}x{r}": fold(m) for r, m in maps.by_resolution.items()})
+    return out
+
+
+def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all",
+                       alpha: float = 0.6) -> list[tuple[np.ndarray, str]]:
+    """The step's cross-attention of each token over its predicted x0: uint8 (H, W, 3) and a label.
+
+    Each map is upsampled (bilinear) to the image, scaled to its own maximum and drawn with the
+    "jet" colour map; the label gives the token's share of all attention at this step (the mean of
+    its map over positions; the shares of all tokens, padding included, sum to 100%).
+    """
+    from matplotlib import colormaps
+
+    if view.attention is None or layers not in view.attention:
+        raise ValueError(f"no cross-attention maps for layers {layers!r} at this step")
+    maps = torch.from_numpy(view.attention[layers].astype(np.float32))
+    base = view.pred_x0 if view.pred_x0.ndim == 3 else np.repeat(view.pred_x0[..., None], 3, axis=-1)
+    size = base.shape[:2]
+    up = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    colour = colormaps["jet"]
+    out = []
+    for token, share, m in zip(tokens, maps.mean(dim=(1, 2)).tolist(), up, strict=True):
+        heat = colour((m / m.max().clamp_min(1e-8)).numpy())[..., :3] * 255
+        img = (alpha * heat + (1 - alpha) * base.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
+        out.append((img, f"{token} · {share:.0%}"))
+    return out
 
 
 @dataclass(frozen=True)
@@ -254,10 +299,11 @@ class Studio:
 
     # ----- sampling ----------------------------------------------------------------------
     def _steps(self, model: LoadedModel, request: SampleRequest, init_sample: torch.Tensor | None = None,
-               start_index: int = 0) -> Iterator[StepRecord]:
+               start_index: int = 0, record_attention: bool = False) -> Iterator[StepRecord]:
         if isinstance(model, PixelModel):
             return pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index)
-        return latent_steps(model, request, init_sample=init_sample, start_index=start_index)
+        return latent_steps(model, request, init_sample=init_sample, start_index=start_index,
+                            record_attention=record_attention)
 
     # ----- images in model space (forward-process lab, SDEdit) -----------------------------
     def encode_image(self, model: LoadedModel, image: np.ndarray) -> torch.Tensor:
@@ -368,7 +414,9 @@ class Studio:
         """Run the reverse process for one image, recording a :class:`StepView` per step.
 
         Yields ``(done, total, trajectory)`` as it goes (the trajectory grows in place); memory
-        is bounded by keeping only uint8 pictures of one image.
+        is bounded by keeping only uint8 pictures of one image (text models: also float16
+        cross-attention maps at the latent's size for the prompt's tokens, and the float16
+        guidance pair).
         """
         request = SampleRequest(**{**request.__dict__, "n": 1})
         self.validate(model_id, request)
@@ -380,7 +428,12 @@ class Studio:
         traj = Trajectory(model_id, request)
         start = time.perf_counter()
         latent = isinstance(model, LatentTextModel)
-        for record in self._steps(model, request):
+        record_attention = latent and model.cross_attention_layers > 0
+        if record_attention:
+            traj.tokens = prompt_token_labels(model, request.prompt)
+            kept = len(traj.tokens)
+            traj.tokens.append("padding")
+        for record in self._steps(model, request, record_attention=record_attention):
             t = int(round(record.timestep))
             x_t_range = (-3.0, 3.0) if latent else (-1.0, 1.0)
             traj.steps.append(StepView(
@@ -393,7 +446,12 @@ class Studio:
                     model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
                     text=_half(record.noise_pred_text[0]), guidance_scale=float(record.guidance_scale or 1.0)),
                 latents=latent_channels(record.model_input[0]) if latent else None,
+                attention=None if record.cross_attention is None else attention_summary(record.cross_attention, kept),
             ))
+            if record.cross_attention is not None and traj.attention_layers is None:
+                traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
+                if traj.steps[-1].attention["all"].shape[0] == kept:  # no padding tokens: drop the label
+                    traj.tokens.pop()
             if len(traj.steps) > 1:
                 traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
             traj.wall_s = time.perf_counter() - start
@@ -530,6 +588,15 @@ def latent_channels(latent: torch.Tensor, lo: float = -3.0, hi: float = 3.0) -> 
     for i in range(c):
         out[:, i * (w + 1): i * (w + 1) + w] = x[i]
     return out
+
+
+def prompt_token_labels(model: LatentTextModel, prompt: str) -> list[str]:
+    """The tokens the text encoder sees for ``prompt``, start and end included, truncated as encoded."""
+    tokenizer = model.tokenizer
+    with model.tokenizer_lock:
+        ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+    return [tok.removesuffix("</w>") for tok in tokens]
 
 
 def _read_prompt(model: LoadedModel, prompt: str) -> PromptTokens | None:

@@ -92,6 +92,11 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     assert load(latents).shape == (8, 4 * 9 - 1)  # the 4 latent channels side by side
     uncond, text, direction, gallery, note = client.predict(2, api_name="/steps_guidance")
     assert load(direction).shape == (8, 8, 3) and len(gallery) == 6 and "w = 3" in note
+    # cross-attention per token: start, 3 words, end, padding; one overlay each at the image size
+    att_gallery, layers, att_note = client.predict(2, "4x4", api_name="/steps_attention")
+    labels = [item["caption"] for item in att_gallery]
+    assert [label.split(" · ")[0] for label in labels] == ["[BOS]", "a", "red", "circle", "[EOS]", "padding"]
+    assert load(att_gallery[0]["image"]).shape == (16, 16, 3) and "Step 2 of 3" in att_note and layers["value"] == "4x4"
     gif = client.predict("triptych", "gif", api_name="/steps_export")
     frames = np.asarray(Image.open(gif))
     assert frames.shape[0] == 192 and Image.open(gif).n_frames == 3

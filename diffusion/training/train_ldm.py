@@ -65,6 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--caption_dropout", type=float, default=0.1)
     p.add_argument("--snr_gamma", type=float, default=5.0)
     p.add_argument("--ema_max_decay", type=float, default=0.999)
+    p.add_argument("--beta_schedule", default="linear", choices=["linear", "scaled_linear"],
+                   help="noise schedule; 'linear' (DDPM's) leaves almost no signal at t=T, see make_noise_scheduler")
+    p.add_argument("--init_from", type=Path, default=None,
+                   help="a saved pipeline folder whose UNet and text encoder weights start the run (fine-tuning)")
     add_run_args(p, checkpointing_steps=1000)
     return p.parse_args(argv)
 
@@ -94,10 +98,30 @@ def build_unet(args: argparse.Namespace, latent_size: int, latent_channels: int)
     )
 
 
-def make_noise_scheduler() -> DDPMScheduler:
-    """Stable Diffusion's scaled-linear schedule (T=1000), epsilon prediction."""
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                         beta_end=0.012, clip_sample=False, prediction_type="epsilon")
+def make_noise_scheduler(beta_schedule: str = "linear") -> DDPMScheduler:
+    """T=1000, epsilon prediction, sampling timesteps spaced to start at t=T ("trailing").
+
+    ``scaled_linear`` is Stable Diffusion's schedule (0.00085..0.012). It keeps
+    sqrt(alpha_bar_T) = 0.068 of the image in x_T (0.086 at t=961, where 25 "leading" DDIM steps
+    start), so in training the model reads the object's position off that leak, while sampling
+    starts from pure noise: the first model of ``ldm-shapes`` placed objects at random
+    (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3).
+    DDPM's ``linear`` schedule (1e-4..0.02) leaves sqrt(alpha_bar_T) = 0.0064, and "trailing"
+    spacing makes every sampler start at t = T = 999, so position must come from the caption.
+    """
+    if beta_schedule == "scaled_linear":
+        return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                             beta_end=0.012, clip_sample=False, prediction_type="epsilon")
+    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+                         clip_sample=False, prediction_type="epsilon", timestep_spacing="trailing")
+
+
+def load_initial_weights(folder: Path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
+    """Start from a saved pipeline's UNet and text encoder (strict: the architectures must match)."""
+    unet.load_state_dict(UNet2DConditionModel.from_pretrained(folder / "unet", use_safetensors=True).state_dict(),
+                         strict=True)
+    text_encoder.load_state_dict(
+        CLIPTextModel.from_pretrained(folder / "text_encoder", use_safetensors=True).state_dict(), strict=True)
 
 
 def bank_scenes(n: int, seed: int, two_object_prob: float) -> list[shapes.Scene]:
@@ -165,7 +189,9 @@ def main(args: argparse.Namespace) -> None:
     tokenizer = build_word_tokenizer(shapes.vocabulary(), model_max_length=args.max_length)
     text_encoder = build_text_encoder(args, tokenizer)
     unet = build_unet(args, latent_size, latent_channels)
-    noise_scheduler = make_noise_scheduler()
+    if args.init_from is not None:
+        load_initial_weights(args.init_from, unet, text_encoder)
+    noise_scheduler = make_noise_scheduler(args.beta_schedule)
     ema_unet = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=0.75)
     ema_text = EMAModel(text_encoder.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=0.75)
     params = list(unet.parameters()) + list(text_encoder.parameters())
