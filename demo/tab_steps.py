@@ -29,7 +29,15 @@ from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa:
 from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
 from diffusion.recipe import make_recipe  # noqa: E402
 from diffusion.registry import ASSETS  # noqa: E402
-from diffusion.service import RACE_LEVELS, ScheduleCurves, Studio, Trajectory, attention_overlays, race_grid  # noqa: E402
+from diffusion.service import (  # noqa: E402
+    MAX_TRAJECTORY_IMAGES,
+    RACE_LEVELS,
+    ScheduleCurves,
+    Studio,
+    Trajectory,
+    attention_overlays,
+    race_grid,
+)
 
 MAX_VIEW_STEPS = 1000
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
@@ -77,7 +85,7 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
 
 def make_run_handler(studio: Studio):
     def run_steps(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
-                  guidance: float) -> Iterator[tuple]:
+                  guidance: float, images: float = 1) -> Iterator[tuple]:
         with user_errors():
             card = studio.card(str(model_id))
             text = card.kind == "latent-text"
@@ -86,12 +94,13 @@ def make_run_handler(studio: Studio):
                 prompt=str(prompt or "") if text else "",
                 guidance_scale=as_float(guidance, "Guidance", 0.0, 30.0) if text else 1.0,
             )
+            count = as_int(images, "Images", 1, MAX_TRAJECTORY_IMAGES)
             studio.validate(card.id, request)
             curves = studio.schedule(card.id)
             model = studio.load(card.id)
             terms = step_terms(request.sampler, model.scheduler_config, request.steps, request.eta)
             recipe = make_recipe(card.id, request, model.scheduler_config).to_json()
-            for done, total, traj in studio.trajectory(card.id, request):
+            for done, total, traj in studio.trajectory(card.id, request, images=count):
                 view = traj.steps[-1]
                 if done < total:
                     yield (gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
@@ -175,7 +184,8 @@ def make_guidance_handler(studio: Studio):
         gallery = [(img, f"w = {w:g}") for w, img in zip(result.scales, result.pred_x0, strict=True)]
         note = (f"Step {index + 1}, $t = {view.timestep:.0f}$: RMS of the guidance direction "
                 f"$\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, \\varnothing)$ = {result.direction_norm:.4f}. "
-                f"The run used $w = {view.guidance.guidance_scale:g}$; all scales come from one cached pair.")
+                f"The run used $w = {view.guidance.guidance_scale:g}$; all scales come from one cached pair"
+                + (" (of the first image)." if session.trajectory.request.n > 1 else "."))
         return result.uncond, result.text, result.direction, gallery, note
 
     return decompose
@@ -187,8 +197,10 @@ def show_attention(session: StepsSession | None, step: float, layers: str | None
         return [], gr.skip(), "Run the reverse process with a text model to see its cross-attention."
     traj = session.trajectory
     if traj.tokens is None or traj.attention_layers is None:
-        return [], gr.Dropdown(choices=["all"], value="all"), \
-            "This model has no cross-attention (pixel models are unconditional): choose a text model and run."
+        why = ("Cross-attention maps are recorded for runs of one image: set Images to 1 and run again."
+               if traj.request.n > 1 and traj.steps and traj.steps[0].latents is not None else
+               "This model has no cross-attention (pixel models are unconditional): choose a text model and run.")
+        return [], gr.Dropdown(choices=["all"], value="all"), why
     index = as_int(step, "Step", 1, len(traj.steps)) - 1
     choices = ["all", *traj.attention_layers]
     missing = layers not in choices
@@ -296,6 +308,7 @@ def build_steps_tab(studio: Studio) -> None:
     with gr.Row():
         prompt = gr.Textbox(label="Prompt (text models only)", scale=3)
         guidance = gr.Slider(0.0, 15.0, value=4.0, step=0.5, label="Guidance (text models)", scale=1)
+        images = gr.Slider(1, MAX_TRAJECTORY_IMAGES, value=1, step=1, label="Images (seeds side by side)", scale=1)
     with gr.Tabs():
         with gr.Tab("Reverse process", id="reverse"):
             with gr.Row():
@@ -308,7 +321,7 @@ def build_steps_tab(studio: Studio) -> None:
                 x_t = gr.Image(label="x_t", elem_id="steps-xt", **panel)
                 noise = gr.Image(label="predicted noise ε_θ(x_t, t)", **panel)
                 x0 = gr.Image(label="predicted x0", elem_id="steps-x0", **panel)
-            latents = gr.Image(label="latent channels of x_t (latent models; each channel in [-3, 3])",
+            latents = gr.Image(label="latent channels of x_t (latent models, first image; each channel in [-3, 3])",
                                format="png", interactive=False, height=90, elem_classes=["pixelated"])
             equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
             plot = gr.Plot(label="Noise schedule")
@@ -378,7 +391,7 @@ def build_steps_tab(studio: Studio) -> None:
                                elem_classes=["pixelated"])
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
-    run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance],
+    run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance, images],
               outputs=[session, slider, x_t, noise, x0, latents, plot, equation, status], api_name="steps_run",
               **MODEL_CONCURRENCY)
     slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, latents, plot, equation],

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 64
 MAX_PROMPT_CHARS = 2000
+MAX_TRAJECTORY_IMAGES = 16  # the step lab records at most this many images per run
 
 
 @dataclass
@@ -410,15 +411,19 @@ class Studio:
         return final.images
 
     # ----- the step-by-step view ---------------------------------------------------------
-    def trajectory(self, model_id: str, request: SampleRequest) -> Iterator[tuple[int, int, Trajectory]]:
-        """Run the reverse process for one image, recording a :class:`StepView` per step.
+    def trajectory(self, model_id: str, request: SampleRequest,
+                   images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
+        """Run the reverse process for ``images`` images (1..16; ``request.n`` is ignored),
+        recording a :class:`StepView` per step.
 
-        Yields ``(done, total, trajectory)`` as it goes (the trajectory grows in place); memory
-        is bounded by keeping only uint8 pictures of one image (text models: also float16
-        cross-attention maps at the latent's size for the prompt's tokens, and the float16
-        guidance pair).
+        Yields ``(done, total, trajectory)`` as it goes (the trajectory grows in place). Memory
+        is bounded by keeping only uint8 pictures (for several images, grids of them), and for
+        text models the first image's float16 guidance pair and latent channels, and (one-image
+        runs) float16 cross-attention maps at the latent's size for the prompt's tokens.
         """
-        request = SampleRequest(**{**request.__dict__, "n": 1})
+        if not 1 <= int(images) <= MAX_TRAJECTORY_IMAGES:
+            raise ValueError(f"the step lab records 1 to {MAX_TRAJECTORY_IMAGES} images, got {images}")
+        request = SampleRequest(**{**request.__dict__, "n": int(images)})
         self.validate(model_id, request)
         model = self.load(model_id)
         check_request(request, model.scheduler_config, self.max_batch)
@@ -428,7 +433,7 @@ class Studio:
         traj = Trajectory(model_id, request)
         start = time.perf_counter()
         latent = isinstance(model, LatentTextModel)
-        record_attention = latent and model.cross_attention_layers > 0
+        record_attention = latent and model.cross_attention_layers > 0 and images == 1
         if record_attention:
             traj.tokens = prompt_token_labels(model, request.prompt)
             kept = len(traj.tokens)
@@ -439,9 +444,9 @@ class Studio:
             traj.steps.append(StepView(
                 index=record.index, timestep=record.timestep,
                 alpha_prod_t=float(alphas_cumprod[t]), beta_t=float(betas[t]),
-                x_t=_to_display(record.model_input, *x_t_range)[0],
-                noise=_to_display(record.model_output, -3.0, 3.0)[0],
-                pred_x0=self._decode(model, record.pred_original_sample)[0],
+                x_t=_tile(_to_display(record.model_input, *x_t_range)),
+                noise=_tile(_to_display(record.model_output, -3.0, 3.0)),
+                pred_x0=_tile(self._decode(model, record.pred_original_sample)),
                 guidance=None if record.noise_pred_uncond is None else GuidancePair(
                     model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
                     text=_half(record.noise_pred_text[0]), guidance_scale=float(record.guidance_scale or 1.0)),
@@ -456,7 +461,7 @@ class Studio:
                 traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
             traj.wall_s = time.perf_counter() - start
             if record.is_last:
-                traj.final = self._decode(model, record.prev_sample)[0]
+                traj.final = _tile(self._decode(model, record.prev_sample))
             yield record.index + 1, record.num_steps, traj
 
     def race(self, model_id: str, request: SampleRequest,
@@ -543,6 +548,23 @@ class Studio:
 
     def read_prompt(self, model_id: str, prompt: str) -> PromptTokens | None:
         return _read_prompt(self.load(model_id), prompt)
+
+
+def _tile(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W[, 3]) -> the one image for N = 1, else a grid of them."""
+    return images[0] if len(images) == 1 else make_grid(images)
+
+
+def trajectory_nbytes(traj: Trajectory) -> int:
+    """Bytes of the arrays a trajectory keeps (its pictures, guidance pairs and attention maps)."""
+    total = 0 if traj.final is None else traj.final.nbytes
+    for view in traj.steps:
+        total += view.x_t.nbytes + view.noise.nbytes + view.pred_x0.nbytes
+        total += 0 if view.latents is None else view.latents.nbytes
+        if view.guidance is not None:
+            total += view.guidance.model_input.nbytes + view.guidance.uncond.nbytes + view.guidance.text.nbytes
+        total += sum(a.nbytes for a in (view.attention or {}).values())
+    return total
 
 
 def _half(x: torch.Tensor) -> np.ndarray:

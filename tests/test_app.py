@@ -62,6 +62,11 @@ def test_steps_endpoints_record_and_show_each_step(served) -> None:
     assert latents is None  # pixel models have no latent view
     assert "3 steps" in status and "Step 3 of 3" in equation
     assert load(x_t).shape[:2] == load(x0).shape[:2] == (8, 8)
+    # four seeds side by side: each panel is a 2x2 grid of 8x8 images
+    _, x_t, _, x0, *_ = client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 4, api_name="/steps_run")
+    assert load(x_t).shape[:2] == load(x0).shape[:2] == (22, 22)
+    with pytest.raises(Exception, match="greater than maximum value 16"):
+        client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 17, api_name="/steps_run")
 
 
 def test_text_endpoint_with_a_local_latent_model(served) -> None:

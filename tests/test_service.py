@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusion.pipeline import SampleRequest
+from diffusion.pipeline import SampleRequest, make_grid
 
 
 def test_generate_streams_previews_then_the_result(studio) -> None:
@@ -32,6 +32,23 @@ def test_trajectory_records_every_step_for_pixel_and_latent_models(studio) -> No
                                                                             guidance_scale=3.0))
     assert latent.steps[0].pred_x0.shape == (16, 16, 3) and latent.steps[0].x_t.shape == (8, 8, 3)
     assert latent.final.shape == (16, 16, 3)
+
+
+def test_trajectory_of_several_images_keeps_grids_and_matches_the_batch(studio) -> None:
+    request = SampleRequest("ddim", 3, seed=4)
+    *_, (_, _, traj) = studio.trajectory("local/tiny-ddpm", request, images=4)
+    # 4 images of 8x8 in a 2x2 grid with 2-pixel padding
+    assert traj.request.n == 4 and all(v.x_t.shape == v.pred_x0.shape == (22, 22) for v in traj.steps)
+    batch = studio.sample("local/tiny-ddpm", SampleRequest("ddim", 3, n=4, seed=4))
+    np.testing.assert_array_equal(traj.final, make_grid(batch))
+    *_, (_, _, one) = studio.trajectory("local/tiny-ddpm", request)
+    np.testing.assert_array_equal(one.final, batch[0])  # the first image of the batch, alone
+    *_, (_, _, text) = studio.trajectory("local/tiny-sd", SampleRequest("ddim", 2, prompt="a star", guidance_scale=3.0),
+                                         images=2)
+    assert text.tokens is None and text.steps[0].attention is None  # attention maps: one-image runs only
+    assert text.steps[0].guidance.uncond.shape == (4, 8, 8)  # the first image's guidance pair
+    with pytest.raises(ValueError, match="1 to 16 images"):
+        next(studio.trajectory("local/tiny-ddpm", request, images=17))
 
 
 def test_schedule_curves_match_the_scheduler(studio) -> None:
