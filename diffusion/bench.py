@@ -327,6 +327,63 @@ def bench_cold_start(latent_available: bool) -> list[Row]:
             Row("Cold start and memory", "peak RSS, all embedded models loaded and used", f"{peak_kb / 1024:.0f} MiB")]
 
 
+# ---------------------------------------------------------------------------- 7. recording memory
+
+def _status_kib(field_name: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field_name} not in /proc/self/status")
+
+
+def measure_recording(model_id: str, sampler: str, steps: int, images: int, prompt: str,
+                      threads: int = 0, local_dirs: tuple[str, ...] = ()) -> dict[str, float]:
+    """In a fresh process: extra peak RSS and kept bytes of one step-lab recording.
+
+    The model is loaded and a short run made first; then the peak-RSS counter is reset
+    (``/proc/self/clear_refs``) and the recording runs. Returns MiB and seconds.
+    """
+    import gc
+
+    from diffusion.service import Studio, trajectory_nbytes
+
+    if threads:
+        torch.set_num_threads(threads)
+    studio = Studio(Registry.default([Path(d) for d in local_dirs]), device="cpu")
+    request = SampleRequest(sampler, steps, 1, 0, prompt=prompt, guidance_scale=4.0 if prompt else 1.0)
+    for _ in studio.trajectory(model_id, SampleRequest(**{**request.__dict__, "steps": 2}), images=images):
+        pass
+    gc.collect()
+    baseline = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    start = time.perf_counter()
+    for _, _, traj in studio.trajectory(model_id, request, images=images):
+        pass
+    wall = time.perf_counter() - start
+    peak = _status_kib("VmHWM")
+    return {"extra_peak_mib": (peak - baseline) / 1024, "kept_mib": trajectory_nbytes(traj) / 2**20,
+            "wall_s": wall, "attention": float(traj.steps[-1].attention is not None)}
+
+
+def bench_memory(latent_available: bool, quick: bool, threads: int) -> list[Row]:
+    """Issue 4, item 9: what a step-lab recording costs in memory, each in its own process."""
+    import multiprocessing
+
+    cases = [("ddpm-mnist", "ddpm", 250 if quick else 1000, 16, "")]
+    if latent_available:
+        cases.append(("ldm-shapes", "ddim", 50, 1, "a large red circle in the top left corner"))
+    rows = []
+    with multiprocessing.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        for model_id, sampler, steps, images, prompt in cases:
+            m = pool.apply(measure_recording, (model_id, sampler, steps, images, prompt, threads))
+            what = f"{model_id}, {sampler} {steps} steps, {images} image{'s' * (images > 1)}"
+            if m["attention"]:
+                what += ", with cross-attention maps"
+            rows.append(Row("Step-lab recording memory", what, f"{m['extra_peak_mib']:.0f} MiB extra peak RSS",
+                            f"arrays kept {m['kept_mib']:.1f} MiB; {m['wall_s']:.1f} s", data=m))
+    return rows
+
+
 # ---------------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -337,7 +394,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ddpm-n", type=int, default=None, help="samples for DDPM-1000's FLD (default 100, quick 0)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow warm-up)")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start"])
+                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start", "memory"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     return p.parse_args(argv)
@@ -363,6 +420,7 @@ def main(args: argparse.Namespace) -> int:
         ("efficiency", lambda: bench_efficiency(pixel, repeats)[0]),
         ("variants", lambda: bench_variants(pixel, repeats, n_fld, args.compile)),
         ("cold-start", lambda: bench_cold_start(latent is not None)),
+        ("memory", lambda: bench_memory(latent is not None, args.quick, args.threads)),
     ]
     rows: list[Row] = []
     started = time.perf_counter()

@@ -34,3 +34,10 @@ def test_table_lists_every_row():
     rows = [bench.Row("S", "a", "1 s", "note"), bench.Row("S", "b", "2 s")]
     table = bench.render_table(rows, 60.0, argparse.Namespace())
     assert table.count("\n| S |") == 2 and "Machine:" in table
+
+
+def test_recording_memory_is_measured_with_the_kept_arrays(tiny_sd_dir):
+    m = bench.measure_recording("local/tiny-sd", "ddim", 3, 1, "a red circle", local_dirs=(str(tiny_sd_dir),))
+    assert m["attention"] == 1.0 and m["wall_s"] > 0 and m["extra_peak_mib"] >= 0
+    # 3 steps of 16x16 pictures, guidance pairs, latent channels and 3 x (6, 8, 8) float16 maps
+    assert 0.005 < m["kept_mib"] < 0.1
