@@ -27,6 +27,7 @@ from demo.theory import ATTENTION, FORWARD, GUIDANCE, STEPS  # noqa: E402
 from diffusion.explain import StepTerms, step_terms, update_latex  # noqa: E402
 from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa: E402
 from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
+from diffusion.loading import precision_name  # noqa: E402
 from diffusion.recipe import make_recipe  # noqa: E402
 from diffusion.registry import ASSETS  # noqa: E402
 from diffusion.service import (  # noqa: E402
@@ -99,7 +100,8 @@ def make_run_handler(studio: Studio):
             curves = studio.schedule(card.id)
             model = studio.load(card.id)
             terms = step_terms(request.sampler, model.scheduler_config, request.steps, request.eta)
-            recipe = make_recipe(card.id, request, model.scheduler_config).to_json()
+            recipe = make_recipe(card.id, request, model.scheduler_config,
+                                 precision_name(model.autocast_dtype)).to_json()
             for done, total, traj in studio.trajectory(card.id, request, images=count):
                 view = traj.steps[-1]
                 if done < total:

@@ -9,6 +9,7 @@ decoding from model space to images.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,15 +70,21 @@ def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: tor
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
 
 
+def unet_precision(device: torch.device, autocast_dtype: torch.dtype | None) -> AbstractContextManager:
+    """The context the UNet runs in: ``torch.autocast`` in ``autocast_dtype``, or nothing (its own dtype)."""
+    return torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+
+
 def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                 request: SampleRequest, init_sample: torch.Tensor | None = None,
-                start_index: int = 0) -> Iterator[StepRecord]:
+                start_index: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[StepRecord]:
     """Unconditional pixel-space DDPM sampling (Ho et al. 2020, Algorithm 2).
 
     Yields one record per step; the last record's ``prev_sample`` is x_0 in [-1, 1]
     (B, C, H, W). Equals ``DDPMPipeline`` / ``DDIMPipeline`` for the same seed. With
     ``init_sample`` (B, C, H, W) in [-1, 1] it starts from that image noised to step
-    ``start_index`` (SDEdit).
+    ``start_index`` (SDEdit). With ``autocast_dtype`` (bf16) the UNet runs under autocast and
+    its output is cast back to float32 before the scheduler's update.
     """
     scheduler = make_scheduler(request.sampler, scheduler_config)
     generator = make_generator(request.seed)
@@ -88,7 +95,9 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                          param.device, param.dtype)
 
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return unet(x, t).sample
+        with unet_precision(param.device, autocast_dtype):
+            out = unet(x, t).sample
+        return out.to(param.dtype)
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
@@ -184,12 +193,15 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
 
     maps: list[AttentionMaps] = []
 
+    autocast_dtype = getattr(model, "autocast_dtype", None)
+
     def unet(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        if not record_attention:
-            return model.unet(x, t, encoder_hidden_states=states).sample
-        # the store is active only inside this call (the generator may resume on another thread)
-        with recording(AttentionStore((size, size))) as store:
-            out = model.unet(x, t, encoder_hidden_states=states).sample
+        with unet_precision(model.device, autocast_dtype):
+            if not record_attention:
+                return model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)
+            # the store is active only inside this call (the generator may resume on another thread)
+            with recording(AttentionStore((size, size))) as store:
+                out = model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)
         maps.append(store.maps().select(slice(-request.n, None)))  # the conditional images are last
         return out
 

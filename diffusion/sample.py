@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffusion.loading import ModelLoadError
+from diffusion.loading import PRECISIONS, ModelLoadError
 from diffusion.pipeline import SampleRequest
 from diffusion.recipe import Recipe
 from diffusion.registry import Registry
@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="UNet arithmetic: auto (bf16 autocast on CPUs with native bf16, else fp32), fp32, bf16; "
+                        "a --recipe sets its own")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=Path("grid.png"))
     p.add_argument("--save-npy", type=Path, default=None,
@@ -57,11 +60,6 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    studio = Studio(Registry.default(args.model_dir), device=args.device)
-    if args.list:
-        for card in studio.cards():
-            sys.stdout.write(f"{card.id:45s} {card.kind:12s} {card.title}\n")
-        return 0
     recipe = None
     if args.recipe is not None:
         try:
@@ -69,7 +67,12 @@ def main(args: argparse.Namespace) -> int:
         except (OSError, ValueError, KeyError, TypeError) as error:
             logger.error("cannot read recipe %s: %s", args.recipe, error)
             return 2
-        args.model = recipe.model
+        args.model, args.precision = recipe.model, recipe.precision
+    studio = Studio(Registry.default(args.model_dir), device=args.device, precision=args.precision)
+    if args.list:
+        for card in studio.cards():
+            sys.stdout.write(f"{card.id:45s} {card.kind:12s} {card.title}\n")
+        return 0
     try:
         card = studio.card(args.model)
     except KeyError as error:

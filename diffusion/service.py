@@ -269,9 +269,11 @@ def race_grid(lanes: list[RaceLane], levels: np.ndarray = RACE_LEVELS, pad: int 
 class Studio:
     """Registry + model store + the sampling entry points the app and CLI use."""
 
-    def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH):
+    def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
+                 precision: str = "auto"):
+        """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16"."""
         self.registry = registry or Registry.default()
-        self.store = ModelStore(self.registry, device)
+        self.store = ModelStore(self.registry, device, precision)
         self.max_batch = max_batch
 
     # ----- model cards -------------------------------------------------------------------
@@ -302,7 +304,8 @@ class Studio:
     def _steps(self, model: LoadedModel, request: SampleRequest, init_sample: torch.Tensor | None = None,
                start_index: int = 0, record_attention: bool = False) -> Iterator[StepRecord]:
         if isinstance(model, PixelModel):
-            return pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index)
+            return pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index,
+                               model.autocast_dtype)
         return latent_steps(model, request, init_sample=init_sample, start_index=start_index,
                             record_attention=record_attention)
 

@@ -34,7 +34,7 @@ def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     from diffusion.registry import Registry
     from diffusion.service import Studio
 
-    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu")
+    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32")
 
 
 def free_port() -> int:
@@ -56,11 +56,11 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
 
     started = []
 
-    def start(queue_size: int = 8, extra_dirs: list[Path] | None = None):
+    def start(queue_size: int = 8, extra_dirs: list[Path] | None = None, precision: str = "fp32"):
         registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
         registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
         registry.with_source("ldm-shapes", str(tiny_sd_dir))
-        studio = Studio(registry, device="cpu")
+        studio = Studio(registry, device="cpu", precision=precision)
         app = build_app(studio, queue_size=queue_size)
         port = free_port()
         app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

@@ -152,7 +152,7 @@ def draw_samples(model_id: str, n: int, sampler: str, steps: int, seed: int, bat
     from diffusion.pipeline import SampleRequest
     from diffusion.service import Studio
 
-    studio = Studio(device="cpu", max_batch=max(batch, 64))
+    studio = Studio(device="cpu", max_batch=max(batch, 64), precision="fp32")  # the weights, bit-exact
     out = []
     for b, start in enumerate(range(0, n, batch)):
         request = SampleRequest(sampler=sampler, steps=steps, n=min(batch, n - start), seed=seed + b)
