@@ -13,6 +13,7 @@ Markdown table on stdout (and in ``--out``), headed by the machine it ran on.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffusion.loading import LatentTextModel, PixelModel, load_pipeline
+from diffusion.loading import LatentTextModel, LoadedModel, PixelModel, cpu_has_native_bf16, load_pipeline
 from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, pixel_steps, to_uint8
 from diffusion.registry import Registry
 from diffusion.schedulers import make_scheduler
@@ -83,7 +84,7 @@ def machine() -> str:
 def ours_pixel(model: PixelModel, request: SampleRequest, record: bool = False) -> torch.Tensor:
     """Our loop; with ``record`` the whole trajectory (x_t, eps, x0 per step) is kept."""
     kept = []
-    for step in pixel_steps(model.unet, model.scheduler_config, request):
+    for step in pixel_steps(model.unet, model.scheduler_config, request, autocast_dtype=model.autocast_dtype):
         if record:
             kept.append((step.sample, step.model_output, step.pred_original_sample))
         last = step
@@ -162,17 +163,33 @@ def bench_parity(pixel: PixelModel, latent: LatentTextModel | None, repeats: int
 
 # ---------------------------------------------------------------------------- 2. speed
 
-def bench_speed(pixel: PixelModel, repeats: int, quick: bool) -> list[Row]:
+def bench_speed(pixel: PixelModel, latent: LatentTextModel | None, repeats: int, quick: bool) -> list[Row]:
+    """The embedded models' sampling time in fp32 and in bf16 autocast (the default where the CPU
+    has native bf16), each pair interleaved."""
+    precisions = {"fp32": None}
+    if cpu_has_native_bf16():
+        precisions["bf16 autocast (default)"] = torch.bfloat16
     rows = []
-    cases = [("DDIM 25, 16 images", SampleRequest("ddim", 25, 16, 0), "aim < 1.5 s"),
-             ("DPM-Solver++ 2M 20, 16 images", SampleRequest("dpmpp-2m", 20, 16, 0), "")]
+    cases: list[tuple[str, SampleRequest, str, LoadedModel]] = [
+        ("DDIM 25, 16 images", SampleRequest("ddim", 25, 16, 0), "aim < 1.5 s", pixel),
+        ("DPM-Solver++ 2M 20, 16 images", SampleRequest("dpmpp-2m", 20, 16, 0), "", pixel)]
     if not quick:
-        cases.append(("DDPM 1000, 16 images", SampleRequest("ddpm", 1000, 16, 0), "one run"))
-    for name, request, aim in cases:
+        cases.append(("DDPM 1000, 16 images", SampleRequest("ddpm", 1000, 16, 0), "one run", pixel))
+    if latent is not None:
+        cases.append(("ldm-shapes DDIM 25, 4 images, guidance 4",
+                      SampleRequest("ddim", 25, 4, 0, prompt="a large red circle in the top left corner",
+                                    guidance_scale=4.0), "", latent))
+    for name, request, aim, model in cases:
         runs = 1 if request.steps >= 1000 else repeats
-        t = median_times({"x": lambda r=request: ours_pixel(pixel, r)}, runs, warmup=0 if runs == 1 else 1)["x"]
-        per = t / request.steps * 1000
-        rows.append(Row("Embedded DDPM speed", name, f"{t:.3f} s", f"{per:.1f} ms per batched step; {aim}".strip("; ")))
+        variants = {label: dataclasses.replace(model, autocast_dtype=dtype) for label, dtype in precisions.items()}
+        sample = ours_pixel if isinstance(model, PixelModel) else ours_latent
+        times = median_times({label: (lambda m=m, r=request: sample(m, r)) for label, m in variants.items()},
+                             runs, warmup=0 if runs == 1 else 1)
+        section = "Embedded DDPM speed" if isinstance(model, PixelModel) else "Embedded LDM speed"
+        for label, t in times.items():
+            per = t / request.steps * 1000
+            note = f"{per:.1f} ms per batched step; {times['fp32'] / t:.2f}x fp32; {aim}".strip("; ")
+            rows.append(Row(section, f"{name}, {label}", f"{t:.3f} s", note, data={"seconds": t}))
     return rows
 
 
@@ -415,7 +432,7 @@ def main(args: argparse.Namespace) -> int:
         latent = load_pipeline(registry.get("ldm-shapes"), device)
     sections = [
         ("parity", lambda: bench_parity(pixel, latent, repeats)),
-        ("speed", lambda: bench_speed(pixel, repeats, args.quick)),
+        ("speed", lambda: bench_speed(pixel, latent, repeats, args.quick)),
         ("quality", lambda: bench_quality(pixel, n_fld, n_ddpm)),
         ("efficiency", lambda: bench_efficiency(pixel, repeats)[0]),
         ("variants", lambda: bench_variants(pixel, repeats, n_fld, args.compile)),

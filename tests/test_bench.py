@@ -41,3 +41,13 @@ def test_recording_memory_is_measured_with_the_kept_arrays(tiny_sd_dir):
     assert m["attention"] == 1.0 and m["wall_s"] > 0 and m["extra_peak_mib"] >= 0
     # 3 steps of 16x16 pictures, guidance pairs, latent channels and 3 x (6, 8, 8) float16 maps
     assert 0.005 < m["kept_mib"] < 0.1
+
+
+def test_speed_rows_cover_both_precisions(tiny_ddpm_dir, tiny_sd_dir):
+    pixel = load_pipeline(local_card(tiny_ddpm_dir), torch.device("cpu"))
+    latent = load_pipeline(local_card(tiny_sd_dir), torch.device("cpu"))
+    rows = bench.bench_speed(pixel, latent, repeats=1, quick=True)
+    precisions = 2 if bench.cpu_has_native_bf16() else 1
+    assert len(rows) == 3 * precisions  # DDIM 25, DPM++ 20, the latent model
+    assert all(r.data["seconds"] > 0 for r in rows)
+    assert sum("bf16" in r.name for r in rows) == 3 * (precisions - 1)
