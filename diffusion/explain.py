@@ -1,7 +1,8 @@
 """Each sampler's update at each step, as the numbers the step-by-step lab typesets.
 
 Every sampler the app offers takes, at step i, the current sample x_t, the model's noise
-prediction eps_theta (and, for DPM-Solver++ 2M, the previous step's x0 estimate) to
+prediction eps_theta (for v- or x0-predicting models, the noise their output implies; see
+``diffusion.loop.predicted_noise``) and, for DPM-Solver++ 2M, the previous step's x0 estimate, to
 
     x_prev = a * x_t + b * eps_theta + c * x0_hat_prev + s * z,      z ~ N(0, I)
 
@@ -74,9 +75,28 @@ class StepTerms:
                 self.coef_eps + self.coef_sample * math.sqrt(1 - self.alpha_prod_t))
 
 
-def _step(scheduler, model_output: torch.Tensor, t, sample: torch.Tensor, kwargs: dict[str, Any],
+def _model_output(probe, eps: torch.Tensor, sample: torch.Tensor, t) -> torch.Tensor:
+    """The model output that means noise ``eps`` at ``sample``, for the model's ``prediction_type``:
+    the probes are always in terms of eps, whatever the network predicts."""
+    kind = probe.config.prediction_type
+    if kind == "epsilon":
+        return eps
+    # the variance-preserving x_t and alpha-bar_t at this step: Euler scales its sample by
+    # 1 / sqrt(sigma^2 + 1) = sqrt(alpha-bar_t); the others have x_t = sample
+    scale = float(copy.deepcopy(probe).scale_model_input(torch.ones(1, dtype=torch.float64), t)[0])
+    x_t = sample * scale
+    alpha_prod_t = scale**2 if scale != 1.0 else float(probe.alphas_cumprod[int(round(float(t)))])
+    if kind == "v_prediction":  # v = (eps - sqrt(1 - alpha-bar) x_t) / sqrt(alpha-bar) (Salimans & Ho 2022)
+        return (eps - math.sqrt(1 - alpha_prod_t) * x_t) / math.sqrt(alpha_prod_t)
+    if kind == "sample":  # x0 = (x_t - sqrt(1 - alpha-bar) eps) / sqrt(alpha-bar) (Ho et al. 2020, Eq. 15)
+        return (x_t - math.sqrt(1 - alpha_prod_t) * eps) / math.sqrt(alpha_prod_t)
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def _step(scheduler, eps: torch.Tensor, t, sample: torch.Tensor, kwargs: dict[str, Any],
           seed: int = 0) -> torch.Tensor:
     probe = copy.deepcopy(scheduler)
+    model_output = _model_output(probe, eps, sample, t)
     probe.scale_model_input(sample, t)  # Euler checks that the input was scaled
     generator = torch.Generator("cpu").manual_seed(seed)
     return probe.step(model_output, t, sample, generator=generator, **kwargs).prev_sample

@@ -219,7 +219,7 @@ def load_pipeline(card: ModelCard, device: torch.device, precision: str = "fp32"
 class ModelStore:
     """Loads each model on first use and keeps it; thread-safe (one lock per model)."""
 
-    def __init__(self, registry: Registry, device: str = "auto", precision: str = "auto"):
+    def __init__(self, registry: Registry, device: str = "auto", precision: str = "fp32"):
         self.registry = registry
         self.device = choose_device(device)
         self.precision = precision

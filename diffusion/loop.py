@@ -75,6 +75,27 @@ def predict_original_sample(
     raise ValueError(f"unsupported prediction_type {prediction_type!r}")
 
 
+def predicted_noise(
+    scheduler: SchedulerMixin, model_input: torch.Tensor, model_output: torch.Tensor, timestep: int
+) -> torch.Tensor:
+    """The noise estimate eps_theta behind any model output, for showing and for the equations.
+
+    ``model_input`` is the variance-preserving x_t the network saw. For v-prediction
+    (Salimans & Ho 2022, Sec. 4): eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v; for
+    x0-prediction: eps = (x_t - sqrt(alpha_bar_t) x0) / sqrt(1 - alpha_bar_t) (DDPM Eq. 4).
+    """
+    prediction_type = scheduler.config.prediction_type
+    if prediction_type == "epsilon":
+        return model_output
+    alpha_prod_t = scheduler.alphas_cumprod[int(timestep)].to(model_input.device, torch.float32)
+    beta_prod_t = 1 - alpha_prod_t
+    if prediction_type == "v_prediction":
+        return beta_prod_t.sqrt() * model_input + alpha_prod_t.sqrt() * model_output
+    if prediction_type == "sample":
+        return (model_input - alpha_prod_t.sqrt() * model_output) / beta_prod_t.sqrt()
+    raise ValueError(f"unsupported prediction_type {prediction_type!r}")
+
+
 def denoise(
     denoiser: Denoiser,
     scheduler: SchedulerMixin,

@@ -16,7 +16,7 @@ import torch
 
 from diffusion.attention import AttentionMaps
 from diffusion.loading import LatentTextModel, LoadedModel, ModelStore, PixelModel
-from diffusion.loop import StepRecord, predict_original_sample
+from diffusion.loop import StepRecord, predict_original_sample, predicted_noise
 from diffusion.pipeline import (
     PromptTokens,
     SampleRequest,
@@ -448,7 +448,8 @@ class Studio:
                 index=record.index, timestep=record.timestep,
                 alpha_prod_t=float(alphas_cumprod[t]), beta_t=float(betas[t]),
                 x_t=_tile(_to_display(record.model_input, *x_t_range)),
-                noise=_tile(_to_display(record.model_output, -3.0, 3.0)),
+                noise=_tile(_to_display(predicted_noise(scheduler, record.model_input, record.model_output, t),
+                                        -3.0, 3.0)),
                 pred_x0=_tile(self._decode(model, record.pred_original_sample)),
                 guidance=None if record.noise_pred_uncond is None else GuidancePair(
                     model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
@@ -517,6 +518,9 @@ class Studio:
         t = int(round(view.timestep))
         guided = torch.cat([uncond + w * direction for w in scales])
         x0 = predict_original_sample(scheduler, x.repeat(len(scales), 1, 1, 1), guided, t)
+        # show noise predictions whatever the model predicts (v-prediction: eps = sqrt(1-ab) x + sqrt(ab) v)
+        uncond, text = (predicted_noise(scheduler, x, out, t) for out in (uncond, text))
+        direction = text - uncond
         decoded = self._decode(model, x0.to(model.device, model.dtype))
         return GuidanceView(
             uncond=_to_display(uncond, -3.0, 3.0)[0], text=_to_display(text, -3.0, 3.0)[0],

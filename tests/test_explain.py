@@ -8,7 +8,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.explain import step_terms, update_latex
-from diffusion.loop import denoise
+from diffusion.loop import denoise, predicted_noise
 from diffusion.schedulers import make_scheduler
 from tests.tiny import tiny_unet
 
@@ -39,6 +39,24 @@ def test_deterministic_updates_rebuild_the_run(sampler, steps):
         torch.testing.assert_close(rebuilt, rec.prev_sample, atol=2e-4, rtol=1e-3)
     if sampler == "dpmpp-2m":  # second order from the second step on (first order at the ends)
         assert terms[0].coef_history == 0 and terms[1].coef_history != 0
+
+
+V_CONFIG = {**CONFIG, "beta_schedule": "linear", "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
+
+
+@pytest.mark.parametrize("sampler,steps", [("ddim", 10), ("dpmpp-2m", 10), ("euler", 8)])
+def test_v_prediction_updates_rebuild_the_run_in_terms_of_the_implied_noise(sampler, steps):
+    """For a v-predicting model the printed coefficients multiply eps = sqrt(1-ab) x_t + sqrt(ab) v."""
+    records = run(sampler, steps, config=V_CONFIG)
+    terms = step_terms(sampler, V_CONFIG, steps)
+    scheduler = make_scheduler(sampler, V_CONFIG)
+    for i, (rec, term) in enumerate(zip(records, terms, strict=True)):
+        eps = predicted_noise(scheduler, rec.model_input, rec.model_output, int(round(rec.timestep)))
+        rebuilt = term.coef_sample * rec.sample + term.coef_eps * eps
+        if term.coef_history:
+            rebuilt = rebuilt + term.coef_history * records[i - 1].pred_original_sample
+        tol = 2e-4
+        torch.testing.assert_close(rebuilt, rec.prev_sample, atol=tol, rtol=1e-3)
 
 
 def test_ddim_x0_form_matches_eq_12_with_clipped_x0():

@@ -67,9 +67,9 @@ def test_two_concurrent_first_requests_load_once(monkeypatch: pytest.MonkeyPatch
     calls = []
     real = loading.load_pipeline
 
-    def counting(card, device):
+    def counting(card, device, precision="fp32"):
         calls.append(card.id)
-        return real(card, device)
+        return real(card, device, precision)
 
     monkeypatch.setattr(loading, "load_pipeline", counting)
     store = ModelStore(Registry.default([tiny_ddpm_dir]), "cpu")

@@ -63,7 +63,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--text_layers", type=int, default=3)
     p.add_argument("--max_length", type=int, default=24, help="tokens per caption, with start and end")
     p.add_argument("--caption_dropout", type=float, default=0.1)
-    p.add_argument("--snr_gamma", type=float, default=5.0)
+    p.add_argument("--snr_gamma", type=float, default=0.0,
+                   help="Min-SNR-gamma loss weighting (epsilon prediction only; 0: off)")
+    p.add_argument("--prediction_type", default="v_prediction", choices=["epsilon", "v_prediction"],
+                   help="what the UNet predicts; see make_noise_scheduler")
     p.add_argument("--ema_max_decay", type=float, default=0.999)
     p.add_argument("--beta_schedule", default="linear", choices=["linear", "scaled_linear"],
                    help="noise schedule; 'linear' (DDPM's) leaves almost no signal at t=T, see make_noise_scheduler")
@@ -98,8 +101,8 @@ def build_unet(args: argparse.Namespace, latent_size: int, latent_channels: int)
     )
 
 
-def make_noise_scheduler(beta_schedule: str = "linear") -> DDPMScheduler:
-    """T=1000, epsilon prediction, sampling timesteps spaced to start at t=T ("trailing").
+def make_noise_scheduler(beta_schedule: str = "linear", prediction_type: str = "v_prediction") -> DDPMScheduler:
+    """T=1000, sampling timesteps spaced to start at t=T ("trailing").
 
     ``scaled_linear`` is Stable Diffusion's schedule (0.00085..0.012). It keeps
     sqrt(alpha_bar_T) = 0.068 of the image in x_T (0.086 at t=961, where 25 "leading" DDIM steps
@@ -108,12 +111,18 @@ def make_noise_scheduler(beta_schedule: str = "linear") -> DDPMScheduler:
     (Lin et al. 2023, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Sec. 3).
     DDPM's ``linear`` schedule (1e-4..0.02) leaves sqrt(alpha_bar_T) = 0.0064, and "trailing"
     spacing makes every sampler start at t = T = 999, so position must come from the caption.
+
+    That alone was not enough (2,000 fine-tuning steps left the objects' position independent of
+    the caption): with epsilon prediction the loss weighs an error in x0 by SNR(t) (Ho et al. 2020,
+    Eq. 14 vs. x0 error), about 1e-4 at the first sampling steps, exactly where only the caption can
+    say where the object goes. v-prediction (Salimans & Ho 2022, Sec. 4) weighs it by 1 + SNR(t),
+    so placing the object by its caption is learned (Lin et al. 2023 pair it with a zero-SNR end).
     """
     if beta_schedule == "scaled_linear":
         return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                             beta_end=0.012, clip_sample=False, prediction_type="epsilon")
+                             beta_end=0.012, clip_sample=False, prediction_type=prediction_type)
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                         clip_sample=False, prediction_type="epsilon", timestep_spacing="trailing")
+                         clip_sample=False, prediction_type=prediction_type, timestep_spacing="trailing")
 
 
 def load_initial_weights(folder: Path, unet: UNet2DConditionModel, text_encoder: CLIPTextModel) -> None:
@@ -191,7 +200,7 @@ def main(args: argparse.Namespace) -> None:
     unet = build_unet(args, latent_size, latent_channels)
     if args.init_from is not None:
         load_initial_weights(args.init_from, unet, text_encoder)
-    noise_scheduler = make_noise_scheduler(args.beta_schedule)
+    noise_scheduler = make_noise_scheduler(args.beta_schedule, args.prediction_type)
     ema_unet = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=0.75)
     ema_text = EMAModel(text_encoder.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=0.75)
     params = list(unet.parameters()) + list(text_encoder.parameters())
@@ -233,9 +242,12 @@ def main(args: argparse.Namespace) -> None:
         with accelerator.autocast():
             context = text_encoder(ids)[0]
             model_output = unet(noisy_latents, timesteps, encoder_hidden_states=context).sample
-        # LDM Eq. 3: || eps - eps_theta(z_t, t, tau_theta(y)) ||^2, Min-SNR-gamma weighted
-        loss = F.mse_loss(model_output.float(), noise, reduction="none").mean(dim=(1, 2, 3))
-        if args.snr_gamma > 0:
+        # LDM Eq. 3: || eps - eps_theta(z_t, t, tau_theta(y)) ||^2, or with v-prediction the target
+        # v = sqrt(alpha_bar_t) eps - sqrt(1 - alpha_bar_t) z_0 (Salimans & Ho 2022, Eq. 13)
+        target = noise if args.prediction_type == "epsilon" else \
+            noise_scheduler.get_velocity(latents, noise, timesteps)
+        loss = F.mse_loss(model_output.float(), target, reduction="none").mean(dim=(1, 2, 3))
+        if args.snr_gamma > 0 and args.prediction_type == "epsilon":
             snr = compute_snr(noise_scheduler, timesteps)
             loss = loss * torch.clamp(snr, max=args.snr_gamma) / snr
         loss = loss.mean()
