@@ -316,6 +316,34 @@ def generate(model, prompts: Sequence[str], guidance: float, config: GateConfig)
     return np.concatenate(out)
 
 
+# Two prompt pairs that differ only in position, or in colour, size and shape (the same seeds).
+SENSITIVITY_PAIRS = {
+    "position": ("a large red circle in the top left corner", "a large red circle in the bottom right corner"),
+    "colour, size and shape": ("a large red circle in the top left corner", "a small blue square in the top left corner"),
+}
+
+
+@torch.inference_mode()
+def prompt_sensitivity(model, a: str, b: str, timestep: int = 999, n: int = 8, seed: int = 0) -> float:
+    """How much the caption moves the model's first guess: the RMS difference of the predicted x0
+    (latent space, DDPM Eq. 15) between prompts ``a`` and ``b`` at ``timestep``, on the same n noises.
+
+    At t = T the image is all noise, so only the caption can say where the object goes; a model
+    whose "position" figure is near 0 places objects by the noise alone.
+    """
+    from diffusion.loop import predict_original_sample
+    from diffusion.pipeline import encode_prompt, make_generator, sample_noise
+    from diffusion.schedulers import make_scheduler
+
+    scheduler = make_scheduler("ddpm", model.scheduler_config)
+    size = model.card.resolution // model.vae_scale_factor
+    x = sample_noise((n, model.unet.config.in_channels, size, size), make_generator(seed), model.device, model.dtype)
+    t = torch.tensor(timestep)
+    x0 = [predict_original_sample(scheduler, x, model.unet(x, t, encoder_hidden_states=encode_prompt(model, [p] * n))
+                                  .sample.float(), timestep) for p in (a, b)]
+    return float((x0[0] - x0[1]).pow(2).mean().sqrt())
+
+
 def score_single(images: np.ndarray, scenes: Sequence[shapes.Scene], classifier: ShapeClassifier) -> Score:
     score = Score()
     for scene, analysis in zip(scenes, analyse_batch(images, classifier, max_objects=1), strict=True):
@@ -410,7 +438,11 @@ def main(argv: list[str] | None = None) -> int:
     config = GateConfig(n_prompts=40, n_held_out=20, n_pairs=20) if args.quick else GateConfig()
     judge = validate(classifier)
     report = run_gate(model, classifier, config)
-    print(format_report(report, judge))  # noqa: T201 - the command's output
+    sensitivity = {k: prompt_sensitivity(model, a, b) for k, (a, b) in SENSITIVITY_PAIRS.items()}
+    lines = [format_report(report, judge),
+             "Prompt sensitivity at t = 999 (RMS change of the predicted x0 between two prompts): "
+             + ", ".join(f"{k} {v:.4f}" for k, v in sensitivity.items())]
+    print("\n".join(lines))  # noqa: T201 - the command's output
     return 0 if report.passes() else 1
 
 
