@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from demo.app import CSS, build_app
-from diffusion.loading import PRECISIONS
+from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
 from diffusion.service import Studio
@@ -27,6 +27,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="UNet arithmetic on the CPU: auto (bf16 autocast where the CPU has native bf16, else fp32), "
                         "fp32 (bit-for-bit as diffusers' pipelines), bf16")
+    p.add_argument("--channels-last", action="store_true", help="UNets in channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
@@ -40,7 +42,8 @@ def main(args: argparse.Namespace) -> None:
         registry = Registry.default(args.model_dir)
     except ValueError as error:
         raise SystemExit(f"--model-dir: {error}") from None
-    studio = Studio(registry, device=args.device, precision=args.precision)
+    studio = Studio(registry, device=args.device, precision=args.precision,
+                    speedups=Speedups(channels_last=args.channels_last, compile=args.compile))
     for model_id in studio.store.missing_embedded():
         logging.getLogger("app").error(
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)

@@ -303,12 +303,13 @@ def build_steps_tab(studio: Studio) -> None:
     session = gr.State(None)
     gr.Markdown(STEPS, latex_delimiters=LATEX)
     with gr.Row():
-        model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model", scale=2)
+        model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model", scale=2,
+                            elem_id="steps-model")
         sampler = gr.Dropdown(SAMPLER_CHOICES, value="ddpm", label="Sampler", scale=1)
         steps = gr.Slider(1, MAX_VIEW_STEPS, value=50, step=1, label="Steps", scale=2)
         seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1)
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt (text models only)", scale=3)
+        prompt = gr.Textbox(label="Prompt (text models only)", scale=3, elem_id="steps-prompt")
         guidance = gr.Slider(0.0, 15.0, value=4.0, step=0.5, label="Guidance (text models)", scale=1)
         images = gr.Slider(1, MAX_TRAJECTORY_IMAGES, value=1, step=1, label="Images (seeds side by side)", scale=1)
     with gr.Tabs():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from diffusion.attention import AttentionMaps
-from diffusion.loading import LatentTextModel, LoadedModel, ModelStore, PixelModel
+from diffusion.loading import LatentTextModel, LoadedModel, ModelStore, PixelModel, Speedups
 from diffusion.loop import StepRecord, predict_original_sample, predicted_noise
 from diffusion.pipeline import (
     PromptTokens,
@@ -270,10 +270,11 @@ class Studio:
     """Registry + model store + the sampling entry points the app and CLI use."""
 
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
-                 precision: str = "auto"):
-        """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16"."""
+                 precision: str = "auto", speedups: Speedups = Speedups()):
+        """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
+        ``speedups``: optional channels_last / torch.compile for the UNets."""
         self.registry = registry or Registry.default()
-        self.store = ModelStore(self.registry, device, precision)
+        self.store = ModelStore(self.registry, device, precision, speedups)
         self.max_batch = max_batch
 
     # ----- model cards -------------------------------------------------------------------

@@ -45,6 +45,25 @@ def test_step_slider_changes_the_shown_step(url: str) -> None:
         assert after["src"] != before["src"]
 
 
+def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Step by step").click()
+        page.locator("#steps-model input").click()
+        page.get_by_role("option", name="Latent diffusion: captioned shapes (embedded)").click()
+        page.locator("#steps-prompt textarea").fill("a red circle")
+        page.get_by_role("button", name="Run the reverse process").click()
+        wait_for_text(page, "steps-status", "Done")
+        page.get_by_role("tab", name="Cross-attention").click()
+        wait_for_text(page, "attention-note", "Step 50 of 50")
+        # start, three words, end and padding: six overlays of the 16x16 image
+        page.wait_for_function("() => document.querySelectorAll('#attention-gallery img').length === 6",
+                               timeout=60_000)
+        captions = page.locator("#attention-gallery").inner_text()
+        assert "circle" in captions and "padding" in captions
+        info = wait_for_image(page, "attention-gallery")
+        assert info["ok"] and (info["width"], info["height"]) == (16, 16) and info["max"] > info["min"]
+
+
 def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:
     with browser_page(url) as page:
         page.get_by_role("tab", name="Text to image (latent)").click()

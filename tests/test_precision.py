@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.loading import choose_autocast, cpu_has_native_bf16, precision_name
+from diffusion.loading import Speedups, choose_autocast, cpu_has_native_bf16, precision_name
 from diffusion.pipeline import SampleRequest, pixel_steps
 from diffusion.recipe import Recipe, make_recipe
 from diffusion.registry import Registry
@@ -62,3 +62,17 @@ def test_bf16_studio_and_its_recipe_replay_bit_identically(tiny_sd_dir, tmp_path
     assert np.abs(fp32.astype(int) - images.astype(int)).mean() < 8  # close to fp32 (uint8 levels)
     with pytest.raises(ValueError, match="precision must be fp32 or bf16"):
         Recipe.from_json(recipe.to_json().replace('"bf16"', '"fp8"'))
+
+
+@pytest.mark.parametrize("speedups", [Speedups(channels_last=True), Speedups(compile=True)], ids=["channels_last", "compile"])
+def test_optional_speedups_keep_the_images(tiny_ddpm_dir, tiny_sd_dir, speedups) -> None:
+    registry = Registry.default([tiny_ddpm_dir, tiny_sd_dir])
+    plain = Studio(registry, device="cpu", precision="fp32")
+    fast = Studio(registry, device="cpu", precision="fp32", speedups=speedups)
+    for model_id, request in (("local/tiny-ddpm", SampleRequest("ddim", 2, n=2, seed=1)),
+                              ("local/tiny-sd", SampleRequest("ddim", 2, n=1, seed=1, prompt="a red circle",
+                                                              guidance_scale=3.0))):
+        a, b = plain.sample(model_id, request), fast.sample(model_id, request)
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # the same images up to float rounding
+    if speedups.channels_last:
+        assert fast.load("local/tiny-ddpm").unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
