@@ -55,13 +55,13 @@ def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
         wait_for_text(page, "steps-status", "Done")
         page.get_by_role("tab", name="Cross-attention").click()
         wait_for_text(page, "attention-note", "Step 50 of 50")
-        # start, three words, end and padding: six overlays of the 16x16 image
+        # start, three words, end and padding: six overlays of the 64x64 image (the card's resolution)
         page.wait_for_function("() => document.querySelectorAll('#attention-gallery img').length === 6",
                                timeout=60_000)
         captions = page.locator("#attention-gallery").inner_text()
         assert "circle" in captions and "padding" in captions
         info = wait_for_image(page, "attention-gallery")
-        assert info["ok"] and (info["width"], info["height"]) == (16, 16) and info["max"] > info["min"]
+        assert info["ok"] and (info["width"], info["height"]) == (64, 64) and info["max"] > info["min"]
 
 
 def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:

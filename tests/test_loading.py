@@ -67,9 +67,9 @@ def test_two_concurrent_first_requests_load_once(monkeypatch: pytest.MonkeyPatch
     calls = []
     real = loading.load_pipeline
 
-    def counting(card, device, precision="fp32"):
+    def counting(card, device, *options):
         calls.append(card.id)
-        return real(card, device, precision)
+        return real(card, device, *options)
 
     monkeypatch.setattr(loading, "load_pipeline", counting)
     store = ModelStore(Registry.default([tiny_ddpm_dir]), "cpu")
