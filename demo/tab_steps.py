@@ -351,7 +351,7 @@ def build_steps_tab(studio: Studio) -> None:
             a_layers = gr.Dropdown(["all"], value="all", label="Layers (feature-map resolution)",
                                    allow_custom_value=True, elem_id="attention-layers")
             a_gallery = gr.Gallery(label="attention per token over the step's predicted x0", columns=6,
-                                   height=260, elem_classes=["pixelated"], elem_id="attention-gallery")
+                                   height="auto", elem_classes=["pixelated"], elem_id="attention-gallery")
             a_note = gr.Markdown(latex_delimiters=LATEX, elem_id="attention-note")
         with gr.Tab("Forward process and SDEdit", id="forward"):
             gr.Markdown(FORWARD, latex_delimiters=LATEX)
@@ -394,9 +394,12 @@ def build_steps_tab(studio: Studio) -> None:
                                elem_classes=["pixelated"])
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
-    run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance, images],
-              outputs=[session, slider, x_t, noise, x0, latents, plot, equation, status], api_name="steps_run",
-              **MODEL_CONCURRENCY)
+    run_event = run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance, images],
+                          outputs=[session, slider, x_t, noise, x0, latents, plot, equation, status],
+                          api_name="steps_run", **MODEL_CONCURRENCY)
+    # a new run whose last step has the same number as the slider's fires no .change: refresh the maps
+    run_event.then(show_attention, inputs=[session, slider, a_layers], outputs=[a_gallery, a_layers, a_note],
+                   api_visibility="private", show_progress="hidden")
     slider.change(show_step, inputs=[session, slider], outputs=[x_t, noise, x0, latents, plot, equation],
                   api_name="steps_show", show_progress="hidden")
     slider.change(show_attention, inputs=[session, slider, a_layers], outputs=[a_gallery, a_layers, a_note],
