@@ -441,7 +441,8 @@ class Studio:
         if record_attention:
             traj.tokens = prompt_token_labels(model, request.prompt)
             kept = len(traj.tokens)
-            traj.tokens.append("padding")
+            if kept < model.tokenizer.model_max_length:  # prompts are padded to this length (encode_prompt)
+                traj.tokens.append("padding")
         for record in self._steps(model, request, record_attention=record_attention):
             t = int(round(record.timestep))
             x_t_range = (-3.0, 3.0) if latent else (-1.0, 1.0)
@@ -460,8 +461,6 @@ class Studio:
             ))
             if record.cross_attention is not None and traj.attention_layers is None:
                 traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
-                if traj.steps[-1].attention["all"].shape[0] == kept:  # no padding tokens: drop the label
-                    traj.tokens.pop()
             if len(traj.steps) > 1:
                 traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
             traj.wall_s = time.perf_counter() - start
