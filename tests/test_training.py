@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
+import numpy as np
+import pytest
+import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 
+from diffusion.data import shapes
 from diffusion.training import train_autoencoder, train_ldm
 
 
@@ -29,3 +34,80 @@ def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
     assert (ldm_dir / "preview-000002.png").is_file()
     pipe = DiffusionPipeline.from_pretrained(ldm_dir / "pipeline", use_safetensors=True)
     assert type(pipe).__name__ == "StableDiffusionPipeline"
+    # fine-tuning from that export with the position options of the shipped model's second stage
+    tuned_dir = tmp_path / "ldm-tuned"
+    train_ldm.main(train_ldm.parse_args([
+        "--vae", str(vae_dir / "vae"), "--output_dir", str(tuned_dir), "--bank_size", "16", "--train_batch_size", "4",
+        "--max_train_steps", "2", "--checkpointing_steps", "2", "--block_out_channels", "32", "32", "32",
+        "--text_hidden_size", "32", "--text_layers", "1", "--mixed_precision", "no", "--logging_steps", "1",
+        "--init_from", str(ldm_dir / "pipeline"), "--reinit_words", "top", "left",
+        "--position_caption_prob", "0.5", "--timestep_bias_strategy", "later"]))
+    assert (tuned_dir / "pipeline" / "unet").is_dir()
+
+
+def test_timestep_bias_later_draws_the_last_quarter_half_the_time():
+    args = train_ldm.parse_args(["--timestep_bias_strategy", "later"])
+    weights = train_ldm.timestep_weights(args, 1000)
+    assert weights.sum().item() == pytest.approx(1.0)
+    assert weights[750:].sum().item() == pytest.approx(0.5)  # 250 x 3 against 750 x 1
+    assert weights[749].item() * 3 == pytest.approx(weights[750].item())
+    uniform = train_ldm.timestep_weights(train_ldm.parse_args([]), 1000)
+    assert torch.allclose(uniform, torch.full((1000,), 1e-3))
+
+
+def test_position_only_captions_name_the_position_and_nothing_else():
+    rng = np.random.default_rng(0)
+    one = shapes.Scene((shapes.place("red", "circle", "large", 0, 0),), "white")
+    two = shapes.random_two_object_scene(np.random.default_rng(1), "white")
+    captions = {train_ldm.training_caption(one, rng, 1.0) for _ in range(50)}
+    assert captions <= {"in the top left corner", "at the top left", "in the top left", "top left"}
+    assert len(captions) > 1
+    assert all(two.relation in train_ldm.training_caption(two, rng, 1.0) for _ in range(10))
+    never = {train_ldm.training_caption(one, rng, 0.0) for _ in range(50)}
+    assert any("circle" in c or "red" in c for c in never)
+
+
+def test_reinit_words_redraws_only_those_embeddings():
+    from diffusion.text import build_word_tokenizer
+
+    tokenizer = build_word_tokenizer(shapes.vocabulary(), model_max_length=8)
+    args = argparse.Namespace(text_hidden_size=32, text_layers=1, max_length=8)
+    text_encoder = train_ldm.build_text_encoder(args, tokenizer)
+    before = text_encoder.get_input_embeddings().weight.detach().clone()
+    state = {k: v.clone() for k, v in text_encoder.state_dict().items()}
+    train_ldm.reinit_word_embeddings(text_encoder, tokenizer, ["top", "left"], seed=0)
+    after = text_encoder.get_input_embeddings().weight.detach()
+    changed = (before != after).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(changed) == sorted(tokenizer.convert_tokens_to_ids(["top", "left"]))
+    again = train_ldm.build_text_encoder(args, tokenizer)
+    again.load_state_dict(state)
+    train_ldm.reinit_word_embeddings(again, tokenizer, ["top", "left"], seed=0)
+    assert torch.equal(again.get_input_embeddings().weight, after)  # seeded
+    with pytest.raises(ValueError, match="zebra"):
+        train_ldm.reinit_word_embeddings(text_encoder, tokenizer, ["zebra"], seed=0)
+
+
+def test_ddpm_train_resume_export_and_fine_tune(tmp_path):
+    from diffusers import DDPMPipeline
+
+    from diffusion.training import train_ddpm
+
+    run = tmp_path / "ddpm-run"
+    args = ["--output_dir", str(run), "--block_out_channels", "32", "32", "32", "--train_batch_size", "2",
+            "--checkpointing_steps", "2", "--preview_images", "2", "--mixed_precision", "no", "--logging_steps", "1"]
+    train_ddpm.main(train_ddpm.parse_args([*args, "--max_train_steps", "2"]))
+    train_ddpm.main(train_ddpm.parse_args([*args, "--max_train_steps", "4", "--resume", "latest"]))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert "resumed from checkpoint-2" in (run / "train.log").read_text()
+    pipe = DDPMPipeline.from_pretrained(run / "pipeline", use_safetensors=True)
+    assert pipe.scheduler.config.clip_sample is True
+    # fine-tuning starts from the export (strict: the architecture must match) and can turn clipping off
+    tuned = tmp_path / "ddpm-tuned"
+    tune = ["--output_dir", str(tuned), "--block_out_channels", "32", "32", "32", "--train_batch_size", "2",
+            "--checkpointing_steps", "1", "--max_train_steps", "1", "--preview_images", "2",
+            "--mixed_precision", "no", "--init_from", str(run / "pipeline")]
+    train_ddpm.main(train_ddpm.parse_args([*tune, "--no-clip_sample"]))
+    assert DDPMPipeline.from_pretrained(tuned / "pipeline", use_safetensors=True).scheduler.config.clip_sample is False
+    wrong = [*tune, "--block_out_channels", "32", "64", "64", "--output_dir", str(tmp_path / "wrong")]
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        train_ddpm.main(train_ddpm.parse_args(wrong))

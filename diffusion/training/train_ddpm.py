@@ -48,12 +48,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--beta_schedule", default="linear",
                    choices=["linear", "scaled_linear", "squaredcos_cap_v2"])
     p.add_argument("--num_train_timesteps", type=int, default=1000)
+    p.add_argument("--clip_sample", action=argparse.BooleanOptionalAction, default=True,
+                   help="the exported scheduler clips each step's predicted x0 to [-1, 1] (diffusers' default); "
+                        "training does not depend on it, sampling does")
     p.add_argument("--snr_gamma", type=float, default=5.0,
                    help="Min-SNR loss weighting (Hang et al. 2023); 0 disables it")
     p.add_argument("--ema_max_decay", type=float, default=0.999)
     p.add_argument("--ema_power", type=float, default=0.75)
     add_run_args(p, checkpointing_steps=500)
     p.add_argument("--preview_images", type=int, default=16)
+    p.add_argument("--init_from", type=Path, default=None,
+                   help="a saved DDPMPipeline folder whose UNet weights start the run (fine-tuning); "
+                        "the EMA starts from them too")
     return p.parse_args(argv)
 
 
@@ -98,8 +104,12 @@ def main(args: argparse.Namespace) -> None:
         drop_last=True, generator=torch.Generator("cpu").manual_seed(args.seed),
     )
     unet = build_unet(args)
+    if args.init_from is not None:
+        init = UNet2DModel.from_pretrained(args.init_from / "unet", use_safetensors=True)
+        unet.load_state_dict(init.state_dict(), strict=True)  # the architecture must match
     noise_scheduler = DDPMScheduler(num_train_timesteps=args.num_train_timesteps,
-                                    beta_schedule=args.beta_schedule, prediction_type="epsilon")
+                                    beta_schedule=args.beta_schedule, prediction_type="epsilon",
+                                    clip_sample=args.clip_sample)
     ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True,
                    power=args.ema_power, model_cls=UNet2DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate,
