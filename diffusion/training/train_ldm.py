@@ -133,8 +133,9 @@ def make_noise_scheduler(beta_schedule: str = "linear", prediction_type: str = "
     That alone was not enough (2,000 fine-tuning steps left the objects' position independent of
     the caption): with epsilon prediction the loss weighs an error in x0 by SNR(t) (Ho et al. 2020,
     Eq. 14 vs. x0 error), about 1e-4 at the first sampling steps, exactly where only the caption can
-    say where the object goes. v-prediction (Salimans & Ho 2022, Sec. 4) weighs it by 1 + SNR(t),
-    so placing the object by its caption is learned (Lin et al. 2023 pair it with a zero-SNR end).
+    say where the object goes. v-prediction (Salimans & Ho 2022, Sec. 4) weighs it by 1 + SNR(t)
+    (Lin et al. 2023 pair it with a zero-SNR end). Neither made a model that had learned to ignore
+    the position words use them; ``--reinit_words`` and ``--timestep_bias_strategy`` did (README).
     """
     if beta_schedule == "scaled_linear":
         return DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
