@@ -159,7 +159,7 @@ def reinit_word_embeddings(text_encoder: CLIPTextModel, tokenizer, words: list[s
     "bottom right" had almost merged (a 2.4 difference on a norm of 10.5, against 15 for a colour
     change) while the UNet ignored them: neither side gave the other a gradient (measured: the
     gradient on the caption states carried no position signal above chance). Distinct random
-    embeddings break that standstill: in a probe (the shipped model trained on t >= 800 only, half
+    embeddings break that standstill: in a probe (the stage-1 model trained on t >= 800 only, half
     its captions position-only) the caption's position moved the first x0 guess (t = 999) by RMS
     0.63 after 1,500 steps, from 0.0009 (without redrawing, 200 steps on t >= 900 left it at 0.001).
     """
