@@ -11,17 +11,22 @@ import torch
 from diffusers import AutoencoderKL, DiffusionPipeline
 
 from diffusion.data import shapes
-from diffusion.training import train_autoencoder, train_ldm
+from diffusion.training import train_autoencoder, train_ddpm, train_ldm
+
+
+def train_then_resume(script, run_dir, args: list[str]) -> None:
+    """Train 2 steps, then resume from that checkpoint to step 4; both checkpoints kept."""
+    script.main(script.parse_args([*args, "--max_train_steps", "2"]))
+    script.main(script.parse_args([*args, "--max_train_steps", "4", "--resume", "latest"]))
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert "resumed from checkpoint-2" in (run_dir / "train.log").read_text()
 
 
 def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
     vae_dir = tmp_path / "vae-run"
     args = ["--output_dir", str(vae_dir), "--block_out_channels", "16", "16", "16", "--train_batch_size", "2",
             "--checkpointing_steps", "2", "--eval_images", "4", "--mixed_precision", "no", "--logging_steps", "1"]
-    train_autoencoder.main(train_autoencoder.parse_args([*args, "--max_train_steps", "2"]))
-    train_autoencoder.main(train_autoencoder.parse_args([*args, "--max_train_steps", "4", "--resume", "latest"]))
-    assert sorted(p.name for p in (vae_dir / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    assert "resumed from checkpoint-2" in (vae_dir / "train.log").read_text()
+    train_then_resume(train_autoencoder, vae_dir, args)
     vae = AutoencoderKL.from_pretrained(vae_dir / "vae", use_safetensors=True)
     assert vae.config.scaling_factor != 1.0  # computed from data
     ldm_dir = tmp_path / "ldm-run"
@@ -90,15 +95,10 @@ def test_reinit_words_redraws_only_those_embeddings():
 def test_ddpm_train_resume_export_and_fine_tune(tmp_path):
     from diffusers import DDPMPipeline
 
-    from diffusion.training import train_ddpm
-
     run = tmp_path / "ddpm-run"
     args = ["--output_dir", str(run), "--block_out_channels", "32", "32", "32", "--train_batch_size", "2",
             "--checkpointing_steps", "2", "--preview_images", "2", "--mixed_precision", "no", "--logging_steps", "1"]
-    train_ddpm.main(train_ddpm.parse_args([*args, "--max_train_steps", "2"]))
-    train_ddpm.main(train_ddpm.parse_args([*args, "--max_train_steps", "4", "--resume", "latest"]))
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
-    assert "resumed from checkpoint-2" in (run / "train.log").read_text()
+    train_then_resume(train_ddpm, run, args)
     pipe = DDPMPipeline.from_pretrained(run / "pipeline", use_safetensors=True)
     assert pipe.scheduler.config.clip_sample is True
     # fine-tuning starts from the export (strict: the architecture must match) and can turn clipping off
