@@ -48,6 +48,19 @@ def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
         "--init_from", str(ldm_dir / "pipeline"), "--reinit_words", "top", "left",
         "--position_caption_prob", "0.5", "--timestep_bias_strategy", "later"]))
     assert (tuned_dir / "pipeline" / "unet").is_dir()
+    # a decoder-only fine-tune of that autoencoder keeps the latents (and so the latent model) valid
+    ft_dir = tmp_path / "vae-decoder"
+    train_autoencoder.main(train_autoencoder.parse_args([
+        *args[2:], "--output_dir", str(ft_dir), "--decoder_from", str(vae_dir / "vae"), "--max_train_steps", "2",
+        "--learning_rate", "1e-2"]))
+    tuned = AutoencoderKL.from_pretrained(ft_dir / "vae", use_safetensors=True)
+    assert tuned.config.scaling_factor == vae.config.scaling_factor
+    before, after = vae.state_dict(), tuned.state_dict()
+    frozen = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    trained = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert len(frozen) + len(trained) == len(before)
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert sum(not torch.equal(before[k], after[k]) for k in trained) > len(trained) // 2
 
 
 def test_timestep_bias_later_draws_the_last_quarter_half_the_time():

@@ -297,6 +297,7 @@ class GateReport:
     pairs: dict[str, float] | None
     sweep: dict[float, dict[str, float]]
     wall_s: float
+    ceiling: dict[str, float] | None = None  # the judge on autoencoder reconstructions of the same scenes
 
     def passes(self) -> bool:
         return all(self.single[k] >= v for k, v in TARGETS.items())
@@ -344,6 +345,22 @@ def prompt_sensitivity(model, a: str, b: str, timestep: int = 999, n: int = 8, s
     return float((x0[0] - x0[1]).pow(2).mean().sqrt())
 
 
+@torch.inference_mode()
+def autoencoder_ceiling(model, scenes: Sequence[shapes.Scene], classifier: ShapeClassifier,
+                        batch: int = 50) -> dict[str, float]:
+    """The judge on the model's own autoencoder reconstructions (decode(mean of q(z | x))) of the
+    rendered scenes: what a perfect latent model could score, since every sample is decoded."""
+    from diffusion.pipeline import to_uint8
+
+    vae = model.vae
+    out = []
+    for i in range(0, len(scenes), batch):
+        images = np.stack([shapes.render(s) for s in scenes[i:i + batch]])
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).to(model.device, vae.dtype) / 127.5 - 1
+        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)))
+    return score_single(np.concatenate(out), scenes, classifier).accuracy()
+
+
 def score_single(images: np.ndarray, scenes: Sequence[shapes.Scene], classifier: ShapeClassifier) -> Score:
     score = Score()
     for scene, analysis in zip(scenes, analyse_batch(images, classifier, max_objects=1), strict=True):
@@ -387,8 +404,9 @@ def run_gate(model, classifier: ShapeClassifier, config: GateConfig = GateConfig
         pair_scenes = pair_prompts(config.n_pairs)
         images = generate(model, [shapes.two_object_caption(s) for s in pair_scenes], config.guidance, config)
         pairs = score_pairs(images, pair_scenes, classifier).accuracy()
+    ceiling = autoencoder_ceiling(model, scenes, classifier)
     return GateReport(config, sweep[config.guidance], held, pairs,
-                      {w: sweep[w] for w in config.sweep}, time.perf_counter() - start)
+                      {w: sweep[w] for w in config.sweep}, time.perf_counter() - start, ceiling)
 
 
 def format_report(report: GateReport, judge: tuple[dict[str, float], dict[str, float]] | None = None) -> str:
@@ -407,6 +425,8 @@ def format_report(report: GateReport, judge: tuple[dict[str, float], dict[str, f
 
     lines.append(row(f"{c.n_prompts} prompts", report.single))
     lines.append(row("target", TARGETS))
+    if report.ceiling is not None:
+        lines.append(row("autoencoder ceiling", report.ceiling))
     if report.held_out is not None:
         lines.append(row(f"{c.n_held_out} held-out pairs", report.held_out))
     if report.pairs is not None:

@@ -10,6 +10,10 @@ Follows diffusers' ``examples/*/train_*.py`` (``parse_args()`` / ``main(args)``,
 ``--resume latest``):
 
     python -m diffusion.training.train_autoencoder --output_dir runs/ldm-shapes-vae --max_train_steps 2000
+
+``--decoder_from VAE_FOLDER`` fine-tunes only the decoder of a trained autoencoder (as Stable
+Diffusion's ``sd-vae-ft-mse``): the encoder, ``quant_conv`` and ``scaling_factor`` stay as they
+are, so every latent, and every latent diffusion model trained on them, stays valid.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latent_channels", type=int, default=4)
     p.add_argument("--kl_weight", type=float, default=1e-6)
     p.add_argument("--init_logvar", type=float, default=-8.0, help="initial posterior log-variance")
+    p.add_argument("--decoder_from", type=Path, default=None,
+                   help="a saved AutoencoderKL folder: train only its decoder (encoder and latents frozen)")
     add_run_args(p, checkpointing_steps=250)
     p.add_argument("--eval_images", type=int, default=256)
     return p.parse_args(argv)
@@ -65,6 +71,15 @@ def build_vae(args: argparse.Namespace) -> AutoencoderKL:
     # paper's KL-f4 models.
     with torch.no_grad():
         vae.quant_conv.bias[args.latent_channels:] = args.init_logvar
+    return vae
+
+
+def load_for_decoder_finetune(path: Path) -> AutoencoderKL:
+    """A saved autoencoder whose encoder side (``encoder``, ``quant_conv``) is frozen: only
+    ``post_quant_conv`` and ``decoder`` train, so z ~ q(z | x) is the same function of x as before."""
+    vae = AutoencoderKL.from_pretrained(path, use_safetensors=True)
+    vae.encoder.requires_grad_(False)
+    vae.quant_conv.requires_grad_(False)
     return vae
 
 
@@ -94,8 +109,10 @@ def evaluate(vae: AutoencoderKL, images: torch.Tensor, batch: int = 64) -> tuple
 def main(args: argparse.Namespace) -> None:
     accelerator = setup_run(args)
 
-    vae = build_vae(args)
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=args.learning_rate, weight_decay=0.0)
+    decoder_only = args.decoder_from is not None
+    vae = load_for_decoder_finetune(args.decoder_from) if decoder_only else build_vae(args)
+    trainable = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.learning_rate, weight_decay=0.0)
     lr_scheduler = get_cosine_schedule_with_warmup(
         optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=args.max_train_steps)
     vae, optimizer, lr_scheduler = accelerator.prepare(vae, optimizer, lr_scheduler)
@@ -105,7 +122,8 @@ def main(args: argparse.Namespace) -> None:
     global_step = resume(accelerator, ckpt_dir, args.resume, logger)
     if accelerator.is_main_process:
         save_args(args)
-        logger.info("VAE parameters: %d", sum(p.numel() for p in vae.parameters()))
+        logger.info("VAE parameters: %d, trained: %d", sum(p.numel() for p in vae.parameters()),
+                    sum(p.numel() for p in trainable))
 
     # Fresh scenes every step; the stream's seed depends on the process and the resume point.
     scenes = shapes.stream(args.seed * 7919 + accelerator.process_index * 104729 + global_step)
@@ -116,13 +134,16 @@ def main(args: argparse.Namespace) -> None:
         batch = to_tensor(np.stack([next(scenes).image for _ in range(args.train_batch_size)]))
         batch = batch.to(accelerator.device)
         with accelerator.autocast():
-            posterior = accelerator.unwrap_model(vae).encode(batch).latent_dist
+            with torch.set_grad_enabled(not decoder_only):
+                posterior = accelerator.unwrap_model(vae).encode(batch).latent_dist
             z = posterior.sample(generator=sample_gen)  # reparameterised draw, z = mu + sigma * eps
             recon = accelerator.unwrap_model(vae).decode(z).sample
         recon = recon.float()
-        loss = F.l1_loss(recon, batch) + F.mse_loss(recon, batch) + args.kl_weight * posterior.kl().mean()
+        loss = F.l1_loss(recon, batch) + F.mse_loss(recon, batch)
+        if not decoder_only:  # with the encoder frozen the KL term has no gradient
+            loss = loss + args.kl_weight * posterior.kl().mean()
         accelerator.backward(loss)
-        accelerator.clip_grad_norm_(vae.parameters(), 1.0)
+        accelerator.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         lr_scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -138,12 +159,13 @@ def main(args: argparse.Namespace) -> None:
             vae.eval()
             model = accelerator.unwrap_model(vae)
             value, latent_std = evaluate(model, eval_images)
-            # LDM App. G: rescale latents to unit variance with a factor computed from data.
-            model.register_to_config(scaling_factor=round(1.0 / latent_std, 5))
+            if not decoder_only:  # a decoder fine-tune keeps the latents, so it keeps their scale
+                # LDM App. G: rescale latents to unit variance with a factor computed from data.
+                model.register_to_config(scaling_factor=round(1.0 / latent_std, 5))
             model.save_pretrained(args.output_dir / "vae", safe_serialization=True)
             vae.train()
-            logger.info("checkpoint %s: held-out PSNR %.2f dB, latent std %.4f -> scaling_factor %.5f",
-                        path.name, value, latent_std, 1.0 / latent_std)
+            logger.info("checkpoint %s: held-out PSNR %.2f dB, latent std %.4f, scaling_factor %.5f",
+                        path.name, value, latent_std, model.config.scaling_factor)
     accelerator.wait_for_everyone()
     logger.info("done: %d steps in %.0fs (this run)", global_step, time.perf_counter() - start)
 
