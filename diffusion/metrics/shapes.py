@@ -357,7 +357,7 @@ def autoencoder_ceiling(model, scenes: Sequence[shapes.Scene], classifier: Shape
     for i in range(0, len(scenes), batch):
         images = np.stack([shapes.render(s) for s in scenes[i:i + batch]])
         x = torch.from_numpy(images).permute(0, 3, 1, 2).to(model.device, vae.dtype) / 127.5 - 1
-        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)))
+        out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mode()).sample))
     return score_single(np.concatenate(out), scenes, classifier).accuracy()
 
 
