@@ -104,6 +104,11 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                        init_sample=init_sample, start_index=start_index)
 
 
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]: the inverse of ``to_uint8``."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W) for one channel, (B, H, W, 3) for RGB."""
     arr = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()

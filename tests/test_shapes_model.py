@@ -64,9 +64,10 @@ def test_shipped_as_a_standard_diffusers_pipeline_under_60_mb():
 
 
 def test_autoencoder_reconstructs_held_out_scenes_above_30_db(model):
-    from diffusion.training.train_autoencoder import EVAL_SEED, psnr, to_tensor
+    from diffusion.pipeline import from_uint8
+    from diffusion.training.train_autoencoder import EVAL_SEED, psnr
 
-    images = to_tensor(shapes.render_batch(64, EVAL_SEED + 1)[0])
+    images = from_uint8(shapes.render_batch(64, EVAL_SEED + 1)[0])
     with torch.inference_mode():
         recon = model.vae.decode(model.vae.encode(images).latent_dist.mode()).sample
     assert psnr(recon, images) >= 30.0

@@ -350,13 +350,12 @@ def autoencoder_ceiling(model, scenes: Sequence[shapes.Scene], classifier: Shape
                         batch: int = 50) -> dict[str, float]:
     """The judge on the model's own autoencoder reconstructions (decode(mean of q(z | x))) of the
     rendered scenes: what a perfect latent model could score, since every sample is decoded."""
-    from diffusion.pipeline import to_uint8
+    from diffusion.pipeline import from_uint8, to_uint8
 
     vae = model.vae
     out = []
     for i in range(0, len(scenes), batch):
-        images = np.stack([shapes.render(s) for s in scenes[i:i + batch]])
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).to(model.device, vae.dtype) / 127.5 - 1
+        x = from_uint8(np.stack([shapes.render(s) for s in scenes[i:i + batch]])).to(model.device, vae.dtype)
         out.append(to_uint8(vae.decode(vae.encode(x).latent_dist.mode()).sample))
     return score_single(np.concatenate(out), scenes, classifier).accuracy()
 

@@ -30,6 +30,7 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from diffusion.data import shapes
+from diffusion.pipeline import from_uint8
 from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
 
 logger = logging.getLogger("train_autoencoder")
@@ -83,11 +84,6 @@ def load_for_decoder_finetune(path: Path) -> AutoencoderKL:
     return vae
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of images in [-1, 1], measured on the [0, 1] range after clamping."""
     from torchmetrics.functional.image import peak_signal_noise_ratio
@@ -116,7 +112,7 @@ def main(args: argparse.Namespace) -> None:
     lr_scheduler = get_cosine_schedule_with_warmup(
         optimizer, num_warmup_steps=args.lr_warmup_steps, num_training_steps=args.max_train_steps)
     vae, optimizer, lr_scheduler = accelerator.prepare(vae, optimizer, lr_scheduler)
-    eval_images = to_tensor(shapes.render_batch(args.eval_images, EVAL_SEED)[0]).to(accelerator.device)
+    eval_images = from_uint8(shapes.render_batch(args.eval_images, EVAL_SEED)[0]).to(accelerator.device)
 
     ckpt_dir = args.output_dir / "checkpoints"
     global_step = resume(accelerator, ckpt_dir, args.resume, logger)
@@ -131,7 +127,7 @@ def main(args: argparse.Namespace) -> None:
     start, running = time.perf_counter(), 0.0
     vae.train()
     while global_step < args.max_train_steps:
-        batch = to_tensor(np.stack([next(scenes).image for _ in range(args.train_batch_size)]))
+        batch = from_uint8(np.stack([next(scenes).image for _ in range(args.train_batch_size)]))
         batch = batch.to(accelerator.device)
         with accelerator.autocast():
             with torch.set_grad_enabled(not decoder_only):

@@ -32,7 +32,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffusion.data import shapes
 from diffusion.loading import load_pipeline
-from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, make_grid, to_uint8
+from diffusion.pipeline import SampleRequest, decode_latents, from_uint8, latent_steps, make_grid, to_uint8
 from diffusion.registry import local_card
 from diffusion.text import build_word_tokenizer
 from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
@@ -201,7 +201,7 @@ def build_bank(vae: AutoencoderKL, scenes: list[shapes.Scene], batch: int = 128)
     means, stds = [], []
     for i in range(0, n, batch):
         imgs = np.stack([shapes.render(s) for s in scenes[i:i + batch]])
-        x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = from_uint8(imgs)
         dist = vae.encode(x).latent_dist
         means.append(dist.mean)
         stds.append(dist.std)
