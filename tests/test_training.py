@@ -30,11 +30,10 @@ def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
     vae = AutoencoderKL.from_pretrained(vae_dir / "vae", use_safetensors=True)
     assert vae.config.scaling_factor != 1.0  # computed from data
     ldm_dir = tmp_path / "ldm-run"
-    ldm_args = train_ldm.parse_args([
-        "--vae", str(vae_dir / "vae"), "--output_dir", str(ldm_dir), "--bank_size", "16", "--train_batch_size", "4",
-        "--max_train_steps", "2", "--checkpointing_steps", "2", "--block_out_channels", "32", "32", "32",
-        "--text_hidden_size", "32", "--text_layers", "1", "--mixed_precision", "no", "--logging_steps", "1"])
-    train_ldm.main(ldm_args)
+    tiny_ldm = ["--vae", str(vae_dir / "vae"), "--bank_size", "16", "--train_batch_size", "4", "--max_train_steps", "2",
+                "--checkpointing_steps", "2", "--block_out_channels", "32", "32", "32", "--text_hidden_size", "32",
+                "--text_layers", "1", "--mixed_precision", "no", "--logging_steps", "1"]
+    train_ldm.main(train_ldm.parse_args([*tiny_ldm, "--output_dir", str(ldm_dir)]))
     assert json.loads((ldm_dir / "args.json").read_text())["max_train_steps"] == 2
     assert (ldm_dir / "preview-000002.png").is_file()
     pipe = DiffusionPipeline.from_pretrained(ldm_dir / "pipeline", use_safetensors=True)
@@ -42,11 +41,8 @@ def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
     # fine-tuning from that export with the position options of the shipped model's second stage
     tuned_dir = tmp_path / "ldm-tuned"
     train_ldm.main(train_ldm.parse_args([
-        "--vae", str(vae_dir / "vae"), "--output_dir", str(tuned_dir), "--bank_size", "16", "--train_batch_size", "4",
-        "--max_train_steps", "2", "--checkpointing_steps", "2", "--block_out_channels", "32", "32", "32",
-        "--text_hidden_size", "32", "--text_layers", "1", "--mixed_precision", "no", "--logging_steps", "1",
-        "--init_from", str(ldm_dir / "pipeline"), "--reinit_words", "top", "left",
-        "--position_caption_prob", "0.5", "--timestep_bias_strategy", "later"]))
+        *tiny_ldm, "--output_dir", str(tuned_dir), "--init_from", str(ldm_dir / "pipeline"),
+        "--reinit_words", "top", "left", "--position_caption_prob", "0.5", "--timestep_bias_strategy", "later"]))
     assert (tuned_dir / "pipeline" / "unet").is_dir()
     # a decoder-only fine-tune of that autoencoder keeps the latents (and so the latent model) valid
     ft_dir = tmp_path / "vae-decoder"
@@ -116,9 +112,8 @@ def test_ddpm_train_resume_export_and_fine_tune(tmp_path):
     assert pipe.scheduler.config.clip_sample is True
     # fine-tuning starts from the export (strict: the architecture must match) and can turn clipping off
     tuned = tmp_path / "ddpm-tuned"
-    tune = ["--output_dir", str(tuned), "--block_out_channels", "32", "32", "32", "--train_batch_size", "2",
-            "--checkpointing_steps", "1", "--max_train_steps", "1", "--preview_images", "2",
-            "--mixed_precision", "no", "--init_from", str(run / "pipeline")]
+    tune = [*args[2:], "--output_dir", str(tuned), "--checkpointing_steps", "1", "--max_train_steps", "1",
+            "--init_from", str(run / "pipeline")]  # later options win over the run's
     train_ddpm.main(train_ddpm.parse_args([*tune, "--no-clip_sample"]))
     assert DDPMPipeline.from_pretrained(tuned / "pipeline", use_safetensors=True).scheduler.config.clip_sample is False
     wrong = [*tune, "--block_out_channels", "32", "64", "64", "--output_dir", str(tmp_path / "wrong")]
