@@ -131,7 +131,7 @@ def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> 
         held_out_probs = torch.softmax(lenet(_as_input(held_out.images)), dim=1)
     judge_accuracy = (held_out_probs.argmax(1).numpy() == held_out.labels).mean()
     confident = (probs.max(dim=1).values >= CONFIDENCE).float().mean().item()
-    # the same measure on all 1,000 real held-out digits: what a perfect sampler would score
+    # the same measure on all 1,000 real held-out digits: about what a faithful sampler would score
     confident_held_out = (held_out_probs.max(dim=1).values >= CONFIDENCE).float().mean().item()
     shares = np.bincount(probs.argmax(dim=1).numpy(), minlength=10) / n
     threshold = nearest_distances(held_out.images, train.images).min()
