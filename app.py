@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from demo.app import CSS, build_app
+from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
 from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
@@ -31,8 +33,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
+    p.add_argument("--state-mb", type=float, default=DEFAULT_STATE_BYTES / 2**20, metavar="MB",
+                   help="memory for the step lab's recorded runs of all users together; the oldest are released "
+                        "first (default %(default).0f)")
+    p.add_argument("--state-minutes", type=float, default=DEFAULT_STATE_TTL_S / 60, metavar="MIN",
+                   help="how long a recorded run is kept (default %(default).0f)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not (args.state_mb > 0 and args.state_minutes > 0):  # also refuses nan
+        p.error("--state-mb and --state-minutes must be positive")
+    return args
 
 
 def main(args: argparse.Namespace) -> None:
@@ -40,14 +50,16 @@ def main(args: argparse.Namespace) -> None:
     configure_threads(args.threads)
     try:
         registry = Registry.default(args.model_dir)
-    except ValueError as error:
-        raise SystemExit(f"--model-dir: {error}") from None
+    except ValueError as error:  # one line and exit code 2, as the CLI (no traceback)
+        sys.stderr.write(f"app.py: --model-dir: {error}\n")
+        raise SystemExit(2) from None
     studio = Studio(registry, device=args.device, precision=args.precision,
                     speedups=Speedups(channels_last=args.channels_last, compile=args.compile))
     for model_id in studio.store.missing_embedded():
         logging.getLogger("app").error(
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
-    app = build_app(studio, queue_size=args.queue_size)
+    budget = StateBudget(max_bytes=int(args.state_mb * 2**20), ttl_s=args.state_minutes * 60)
+    app = build_app(studio, queue_size=args.queue_size, state_budget=budget)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="5mb",
                css=CSS)
 

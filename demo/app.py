@@ -7,6 +7,8 @@ import gradio as gr
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_steps import build_steps_tab
 from demo.tab_text import build_text_tab
+from diffusion.budget import StateBudget
+from diffusion.export import ExportDir
 from diffusion.service import Studio
 
 INTRO = """# Diffusion Classroom
@@ -15,19 +17,25 @@ process one step at a time, and generate images from text with latent diffusion.
 on this machine; the embedded models need no network."""
 
 
+# Gradio's cache of results and uploads: every 10 minutes, files older than an hour go (and all at exit).
+CACHE_CLEANUP = (600, 3600)
+
 # Small images (32x32 digits) are shown large with crisp pixels; the files keep their native size.
 CSS = """
 .pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 """
 
 
-def build_app(studio: Studio, queue_size: int = 32) -> gr.Blocks:
-    with gr.Blocks(title="Diffusion Classroom") as app:
+def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | None = None) -> gr.Blocks:
+    """The app; ``state_budget`` bounds the step-lab runs all sessions keep (default: 1 GiB, one hour)."""
+    budget = state_budget if state_budget is not None else StateBudget()
+    exports = ExportDir()
+    with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(INTRO)
         with gr.Tab("DDPM sampling", id="sampling"):
             build_sampling_tab(studio)
         with gr.Tab("Step by step", id="steps"):
-            build_steps_tab(studio)
+            build_steps_tab(studio, budget, exports)
         with gr.Tab("Text to image (latent)", id="text"):
             build_text_tab(studio)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

@@ -1,19 +1,38 @@
-"""Shared UI pieces: LaTeX delimiters, input checks, the model concurrency group."""
+"""Shared UI pieces: LaTeX delimiters, input checks, the model concurrency group, streaming."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 import secrets
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from diffusion.loading import ModelLoadError
+from diffusion.images import data_url_bytes, read_image
 from diffusion.pipeline import MAX_SEED
+from diffusion.runtime import MODEL_RUNS
 
-# All model events share one concurrency group: on a 2-core CPU one model run at a time.
-MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": 1}
+# All model events share one concurrency group: on a 2-core CPU one model run at a time. The Studio's
+# compute gate holds the same limit per step, for a cancelled run's thread as well.
+MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": MODEL_RUNS}
+
+# The streamed model events run their steps on this one thread (MODEL_RUNS threads): torch's OpenMP
+# keeps a team of worker threads per calling thread, so steps hopping between threads would start
+# new teams while the old ones still spin (measured: DDPM-200 of one digit took 2.8x as long).
+MODEL_THREADS = ThreadPoolExecutor(max_workers=MODEL_RUNS, thread_name_prefix="model-steps")
+
+# A progress-only update (a status line, a step's pictures) reaches the browser at most this often:
+# every update costs the queue 10-100 ms of a 2-core CPU, more than a small model's step.
+STREAM_EVERY_S = 0.25
 
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
@@ -65,3 +84,97 @@ def status_line(step: int, num_steps: int, wall_s: float, model_calls: int, n: i
     rate = f", {wall_s / max(1, model_calls) * 1000:.0f} ms per step" if model_calls else ""
     return (f"**Step {step}/{num_steps}** · {n} image{'s' if n != 1 else ''} · {model_calls} UNet calls · "
             f"{wall_s:.2f} s{rate}")
+
+
+class CheckedImage(gr.Image):
+    """An image input that decodes only what fits the app's byte and pixel limits.
+
+    Gradio's own preprocessing decodes any image Pillow accepts, of any pixel count, and an
+    inline ``data:`` URL skips the upload size limit. This component hands the handler the same
+    uint8 RGB array (H, W, 3), but through :func:`diffusion.images.read_image`, which checks the
+    bytes and the header's pixel count before decoding and names the limit it refused.
+    """
+
+    is_template = True  # drawn by the frontend's Image component
+
+    def preprocess(self, payload):  # noqa: ANN001, ANN201 - gradio's signature
+        if payload is None:
+            return None
+        try:
+            if payload.url and payload.url.startswith("data:"):
+                return read_image(data_url_bytes(payload.url))
+            if payload.path is None:
+                raise ValueError("no image file was received")
+            return read_image(payload.path)
+        except ValueError as error:
+            raise gr.Error(f"Image refused: {error}.") from None
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A progress-only update of a streamed handler: sent only when the last update sent is at least
+    :data:`STREAM_EVERY_S` old. Any other value a handler yields is always sent."""
+
+    value: Any
+
+
+_END = object()
+
+
+def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    """Run a model event's generator on the model thread and stream what it yields, as an async generator.
+
+    The handler yields after every denoising step (a :class:`Tick` where nothing new is shown); the
+    model thread runs it without waiting for the browser, drops the Ticks that come sooner than
+    :data:`STREAM_EVERY_S` after the last update sent, and checks between every two steps whether the
+    request is still wanted. When the user cancels (or the queue closes the stream of a client that
+    left), no further step starts: at most the step in flight finishes, and the Studio's compute gate
+    keeps that one from overlapping the next job's. A job cancelled while it waits never starts.
+    """
+
+    @functools.wraps(handler)
+    async def run(*args: Any) -> AsyncIterator[Any]:
+        loop = asyncio.get_running_loop()
+        inbox: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def post(update: Any, error: BaseException | None = None) -> None:
+            try:
+                loop.call_soon_threadsafe(inbox.put_nowait, (update, error))
+            except RuntimeError:  # the event loop has closed (the app is shutting down)
+                stop.set()
+
+        def produce() -> None:  # on the model thread
+            updates = handler(*args)
+            sent = -float("inf")
+            try:
+                for update in updates:  # each next() is one denoising step
+                    if stop.is_set():
+                        return
+                    if isinstance(update, Tick):
+                        if time.monotonic() - sent < STREAM_EVERY_S:
+                            continue
+                        update = update.value
+                    sent = time.monotonic()
+                    post(update)
+            except Exception as error:  # noqa: BLE001 - raised again in the event loop, to the queue
+                post(_END, error)
+                return
+            finally:
+                updates.close()
+            post(_END)
+
+        job = MODEL_THREADS.submit(produce)
+        try:
+            while True:
+                update, error = await inbox.get()
+                if error is not None:
+                    raise error
+                if update is _END:
+                    return
+                yield update
+        finally:
+            stop.set()  # cancelled, closed or done: no further step starts
+            job.cancel()  # a job still waiting for the model thread never starts
+
+    return run

@@ -7,7 +7,18 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, random_seed, status_line, user_errors
+from demo.common import (
+    LATEX,
+    MODEL_CONCURRENCY,
+    Tick,
+    as_float,
+    as_int,
+    as_seed,
+    random_seed,
+    status_line,
+    streamed,
+    user_errors,
+)
 from demo.theory import DDPM
 from diffusion.pipeline import SampleRequest
 from diffusion.schedulers import SAMPLERS
@@ -19,6 +30,7 @@ SAMPLER_CHOICES = [(spec.title, name) for name, spec in SAMPLERS.items()]
 def make_sample_handler(studio: Studio):
     """The tab's model event: plain values in, a streamed grid and a status line out."""
 
+    @streamed
     def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
                seed: float) -> Iterator[tuple[np.ndarray, str]]:
         request = SampleRequest(
@@ -28,11 +40,14 @@ def make_sample_handler(studio: Studio):
         with user_errors():
             studio.validate(str(model_id), request)
             for update in studio.generate(str(model_id), request):
-                if not update.done and update.preview is None:
-                    continue  # a progress-only update: nothing new to show
-                image = update.grid if update.done else update.preview
+                # every step is yielded, so a cancelled run stops within one step (``streamed``)
                 status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n)
-                yield image, status + ("" if update.done else " · *preview: predicted x0*")
+                if update.done:
+                    yield update.grid, status
+                elif update.preview is not None:
+                    yield update.preview, status + " · *preview: predicted x0*"
+                else:
+                    yield Tick((gr.skip(), status + " · *preview: predicted x0*"))
 
     return sample
 

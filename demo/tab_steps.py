@@ -8,10 +8,8 @@ image with SDEdit ("denoise from here"), the sampler race, and the noise schedul
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 import matplotlib
@@ -21,11 +19,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, user_errors  # noqa: E402
+from demo.common import (  # noqa: E402
+    LATEX,
+    MODEL_CONCURRENCY,
+    CheckedImage,
+    Tick,
+    as_float,
+    as_int,
+    as_seed,
+    streamed,
+    user_errors,
+)
 from demo.tab_sampling import SAMPLER_CHOICES  # noqa: E402
 from demo.theory import ATTENTION, FORWARD, GUIDANCE, STEPS  # noqa: E402
+from diffusion.budget import StateBudget  # noqa: E402
 from diffusion.explain import StepTerms, step_terms, update_latex  # noqa: E402
-from diffusion.export import PANELS, trajectory_frames, write_animation  # noqa: E402
+from diffusion.images import IMAGE_LIMITS  # noqa: E402
+from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation  # noqa: E402
 from diffusion.pipeline import SampleRequest, make_grid  # noqa: E402
 from diffusion.loading import precision_name  # noqa: E402
 from diffusion.recipe import make_recipe  # noqa: E402
@@ -38,6 +48,8 @@ from diffusion.service import (  # noqa: E402
     Trajectory,
     attention_overlays,
     race_grid,
+    race_milestones,
+    trajectory_nbytes,
 )
 
 MAX_VIEW_STEPS = 1000
@@ -47,14 +59,22 @@ EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
 
 @dataclass
 class StepsSession:
-    """Per-user state: the recorded trajectory, the sampler's per-step update and the recipe."""
+    """Per-user state: the recorded trajectory, the sampler's per-step update and the recipe.
+
+    Held under the app's :class:`StateBudget`, which may ``release`` it (expired, or memory needed
+    for newer runs): the trajectory is dropped and the user is told to run again.
+    """
 
     model_id: str
-    trajectory: Trajectory
+    trajectory: Trajectory | None
     curves: ScheduleCurves
     sampler: str
     terms: list[StepTerms]
     recipe_json: str
+    released: str | None = None  # why the run was released, once it was
+
+    def release(self, reason: str) -> None:
+        self.trajectory, self.terms, self.released = None, [], reason
 
 
 # ---------------------------------------------------------------------------- figures
@@ -84,7 +104,8 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
 
 # ---------------------------------------------------------------------------- handlers
 
-def make_run_handler(studio: Studio):
+def make_run_handler(studio: Studio, budget: StateBudget):
+    @streamed
     def run_steps(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
                   guidance: float, images: float = 1) -> Iterator[tuple]:
         with user_errors():
@@ -104,10 +125,11 @@ def make_run_handler(studio: Studio):
                                  precision_name(model.autocast_dtype)).to_json()
             for done, total, traj in studio.trajectory(card.id, request, images=count):
                 view = traj.steps[-1]
-                if done < total:
-                    yield (gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
-                           gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s")
+                if done < total:  # every step is yielded; the browser gets one every STREAM_EVERY_S
+                    yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
+                                gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
             session = StepsSession(card.id, traj, curves, request.sampler, terms, recipe)
+            budget.admit(session, trajectory_nbytes(traj))
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
                    last.x_t, last.noise, last.pred_x0, last.latents, schedule_figure(curves, last.timestep),
@@ -119,8 +141,11 @@ def make_run_handler(studio: Studio):
 
 
 def _session(session: StepsSession | None) -> StepsSession:
+    """The user's run, or a ``gr.Error`` that says to run (again)."""
     if session is None:
-        raise gr.Error("Run the reverse process first.")
+        raise gr.Error("Run the reverse process first (a run is kept for a limited time, then run it again).")
+    if session.trajectory is None:
+        raise gr.Error(f"Your step-lab run was released because {session.released}: run the reverse process again.")
     return session
 
 
@@ -147,7 +172,7 @@ def pause() -> gr.Timer:
 
 def advance(session: StepsSession | None, step: float) -> tuple:
     """One animation tick: the next step; the timer stops at the last one."""
-    if session is None:
+    if session is None or session.trajectory is None:
         return gr.Timer(active=False), gr.skip()
     total = len(session.trajectory.steps)
     stride = max(1, total // 100)  # long runs play in about 100 ticks
@@ -155,25 +180,26 @@ def advance(session: StepsSession | None, step: float) -> tuple:
     return gr.Timer(active=nxt < total), nxt
 
 
-def _export_path(suffix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix="diffusion-classroom-")) / f"trajectory{suffix}"
+def make_export_handlers(exports: ExportDir):
+    """The two downloads, written under the app's one temporary folder (nothing is created on refusal)."""
 
+    def export_animation(session: StepsSession | None, panel: str, fmt: str) -> str:
+        """The trajectory's chosen panel as a GIF or MP4 file to download."""
+        session = _session(session)
+        if panel not in PANELS or fmt not in ("gif", "mp4"):
+            raise gr.Error(f"choose a panel in {PANELS} and a format gif or mp4")
+        with user_errors():
+            frames = trajectory_frames(session.trajectory.steps, panel)
+            return str(write_animation(frames, exports.path(f"trajectory.{fmt}"), fps=12))
 
-def export_animation(session: StepsSession | None, panel: str, fmt: str) -> str:
-    """The trajectory's chosen panel as a GIF or MP4 file to download."""
-    session = _session(session)
-    if panel not in PANELS or fmt not in ("gif", "mp4"):
-        raise gr.Error(f"choose a panel in {PANELS} and a format gif or mp4")
-    with user_errors():
-        frames = trajectory_frames(session.trajectory.steps, panel)
-        return str(write_animation(frames, _export_path(f".{fmt}"), fps=12))
+    def export_recipe(session: StepsSession | None) -> str:
+        """The run's JSON recipe: ``python -m diffusion.sample --recipe FILE`` replays it."""
+        recipe = _session(session).recipe_json
+        path = exports.path("recipe.json")
+        path.write_text(recipe)
+        return str(path)
 
-
-def export_recipe(session: StepsSession | None) -> str:
-    """The run's JSON recipe: ``python -m diffusion.sample --recipe FILE`` replays it."""
-    path = _export_path(".json").with_name("recipe.json")
-    path.write_text(_session(session).recipe_json)
-    return str(path)
+    return export_animation, export_recipe
 
 
 def make_guidance_handler(studio: Studio):
@@ -197,7 +223,7 @@ def show_attention(session: StepsSession | None, step: float, layers: str | None
     """Cross-attention per prompt token at recorded step ``step`` (1-based), over its predicted x0."""
     if session is None:
         return [], gr.skip(), "Run the reverse process with a text model to see its cross-attention."
-    traj = session.trajectory
+    traj = _session(session).trajectory
     if traj.tokens is None or traj.attention_layers is None:
         why = ("Cross-attention maps are recorded for runs of one image: set Images to 1 and run again."
                if traj.request.n > 1 and traj.steps and traj.steps[0].latents is not None else
@@ -237,6 +263,7 @@ def make_forward_handler(studio: Studio):
 
 
 def make_sdedit_handler(studio: Studio):
+    @streamed
     def denoise_from_here(model_id: str, image: np.ndarray | None, timestep: float, sampler: str, steps: float,
                           seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
         if image is None:
@@ -255,18 +282,26 @@ def make_sdedit_handler(studio: Studio):
                                         f"{request.sampler} steps, 4 seeds, {update.wall_s:.2f} s.")
                 elif update.preview is not None:
                     yield update.preview, f"Denoising: step {update.step}/{update.num_steps}"
+                else:  # every step is yielded, so a cancelled run stops within one step (``streamed``)
+                    yield Tick((gr.skip(), f"Denoising: step {update.step}/{update.num_steps}"))
 
     return denoise_from_here
 
 
 def make_race_handler(studio: Studio):
+    @streamed
     def race(model_id: str, seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
         with user_errors():
             card = studio.card(str(model_id))
             text = card.kind == "latent-text"
             request = SampleRequest(seed=as_seed(seed), prompt=str(prompt or "") if text else "",
                                     guidance_scale=as_float(guidance, "Guidance", 0.0, 30.0) if text else 1.0)
+            shown = None
             for lanes in studio.race(card.id, request):
+                if race_milestones(lanes) == shown:
+                    yield Tick((gr.skip(), gr.skip()))  # one step on, nothing new to draw (a cancel stops here)
+                    continue
+                shown = race_milestones(lanes)
                 rows = ["| sampler | steps | model calls | wall time | |", "|---|---|---|---|---|"]
                 rows += [f"| {lane.sampler} | {lane.steps} | {lane.model_calls} | {lane.wall_s:.2f} s | "
                          f"{'done' if lane.done else ('running' if lane.model_calls else 'waiting')} |"
@@ -294,13 +329,14 @@ def make_schedule_handler(studio: Studio):
 
 # ---------------------------------------------------------------------------- layout
 
-def build_steps_tab(studio: Studio) -> None:
+def build_steps_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> None:
     cards = studio.cards()
     default = studio.cards("pixel")[0]
     panel = {"format": "png", "interactive": False, "height": 240, "elem_classes": ["pixelated"],
              "buttons": ["download", "fullscreen"]}
     # ----- layout -----
-    session = gr.State(None)
+    # per-user runs, bounded across users by ``budget`` and expired by gradio after the same time-to-live
+    session = gr.State(None, time_to_live=budget.ttl_s, delete_callback=budget.discard)
     gr.Markdown(STEPS, latex_delimiters=LATEX)
     with gr.Row():
         model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model", scale=2,
@@ -357,8 +393,9 @@ def build_steps_tab(studio: Studio) -> None:
             gr.Markdown(FORWARD, latex_delimiters=LATEX)
             with gr.Row():
                 with gr.Column(scale=1):
-                    source = gr.Image(label="Your image (cropped and resized to the model)", type="numpy",
-                                      sources=["upload", "clipboard"], height=200, elem_id="forward-image")
+                    source = CheckedImage(label=f"Your image (cropped and resized to the model; at most {IMAGE_LIMITS})",
+                                          type="numpy", sources=["upload", "clipboard"], height=200,
+                                          elem_id="forward-image")
                     gr.Examples([[p] for p in EXAMPLES], inputs=[source], label="Examples from assets/")
                     t_slider = gr.Slider(0, MAX_VIEW_STEPS - 1, value=250, step=1, label="t (noise level)",
                                          elem_id="forward-t")
@@ -394,7 +431,7 @@ def build_steps_tab(studio: Studio) -> None:
                                elem_classes=["pixelated"])
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
-    run_event = run.click(make_run_handler(studio), inputs=[model, sampler, steps, seed, prompt, guidance, images],
+    run_event = run.click(make_run_handler(studio, budget), inputs=[model, sampler, steps, seed, prompt, guidance, images],
                           outputs=[session, slider, x_t, noise, x0, latents, plot, equation, status],
                           api_name="steps_run", **MODEL_CONCURRENCY)
     # a new run whose last step has the same number as the slider's fires no .change: refresh the maps
@@ -410,6 +447,7 @@ def build_steps_tab(studio: Studio) -> None:
     pause_btn.click(pause, outputs=timer, api_visibility="private")
     timer.tick(advance, inputs=[session, slider], outputs=[timer, slider], api_visibility="private",
                show_progress="hidden")
+    export_animation, export_recipe = make_export_handlers(exports)
     export_btn.click(export_animation, inputs=[session, export_panel, export_format], outputs=export_file,
                      api_name="steps_export")
     recipe_btn.click(export_recipe, inputs=session, outputs=export_file, api_name="steps_recipe")

@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import gradio as gr
-import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, as_float, as_int, as_seed, status_line, user_errors
+from demo.common import (
+    LATEX,
+    MODEL_CONCURRENCY,
+    Tick,
+    as_float,
+    as_int,
+    as_seed,
+    status_line,
+    streamed,
+    user_errors,
+)
 from demo.tab_sampling import SAMPLER_CHOICES
 from demo.theory import LDM
 from diffusion.pipeline import PromptTokens, SampleRequest
@@ -38,6 +47,7 @@ def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
 
 
 def make_text_handler(studio: Studio):
+    @streamed
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
                       steps: float, seed: float, batch: float) -> Iterator[tuple]:
         request = SampleRequest(
@@ -54,11 +64,12 @@ def make_text_handler(studio: Studio):
                 if update.prompt is not None and update.prompt.truncated_words:
                     note += (" · prompt too long for the text encoder; dropped: "
                              + " ".join(update.prompt.truncated_words[:50]))
-                if not update.done and update.preview is None:
-                    continue  # a progress-only update: nothing new to show
-                image = update.grid if update.done else update.preview
-                yield (image, token_view(update.prompt),
-                       status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note)
+                # every step is yielded, so a cancelled run stops within one step (``streamed``)
+                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note
+                if update.done or update.preview is not None:
+                    yield update.grid if update.done else update.preview, token_view(update.prompt), status
+                else:
+                    yield Tick((gr.skip(), gr.skip(), status))
 
     return text_to_image
 

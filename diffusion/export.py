@@ -1,7 +1,13 @@
-"""Export of the step-by-step views: GIF and MP4 animations of a trajectory (imageio)."""
+"""Export of the step-by-step views: GIF and MP4 animations of a trajectory (imageio), and the one
+temporary folder that downloads are written to."""
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,3 +66,64 @@ def write_animation(frames: Sequence[np.ndarray], path: Path | str, fps: float =
     else:
         raise ValueError(f"unsupported animation format {path.suffix!r} (use .gif or .mp4)")
     return path
+
+
+class ExportDir:
+    """The one temporary folder the app writes downloads into, cleaned on a schedule and at exit.
+
+    Nothing is created until a file is written: :meth:`path` makes the folder (``prefix`` + random,
+    under the system's temporary directory) and a fresh sub-folder per download, so two users'
+    files never meet. Every ``interval_s`` (and at each new download) sub-folders older than
+    ``max_age_s`` are removed; the UI has long since copied them into its own cache by then. The
+    whole folder goes at interpreter exit.
+    """
+
+    def __init__(self, max_age_s: float = 600.0, interval_s: float = 300.0, prefix: str = "diffusion-classroom-"):
+        self.max_age_s = max_age_s
+        self.interval_s = interval_s
+        self.prefix = prefix
+        self.root: Path | None = None
+        self._lock = threading.Lock()
+        self._cleaner: threading.Thread | None = None
+
+    def path(self, name: str) -> Path:
+        """A new file path ``<root>/<random>/<name>`` (its folder exists; the file does not yet)."""
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise ValueError(f"an export name must be a plain file name, got {name!r}")
+        with self._lock:
+            if self.root is None:
+                self.root = Path(tempfile.mkdtemp(prefix=self.prefix))
+                atexit.register(self.remove)
+                self._cleaner = threading.Thread(target=self._clean_forever, name="export-cleaner", daemon=True)
+                self._cleaner.start()
+            root = self.root
+        self.sweep()
+        return Path(tempfile.mkdtemp(dir=root)) / name
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove the downloads older than ``max_age_s``; returns how many."""
+        root = self.root
+        if root is None or not root.is_dir():
+            return 0
+        now = time.time() if now is None else now
+        removed = 0
+        for folder in root.iterdir():
+            try:
+                if now - folder.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(folder, ignore_errors=True)
+                    removed += 1
+            except FileNotFoundError:  # removed meanwhile by another sweep
+                continue
+        return removed
+
+    def remove(self) -> None:
+        """Remove the whole folder (at exit)."""
+        with self._lock:
+            root, self.root = self.root, None
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+
+    def _clean_forever(self) -> None:
+        while self.root is not None:
+            time.sleep(self.interval_s)
+            self.sweep()

@@ -16,7 +16,7 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diffusion.pipeline import SampleRequest
+from diffusion.pipeline import SampleRequest, check_request
 from diffusion.schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -51,23 +51,85 @@ class Recipe:
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
-        data = json.loads(text)
+        """Parse and validate a recipe; every problem is one readable ``ValueError``.
+
+        The schema is strict: an object with known keys only, each of its type (whole numbers
+        are not booleans or floats; NaN and Infinity fail the range checks), request values in range, and a
+        ``scheduler_config`` of plain JSON values (checked against the model's on replay:
+        :meth:`check_scheduler_config`).
+        """
+        if len(text) > MAX_RECIPE_CHARS:
+            raise ValueError(f"a recipe is at most {MAX_RECIPE_CHARS} characters, got {len(text)}")
+        try:
+            data = json.loads(text)  # NaN and Infinity parse, then fail the type and range checks
+        except RecursionError:
+            raise ValueError("the recipe is nested too deeply to be a recipe") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"the recipe is not valid JSON: {error}") from None
+        data = _object(data, "the recipe", TOP_LEVEL)
         if data.get("format") != FORMAT:
             raise ValueError(f"not a Diffusion Classroom recipe (format {data.get('format')!r}, expected {FORMAT!r})")
-        known = SampleRequest.__dataclass_fields__
-        unknown = set(data["request"]) - set(known)
-        if unknown:
-            raise ValueError(f"recipe has unknown request fields: {', '.join(sorted(unknown))}")
-        precision = str(data.get("precision", "fp32"))
+        if "model" not in data or "request" not in data:
+            raise ValueError("a recipe needs a model and a request")
+        model = _typed(data["model"], str, "model")
+        if not model or len(model) > 300:
+            raise ValueError("model must be a model id of 1 to 300 characters")
+        fields = _object(data["request"], "request", set(SampleRequest.__dataclass_fields__))
+        values = {name: _typed(value, REQUEST_TYPES[name], f"request.{name}") for name, value in fields.items()}
+        request = SampleRequest(**values)
+        check_request(request, {}, MAX_RECIPE_IMAGES)  # ranges; the model's own step limit is checked on replay
+        precision = _typed(data.get("precision", "fp32"), str, "precision")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"recipe precision must be fp32 or bf16, got {precision!r}")
-        return cls(str(data["model"]), SampleRequest(**data["request"]), dict(data.get("scheduler_config", {})),
-                   dict(data.get("versions", {})), precision)
+        config = _object(data.get("scheduler_config", {}), "scheduler_config", None)
+        for key, value in config.items():
+            if not isinstance(value, (str, int, float, bool, list, type(None))):
+                raise ValueError(f"scheduler_config.{key} must be a plain JSON value, got {type(value).__name__}")
+        versions = _object(data.get("versions", {}), "versions", None)
+        return cls(model, request, config, {k: _typed(v, str, f"versions.{k}") for k, v in versions.items()},
+                   precision)
+
+    def check_scheduler_config(self, base_scheduler_config: dict[str, Any]) -> None:
+        """Raise ``ValueError`` when the recipe's scheduler config differs from the one this model and
+        sampler build (the replay always builds its own; a recipe cannot change the schedule)."""
+        if not self.scheduler_config:
+            return
+        rebuilt = make_recipe(self.model, self.request, base_scheduler_config).scheduler_config
+        differ = sorted(k for k in set(rebuilt) | set(self.scheduler_config)
+                        if rebuilt.get(k) != self.scheduler_config.get(k))
+        if differ:
+            shown = ", ".join(f"{k} (recipe {self.scheduler_config.get(k)!r}, model {rebuilt.get(k)!r})"
+                              for k in differ[:5])
+            raise ValueError(f"the recipe's scheduler config does not match {self.model}'s: {shown}")
 
     def version_mismatches(self) -> list[str]:
         """Library versions that differ from this process's (replays may then differ slightly)."""
         here = library_versions()
         return [f"{k}: recipe {v}, here {here.get(k)}" for k, v in self.versions.items() if here.get(k) != v]
+
+
+MAX_RECIPE_CHARS = 1 << 20
+MAX_RECIPE_IMAGES = 64
+TOP_LEVEL = {"format", "model", "request", "precision", "scheduler_config", "versions"}
+REQUEST_TYPES: dict[str, type] = {"sampler": str, "steps": int, "n": int, "seed": int, "eta": float,
+                                  "prompt": str, "negative_prompt": str, "guidance_scale": float}
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number"}
+
+
+def _object(value: Any, what: str, allowed: set[str] | None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    if allowed is not None and (unknown := set(value) - allowed):
+        raise ValueError(f"{what} has unknown keys: {', '.join(sorted(map(repr, unknown)))[:200]}")
+    return value
+
+
+def _typed(value: Any, kind: type, what: str) -> Any:
+    """``value`` if it is of ``kind`` (booleans are never numbers; a whole float is not an int)."""
+    ok = (not isinstance(value, bool)) and (isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
+    if not ok:
+        raise ValueError(f"{what} must be {_TYPE_NAMES[kind]}, got {json.dumps(value)[:40]}")
+    return float(value) if kind is float else value
 
 
 def make_recipe(model_id: str, request: SampleRequest, base_scheduler_config: dict[str, Any],

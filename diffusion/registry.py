@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
@@ -101,6 +101,21 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
 )
 
 
+def _json_object(path: Path, max_bytes: int = 1 << 20) -> dict[str, Any]:
+    """A small JSON file that must hold an object; ``ValueError`` naming the file otherwise."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise ValueError(f"{path} is larger than {max_bytes} bytes: not a diffusers config")
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, RecursionError) as error:
+        raise ValueError(f"{path} could not be read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
 def local_card(folder: Path | str) -> ModelCard:
     """A card for a diffusers pipeline folder given on the command line.
 
@@ -111,16 +126,23 @@ def local_card(folder: Path | str) -> ModelCard:
     index = path / "model_index.json"
     if not index.is_file():
         raise ValueError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
-    meta = json.loads(index.read_text())
+    meta = _json_object(index)
     kind: ModelKind = "latent-text" if any(k in meta for k in ("text_encoder", "bert")) else "pixel"
     unet_config = path / "unet" / "config.json"
-    sample_size = json.loads(unet_config.read_text()).get("sample_size", 32) if unet_config.is_file() else 32
-    size = sample_size if isinstance(sample_size, int) else int(sample_size[0])
+    sample_size = _json_object(unet_config).get("sample_size", 32) if unet_config.is_file() else 32
+    if isinstance(sample_size, list) and sample_size:
+        sample_size = sample_size[0]
+    if isinstance(sample_size, bool) or not isinstance(sample_size, int) or not 1 <= sample_size <= 4096:
+        raise ValueError(f"{unet_config}: sample_size must be a whole number of pixels, got {sample_size!r}")
+    size = sample_size
     vae_factor = 1
     for vae_name in ("vae", "vqvae"):
         vae_config = path / vae_name / "config.json"
         if vae_config.is_file():
-            vae_factor = 2 ** (len(json.loads(vae_config.read_text()).get("block_out_channels", [0])) - 1)
+            blocks = _json_object(vae_config).get("block_out_channels", [0])
+            if not isinstance(blocks, list) or not 1 <= len(blocks) <= 8:
+                raise ValueError(f"{vae_config}: block_out_channels must be a list of 1 to 8 widths")
+            vae_factor = 2 ** (len(blocks) - 1)
     return ModelCard(
         id=f"local/{path.name}", title=f"{path.name} (local folder)", kind=kind, source=str(path),
         local=True, resolution=size * vae_factor,

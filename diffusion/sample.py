@@ -57,27 +57,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run the CLI; every failure is one line on stderr and exit code 2, never a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    except CliError as error:
+        logger.error("%s", error)
+    except (ValueError, KeyError, ModelLoadError, FloatingPointError) as error:
+        logger.error("%s", error.args[0] if error.args else error)
+    return 2
+
+
+class CliError(Exception):
+    """A readable reason to stop, already phrased for the user."""
+
+
+def _run(args: argparse.Namespace) -> int:
     recipe = None
     if args.recipe is not None:
         try:
             recipe = Recipe.from_json(args.recipe.read_text())
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            logger.error("cannot read recipe %s: %s", args.recipe, error)
-            return 2
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            raise CliError(f"cannot read recipe {args.recipe}: {error}") from None
         args.model, args.precision = recipe.model, recipe.precision
-    studio = Studio(Registry.default(args.model_dir), device=args.device, precision=args.precision)
+    try:
+        registry = Registry.default(args.model_dir)
+    except ValueError as error:
+        raise CliError(f"--model-dir: {error}") from None
+    studio = Studio(registry, device=args.device, precision=args.precision)
     if args.list:
         for card in studio.cards():
             sys.stdout.write(f"{card.id:45s} {card.kind:12s} {card.title}\n")
         return 0
-    try:
-        card = studio.card(args.model)
-    except KeyError as error:
-        logger.error("%s", error.args[0])
-        return 2
+    card = studio.card(args.model)
     request = SampleRequest(
         sampler=args.sampler or card.default_sampler, steps=args.steps or card.default_steps, n=args.n,
         seed=args.seed, eta=args.eta, prompt=args.prompt, negative_prompt=args.negative_prompt,
@@ -85,25 +99,26 @@ def main(args: argparse.Namespace) -> int:
     )
     if recipe is not None:
         request = recipe.request
+        recipe.check_scheduler_config(studio.load(card.id).scheduler_config)
         for mismatch in recipe.version_mismatches():
             logger.warning("recipe made with other library versions (%s): pixels may differ slightly", mismatch)
-    try:
-        with tqdm(total=request.steps, desc=f"{card.id} {request.sampler}", unit="step") as bar:
-            for update in studio.generate(card.id, request, previews=0):
-                bar.update(update.step - bar.n)
-                final = update
-    except (ValueError, ModelLoadError, FloatingPointError) as error:
-        logger.error("%s", error)
-        return 2
+    with tqdm(total=request.steps, desc=f"{card.id} {request.sampler}", unit="step") as bar:
+        for update in studio.generate(card.id, request, previews=0):
+            bar.update(update.step - bar.n)
+            final = update
     if final.prompt is not None and final.prompt.unknown_words:
         logger.warning("unknown words ignored by the text encoder: %s", ", ".join(final.prompt.unknown_words))
     if final.prompt is not None and final.prompt.truncated_words:
         logger.warning("prompt too long; dropped: %s", " ".join(final.prompt.truncated_words))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(args.out, final.grid)
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        iio.imwrite(args.out, final.grid)
+        if args.save_npy:
+            np.save(args.save_npy, final.images.astype(np.uint8))
+    except OSError as error:
+        raise CliError(f"cannot write the output: {error}") from None
     logger.info("%d images, %d model calls, %.2f s -> %s", len(final.images), final.model_calls, final.wall_s, args.out)
     if args.save_npy:
-        np.save(args.save_npy, final.images.astype(np.uint8))
         logger.info("raw samples %s %s -> %s", final.images.shape, final.images.dtype, args.save_npy)
     return 0
 

@@ -31,6 +31,7 @@ from diffusion.pipeline import (
     to_uint8,
 )
 from diffusion.registry import ModelCard, Registry
+from diffusion.runtime import MODEL_RUNS, ComputeGate
 from diffusion.schedulers import make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,12 @@ class RaceLane:
         return self.final is not None
 
 
+def race_milestones(lanes: Sequence[RaceLane], parts: int = 20) -> tuple[int, ...]:
+    """How far each lane has come, in ``parts`` equal parts: the race is worth redrawing when this changes
+    (about every 5% of a lane, and at every lane's end)."""
+    return tuple(lane.model_calls * parts // max(1, lane.steps) for lane in lanes)
+
+
 def align_by_noise(lanes: list[RaceLane], levels: np.ndarray) -> list[list[int | None]]:
     """For each lane and each target alpha-bar, the index of the step with the nearest noise level
     in log-SNR (None where the lane has not reached any step yet)."""
@@ -276,6 +283,7 @@ class Studio:
         self.registry = registry or Registry.default()
         self.store = ModelStore(self.registry, device, precision, speedups)
         self.max_batch = max_batch
+        self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
 
     # ----- model cards -------------------------------------------------------------------
     def cards(self, kind: str | None = None) -> list[ModelCard]:
@@ -304,11 +312,15 @@ class Studio:
     # ----- sampling ----------------------------------------------------------------------
     def _steps(self, model: LoadedModel, request: SampleRequest, init_sample: torch.Tensor | None = None,
                start_index: int = 0, record_attention: bool = False) -> Iterator[StepRecord]:
+        """The loop's records for ``request``, one step at a time through the compute gate: a
+        consumer that stops asking (a cancelled request) stops the work within one step."""
         if isinstance(model, PixelModel):
-            return pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index,
-                               model.autocast_dtype)
-        return latent_steps(model, request, init_sample=init_sample, start_index=start_index,
-                            record_attention=record_attention)
+            records = pixel_steps(model.unet, model.scheduler_config, request, init_sample, start_index,
+                                  model.autocast_dtype)
+        else:
+            records = latent_steps(model, request, init_sample=init_sample, start_index=start_index,
+                                   record_attention=record_attention)
+        return self.gate.steps(records)
 
     # ----- images in model space (forward-process lab, SDEdit) -----------------------------
     def encode_image(self, model: LoadedModel, image: np.ndarray) -> torch.Tensor:
@@ -472,8 +484,9 @@ class Studio:
              lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
         """One seed, several samplers: run them cheapest first and yield the lanes as they grow.
 
-        Yields after every finished lane and about every 5% of a long lane (DDPM-1000 streams
-        while the others are already shown). Memory: one uint8 image per step per lane.
+        Yields after every step of every lane (the UI redraws about every 5% of a lane:
+        :func:`race_milestones`; DDPM-1000 streams while the others are already shown).
+        Memory: one uint8 image per step per lane.
         """
         request = SampleRequest(**{**request.__dict__, "n": 1})
         self.validate(model_id, request)
@@ -487,7 +500,6 @@ class Studio:
         for lane in sorted(state, key=lambda x: x.steps):
             lane_request = SampleRequest(**{**request.__dict__, "sampler": lane.sampler, "steps": lane.steps})
             start = time.perf_counter()
-            every = max(1, lane.steps // 20)
             for record in self._steps(model, lane_request):
                 lane.alpha_prod.append(float(alphas_cumprod[int(round(record.timestep))]))
                 lane.pred_x0.append(self._decode(model, record.pred_original_sample)[0])
@@ -495,9 +507,7 @@ class Studio:
                 lane.wall_s = time.perf_counter() - start
                 if record.is_last:
                     lane.final = self._decode(model, record.prev_sample)[0]
-                elif record.index % every == every - 1:
-                    yield state
-            yield state
+                yield state  # every step: a consumer that stops asking stops the race within one step
 
     def guidance_view(self, model_id: str, view: StepView,
                       scales: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)) -> GuidanceView:

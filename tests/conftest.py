@@ -56,12 +56,16 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
 
     started = []
 
-    def start(queue_size: int = 8, extra_dirs: list[Path] | None = None, precision: str = "fp32"):
+    def start(queue_size: int = 8, extra_dirs: list[Path] | None = None, precision: str = "fp32",
+              embedded: bool = False, state_budget=None, ddpm_dir: Path | None = None):
+        """``embedded``: serve the shipped models from assets/ instead of the tiny ones; ``ddpm_dir``:
+        another tiny DDPM as ddpm-mnist."""
         registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
-        registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
-        registry.with_source("ldm-shapes", str(tiny_sd_dir))
+        if not embedded:
+            registry.with_source("ddpm-mnist", str(ddpm_dir or tiny_ddpm_dir))
+            registry.with_source("ldm-shapes", str(tiny_sd_dir))
         studio = Studio(registry, device="cpu", precision=precision)
-        app = build_app(studio, queue_size=queue_size)
+        app = build_app(studio, queue_size=queue_size, state_budget=state_budget)
         port = free_port()
         app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                    max_file_size="5mb")

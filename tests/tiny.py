@@ -20,22 +20,24 @@ from diffusion.text import build_word_tokenizer
 WORDS = "a an the red green blue circle square star small large left right top bottom of".split()
 
 
-def tiny_unet(channels: int = 1, seed: int = 0) -> UNet2DModel:
+def tiny_unet(channels: int = 1, seed: int = 0, sample_size: int = 8, attention: bool = True) -> UNet2DModel:
+    """A two-level UNet2DModel; ``attention=False`` leaves out the self-attention (cheap at large sizes)."""
     torch.manual_seed(seed)
     return UNet2DModel(
-        sample_size=8, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
+        sample_size=sample_size, in_channels=channels, out_channels=channels, block_out_channels=(8, 16),
         layers_per_block=1, norm_num_groups=4, attention_head_dim=8,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D" if attention else "DownBlock2D"),
+        up_block_types=("AttnUpBlock2D" if attention else "UpBlock2D", "UpBlock2D"),
     ).eval()
 
 
-def tiny_ddpm_pipeline(channels: int = 1) -> DDPMPipeline:
+def tiny_ddpm_pipeline(channels: int = 1, sample_size: int = 8, attention: bool = True) -> DDPMPipeline:
     scheduler = DDPMScheduler(num_train_timesteps=100, beta_schedule="squaredcos_cap_v2")
-    return DDPMPipeline(unet=tiny_unet(channels), scheduler=scheduler)
+    return DDPMPipeline(unet=tiny_unet(channels, sample_size=sample_size, attention=attention), scheduler=scheduler)
 
 
-def save_tiny_ddpm(folder: Path, channels: int = 1) -> Path:
-    tiny_ddpm_pipeline(channels).save_pretrained(folder, safe_serialization=True)
+def save_tiny_ddpm(folder: Path, channels: int = 1, sample_size: int = 8, attention: bool = True) -> Path:
+    tiny_ddpm_pipeline(channels, sample_size, attention).save_pretrained(folder, safe_serialization=True)
     return folder
 
 
