@@ -65,14 +65,16 @@ def build_sampling_tab(studio: Studio) -> None:
         with gr.Column(scale=1, min_width=280):
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
-            steps = gr.Slider(1, 1000, value=default.default_steps, step=1, label="Steps")
+            steps = gr.Slider(1, 1000, value=default.default_steps, step=1, label="Steps", elem_id="ddpm-steps")
             eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)",
                             visible=SAMPLERS[default.default_sampler].uses_eta)
-            batch = gr.Slider(1, studio.max_batch, value=16, step=1, label="Batch (images)")
+            batch = gr.Slider(1, studio.max_batch, value=16, step=1, label="Batch (images)", elem_id="ddpm-batch")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed")
                 reseed = gr.Button("🎲 Random seed", size="sm")
-            run = gr.Button("Sample", variant="primary")
+            with gr.Row():
+                run = gr.Button("Sample", variant="primary", scale=3)
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="ddpm-stop")
         with gr.Column(scale=2):
             grid = gr.Image(label="Samples (streams predicted x0 while it runs)", format="png", type="numpy",
                             buttons=["download", "fullscreen"], interactive=False, height=420,
@@ -83,5 +85,6 @@ def build_sampling_tab(studio: Studio) -> None:
     # ----- events -----
     reseed.click(random_seed, outputs=seed, api_name="random_seed", queue=False)
     sampler.change(eta_for_sampler, inputs=sampler, outputs=eta, api_visibility="private", queue=False)
-    run.click(make_sample_handler(studio), inputs=[model, sampler, steps, eta, batch, seed],
-              outputs=[grid, status], api_name="sample", **MODEL_CONCURRENCY)
+    sampling = run.click(make_sample_handler(studio), inputs=[model, sampler, steps, eta, batch, seed],
+                         outputs=[grid, status], api_name="sample", **MODEL_CONCURRENCY)
+    stop.click(None, cancels=[sampling], api_visibility="private")  # stops after the step in flight (``streamed``)

@@ -354,6 +354,7 @@ def build_steps_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> 
                 run = gr.Button("Run the reverse process", variant="primary", scale=2)
                 play_btn = gr.Button("▶ Play", scale=1, elem_id="steps-play")
                 pause_btn = gr.Button("Pause", scale=1)
+                stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="steps-stop")
             status = gr.Markdown(elem_id="steps-status")
             slider = gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="steps-slider")
             with gr.Row():
@@ -445,6 +446,7 @@ def build_steps_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> 
                    api_visibility="private", show_progress="hidden")
     play_btn.click(play, inputs=[session, slider], outputs=[timer, slider], api_visibility="private")
     pause_btn.click(pause, outputs=timer, api_visibility="private")
+    stop_btn.click(None, cancels=[run_event], api_visibility="private")  # stops after the step in flight
     timer.tick(advance, inputs=[session, slider], outputs=[timer, slider], api_visibility="private",
                show_progress="hidden")
     export_animation, export_recipe = make_export_handlers(exports)

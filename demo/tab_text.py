@@ -98,7 +98,9 @@ def build_text_tab(studio: Studio) -> None:
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="text-seed")
                 batch = gr.Slider(1, 16, value=4, step=1, label="Batch")
-            run = gr.Button("Generate", variant="primary")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3)
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="text-stop")
         with gr.Column(scale=2):
             grid = gr.Image(label="Images (streams decoded predicted x0)", format="png", interactive=False,
                             buttons=["download", "fullscreen"], height=420, elem_id="text-grid",
@@ -108,5 +110,7 @@ def build_text_tab(studio: Studio) -> None:
     with gr.Accordion("How it works: latent diffusion and classifier-free guidance", open=False):
         gr.Markdown(LDM, latex_delimiters=LATEX)
     # ----- events -----
-    run.click(make_text_handler(studio), inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch],
-              outputs=[grid, tokens, status], api_name="text_to_image", **MODEL_CONCURRENCY)
+    generating = run.click(make_text_handler(studio),
+                           inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch],
+                           outputs=[grid, tokens, status], api_name="text_to_image", **MODEL_CONCURRENCY)
+    stop.click(None, cancels=[generating], api_visibility="private")  # the run stops after the step in flight

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,25 @@ def test_sampling_tab_shows_a_real_grid(url: str, tmp_path: Path) -> None:
         assert info["ok"] and (info["width"], info["height"]) == (42, 42)
         assert info["max"] > info["min"]  # not blank
         page.screenshot(path=str(tmp_path / "sampling.png"))
+
+
+def test_stop_ends_a_long_run_within_a_step(serve) -> None:
+    _, client, studio = serve(queue_size=8)
+    with browser_page(client.src) as page:
+        for elem_id, value in (("ddpm-steps", "100"), ("ddpm-batch", "64")):  # about 5 s on the tiny model
+            box = page.locator(f"#{elem_id} input[type=number]")
+            box.fill(value)
+            box.press("Enter")
+        before = studio.gate.steps_run
+        page.get_by_role("button", name="Sample").click()
+        wait_for_text(page, "ddpm-status", "UNet calls")
+        page.get_by_role("button", name="Stop").click()
+        time.sleep(1.0)  # the step in flight ends
+        stopped = studio.gate.steps_run
+        time.sleep(2.0)
+        assert studio.gate.steps_run == stopped  # nothing ran after the Stop
+        assert 0 < stopped - before < 100
+        assert "Step 100/100" not in page.locator("#ddpm-status").inner_text()
 
 
 def test_step_slider_changes_the_shown_step(url: str) -> None:

@@ -249,6 +249,8 @@ def test_forty_cancelled_jobs_leave_the_server_idle(tmp_path: Path) -> None:
         grid, status = client.predict("ddpm-mnist", "ddim", 2, 0.0, 1, 7, api_name="/sample")
         assert "Step 2/2" in status
         client.close()
+        log = next(tmp_path.glob("app-*.log")).read_text()
+        assert "Traceback" not in log and "KeyError" not in log  # the issue saw a KeyError in /cancel
 
 
 def test_a_request_admitted_beside_a_cancelled_one_never_runs_a_step_beside_it(embedded) -> None:
