@@ -8,21 +8,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
-from demo.app import CSS, build_app
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
 from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
 from diffusion.service import Studio
 
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
+
+
+def listen_address(host: str | None, port: int | None, environ: Mapping[str, str]) -> tuple[str, int]:
+    """Where to serve: the flag, else the platform's ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT``
+    (a Hugging Face Space sets 0.0.0.0 and 7860), else 127.0.0.1:7860. A bad port is a ``ValueError``."""
+    host = host or environ.get("GRADIO_SERVER_NAME") or DEFAULT_HOST
+    if port is None:
+        text = environ.get("GRADIO_SERVER_PORT", "").strip()
+        if text and not text.isdigit():
+            raise ValueError(f"GRADIO_SERVER_PORT must be a port number, got {text!r}")
+        port = int(text) if text else DEFAULT_PORT
+    if not 0 < port < 65536:
+        raise ValueError(f"the port must be between 1 and 65535, got {port}")
+    return host, port
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Diffusion Classroom: an interactive app that teaches diffusion models.")
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0 for a LAN or a Space)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--host", default=None,
+                   help="address to serve on (0.0.0.0 for a LAN); default: $GRADIO_SERVER_NAME (a Space sets it), "
+                        f"else {DEFAULT_HOST}")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"port; default: $GRADIO_SERVER_PORT (a Space sets it), else {DEFAULT_PORT}")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--model-dir", type=Path, action="append", default=[], metavar="PATH",
                    help="an extra local diffusers pipeline folder (repeatable)")
@@ -47,6 +67,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        host, port = listen_address(args.host, args.port, os.environ)
+    except ValueError as error:
+        sys.stderr.write(f"app.py: {error}\n")
+        raise SystemExit(2) from None
+    from demo.app import CSS, build_app  # after the check: gradio reads GRADIO_SERVER_PORT when imported
+
     configure_threads(args.threads)
     try:
         registry = Registry.default(args.model_dir)
@@ -60,7 +87,7 @@ def main(args: argparse.Namespace) -> None:
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
     budget = StateBudget(max_bytes=int(args.state_mb * 2**20), ttl_s=args.state_minutes * 60)
     app = build_app(studio, queue_size=args.queue_size, state_budget=budget)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size="5mb",
+    app.launch(server_name=host, server_port=port, share=args.share, max_file_size="5mb",
                css=CSS)
 
 
