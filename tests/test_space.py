@@ -56,3 +56,20 @@ def test_a_bad_platform_port_is_one_line() -> None:
     out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == "app.py: GRADIO_SERVER_PORT must be a port number, got 'http'"
+
+
+def test_the_space_front_matter_is_a_valid_space_card() -> None:
+    import gradio
+    from huggingface_hub import SpaceCard, SpaceCardData
+
+    card = SpaceCard.load(ROOT / "README.md")
+    data = card.data
+    assert isinstance(data, SpaceCardData)
+    assert data.sdk == "gradio" and data.sdk_version == gradio.__version__  # the version requirements pin
+    assert data.python_version == "3.11"  # numpy 2.4 needs Python 3.11 or later; a Space's default is 3.10
+    assert data.app_file == "app.py" and (ROOT / data.app_file).is_file()
+    assert data.tags and "diffusion" in data.tags
+    short = data.to_dict()["short_description"]
+    assert 0 < len(short) <= 60
+    requirements = (ROOT / "requirements.txt").read_text()
+    assert f"gradio=={gradio.__version__}" in requirements
