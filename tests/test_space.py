@@ -73,3 +73,73 @@ def test_the_space_front_matter_is_a_valid_space_card() -> None:
     assert 0 < len(short) <= 60
     requirements = (ROOT / "requirements.txt").read_text()
     assert f"gradio=={gradio.__version__}" in requirements
+
+
+# ----- deploy: a clean Space folder, LFS for large files -------------------------------------------------
+def test_every_file_over_10_mb_that_a_space_gets_is_stored_with_lfs() -> None:
+    from diffusion.deploy import HUB_FILE_LIMIT, check_lfs, lfs_patterns, space_files
+
+    files = space_files()
+    patterns = lfs_patterns((ROOT / ".gitattributes").read_text())
+    big = [f for f in files if f.size > HUB_FILE_LIMIT]
+    assert big, "the shipped weights include files over 10 MB: this test must see them"
+    check_lfs(files, patterns)  # the repository's .gitattributes covers them
+    assert all(f.lfs for f in big)
+    assert not any(f.path.startswith(("tests/", ".ci/")) or f.path.endswith(".pyc") for f in files)
+
+
+def test_a_large_file_outside_lfs_is_refused() -> None:
+    from diffusion.deploy import DeployError, SpaceFile, check_lfs
+
+    with pytest.raises(DeployError, match="over 10 MB outside Git LFS.*assets/big.bin"):
+        check_lfs([SpaceFile("assets/big.bin", 11 * 2**20), SpaceFile("assets/w.safetensors", 20 * 2**20)])
+
+
+def test_deploy_dry_run_lists_files_and_checks_the_card() -> None:
+    out = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--dry-run"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert any("LFS  assets/ldm-shapes/unet/diffusion_pytorch_model.safetensors" in line for line in lines)
+    assert any(line.endswith("  app.py") for line in lines)
+    assert "every file over 10 MB is in LFS" in lines[-1] and "Python 3.11" in lines[-1]
+
+
+def test_deploy_builds_a_clean_folder_and_uploads_it(tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub
+
+    from diffusion import deploy
+
+    calls: list[tuple[str, dict]] = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
+
+        def upload_folder(self, **kwargs):
+            folder = Path(kwargs["folder_path"])
+            calls.append(("upload_folder", {**kwargs, "files": sorted(
+                p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())}))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    out = tmp_path / "space"
+    assert deploy.main(["--space", "someone/classroom", "--out", str(out)]) == 0
+    (create, kw1), (upload, kw2) = calls
+    assert create == "create_repo" and kw1["repo_type"] == "space" and kw1["space_sdk"] == "gradio"
+    assert upload == "upload_folder" and kw2["repo_id"] == "someone/classroom" and kw2["repo_type"] == "space"
+    files = kw2["files"]
+    assert {"app.py", "README.md", "requirements.txt", ".gitattributes"} <= set(files)
+    assert "assets/ddpm-mnist/unet/diffusion_pytorch_model.safetensors" in files
+    assert not any(f.startswith("tests/") for f in files)
+    assert "*.safetensors filter=lfs" in (out / ".gitattributes").read_text()
+
+
+def test_deploy_problems_are_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "someone/classroom"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("deploy: ")
+    bad = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "no-slash"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "USER/NAME" in bad.stderr
