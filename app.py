@@ -51,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "fp32 (bit-for-bit as diffusers' pipelines), bf16")
     p.add_argument("--channels-last", action="store_true", help="UNets in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: the cores this process may use, capped by a container's CPU quota)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
     p.add_argument("--state-mb", type=float, default=DEFAULT_STATE_BYTES / 2**20, metavar="MB",
                    help="memory for the step lab's recorded runs of all users together; the oldest are released "

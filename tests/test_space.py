@@ -143,3 +143,25 @@ def test_deploy_problems_are_one_line(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "no-slash"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "USER/NAME" in bad.stderr
+
+
+# ----- threads from the container's CPU quota ---------------------------------------------------------------
+@pytest.mark.parametrize("files, quota", [
+    ({"cpu.max": "200000 100000\n"}, 2.0),
+    ({"cpu.max": "50000 100000\n"}, 0.5),
+    ({"cpu.max": "max 100000\n"}, None),
+    ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({"cpu.max": "garbage\n"}, None),
+    ({}, None),
+])
+def test_threads_follow_the_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], quota: float | None) -> None:
+    from diffusion.runtime import available_cores, cpu_quota
+
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_quota(tmp_path) == quota
+    affinity = len(os.sched_getaffinity(0))
+    expected = affinity if quota is None else min(affinity, max(1, int(quota)))
+    assert available_cores(tmp_path) == expected
