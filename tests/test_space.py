@@ -165,3 +165,30 @@ def test_threads_follow_the_cgroup_cpu_quota(tmp_path: Path, files: dict[str, st
     affinity = len(os.sched_getaffinity(0))
     expected = affinity if quota is None else min(affinity, max(1, int(quota)))
     assert available_cores(tmp_path) == expected
+
+
+# ----- model cards on the Hub's terms -----------------------------------------------------------------------
+CARDS = ["ddpm-mnist", "ldm-shapes", "lenet-mnist", "shapes-analyser"]
+
+
+@pytest.mark.parametrize("name", CARDS)
+def test_each_shipped_model_has_a_hub_model_card_whose_snippet_runs(name: str, monkeypatch) -> None:
+    import re
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(ROOT / "assets" / name / "README.md")
+    meta = card.data.to_dict()
+    assert meta["license"] == "mit" and meta["library_name"] in ("diffusers", "pytorch")
+    assert meta["pipeline_tag"] in ("unconditional-image-generation", "text-to-image", "image-classification")
+    assert meta["tags"]
+    if meta["library_name"] == "diffusers":
+        assert meta["pipeline_tag"] != "image-classification"
+    snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
+    assert len(snippets) == 1
+    code = re.sub(r"num_inference_steps=\d+", "num_inference_steps=2", snippets[0])  # the same call, faster
+    monkeypatch.chdir(ROOT)  # the snippets use the assets/ paths
+    scope: dict = {}
+    exec(compile(code, f"assets/{name}/README.md", "exec"), scope)  # noqa: S102 - our own card's snippet
+    if "images" in scope:
+        assert len(scope["images"]) >= 1 and scope["images"][0].size[0] > 0
