@@ -192,3 +192,9 @@ def test_each_shipped_model_has_a_hub_model_card_whose_snippet_runs(name: str, m
     exec(compile(code, f"assets/{name}/README.md", "exec"), scope)  # noqa: S102 - our own card's snippet
     if "images" in scope:
         assert len(scope["images"]) >= 1 and scope["images"][0].size[0] > 0
+
+
+def test_training_the_judge_writes_the_same_card() -> None:
+    from diffusion.training.train_lenet import CARD
+
+    assert CARD.format(seed=0, epochs=30, acc=0.9870) == (ROOT / "assets/lenet-mnist/README.md").read_text()

@@ -22,6 +22,34 @@ from diffusion.metrics.lenet import ASSET, LeNet
 logger = logging.getLogger("train_lenet")
 
 
+# The model card (Hub metadata, the exact command, a usage snippet), as in assets/lenet-mnist/README.md.
+CARD = """---
+license: mit
+library_name: pytorch
+pipeline_tag: image-classification
+datasets:
+  - ylecun/mnist
+tags:
+  - mnist
+  - lenet
+  - evaluation
+---
+
+# lenet-mnist
+
+The judge of the `ddpm-mnist` quality gate, trained by
+`python -m diffusion.training.train_lenet --seed {seed} --epochs {epochs}`
+on the 4,000 training digits. Held-out accuracy: {acc:.4f}.
+
+It is a diffusers `ModelMixin` / `ConfigMixin` class of this project (safetensors weights):
+
+```python
+from diffusion.metrics.lenet import LeNet
+
+judge = LeNet.from_pretrained("assets/lenet-mnist", use_safetensors=True).eval()
+```
+"""
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--output_dir", type=Path, default=ASSET)
@@ -84,10 +112,7 @@ def main(args: argparse.Namespace) -> float:
     logger.info("held-out accuracy %.4f (1,000 digits never trained on)", acc)
     if accelerator.is_main_process:
         model.save_pretrained(str(args.output_dir), safe_serialization=True)
-        (args.output_dir / "README.md").write_text(
-            "# lenet-mnist\n\nThe judge of the `ddpm-mnist` quality gate, trained by\n"
-            f"`python -m diffusion.training.train_lenet --seed {args.seed} --epochs {args.epochs}`\n"
-            f"on the 4,000 training digits. Held-out accuracy: {acc:.4f}.\n")
+        (args.output_dir / "README.md").write_text(CARD.format(seed=args.seed, epochs=args.epochs, acc=acc))
     return acc
 
 
