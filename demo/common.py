@@ -178,3 +178,19 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
             job.cancel()  # a job still waiting for the model thread never starts
 
     return run
+
+
+# Matplotlib's text layout (mathtext's parser, font caches) is not thread-safe: two figures drawn at
+# once by two users' events failed with a ParseException in the load test. Every figure the app makes
+# is built and drawn under this lock (see ``LockedPlot``).
+FIGURE_LOCK = threading.RLock()
+
+
+class LockedPlot(gr.Plot):
+    """``gr.Plot`` whose drawing of a matplotlib figure (in gradio's postprocess) holds :data:`FIGURE_LOCK`."""
+
+    is_template = True  # drawn by the frontend's Plot component
+
+    def postprocess(self, value):  # noqa: ANN001, ANN201 - gradio's signature
+        with FIGURE_LOCK:
+            return super().postprocess(value)

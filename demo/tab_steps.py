@@ -15,14 +15,15 @@ import gradio as gr
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from demo.common import (  # noqa: E402
     LATEX,
     MODEL_CONCURRENCY,
+    FIGURE_LOCK,
     CheckedImage,
+    LockedPlot,
     Tick,
     as_float,
     as_int,
@@ -83,7 +84,14 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
                     family: dict[str, ScheduleCurves] | None = None) -> Figure:
     """beta_t, alpha-bar_t and log-SNR(t): the model's schedule (thick), the classic ones (thin),
     the current step marked."""
-    fig, axes = plt.subplots(1, 3, figsize=(10, 2.7), dpi=90)
+    with FIGURE_LOCK:
+        return _schedule_figure(curves, timestep, family)
+
+
+def _schedule_figure(curves: ScheduleCurves, timestep: float | None,
+                     family: dict[str, ScheduleCurves] | None) -> Figure:
+    fig = Figure(figsize=(10, 2.7), dpi=90)  # no pyplot: its global figure list is not thread-safe
+    axes = fig.subplots(1, 3)
     series = [("betas", r"$\beta_t$"), ("alphas_cumprod", r"$\bar\alpha_t$ (signal kept)"),
               ("log_snr", r"log SNR$(t)=\log\,\bar\alpha_t/(1-\bar\alpha_t)$")]
     for ax, (attr, title) in zip(axes, series, strict=True):
@@ -98,7 +106,6 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
     if family:
         axes[0].legend(fontsize=7)
     fig.tight_layout()
-    plt.close(fig)
     return fig
 
 
@@ -364,7 +371,7 @@ def build_steps_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> 
             latents = gr.Image(label="latent channels of x_t (latent models, first image; each channel in [-3, 3])",
                                format="png", interactive=False, height=90, elem_classes=["pixelated"])
             equation = gr.Markdown(latex_delimiters=LATEX, elem_id="steps-equation")
-            plot = gr.Plot(label="Noise schedule")
+            plot = LockedPlot(label="Noise schedule")
             with gr.Accordion("Export: animation and recipe", open=False):
                 with gr.Row():
                     export_panel = gr.Radio(list(PANELS), value="triptych", label="Panel")
@@ -427,7 +434,7 @@ def build_steps_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> 
                         "and the cosine schedule (Nichol & Dhariwal 2021); the red line is the forward lab's $t$. "
                         "The strip shows the forward lab's image at six evenly spaced $t$.", latex_delimiters=LATEX)
             s_btn = gr.Button("Compare the schedules")
-            s_plot = gr.Plot(label="Schedules")
+            s_plot = LockedPlot(label="Schedules")
             s_strip = gr.Image(label="q(x_t | x_0) at t = 0 … T", format="png", interactive=False, height=120,
                                elem_classes=["pixelated"])
     timer = gr.Timer(0.25, active=False)

@@ -1,0 +1,212 @@
+"""Load harness: a class of students using the app at once, measured from outside.
+
+    python -m tests.load --students 30                  # starts python app.py on a free port
+    python -m tests.load --students 30 --url URL        # an app already running (127.0.0.1 only)
+
+Each simulated student is one gradio_client session arriving at a random time within ``--spread``
+seconds. It presses Sample (the tab's defaults, its own seed), then Generate on the text tab (the
+defaults: 4 images), then Run in the step lab (the defaults). Meanwhile one more session, which
+has already run the step lab, scrubs its step slider once a second. Printed per endpoint: p50 and
+p95 time to the first update the browser would show (the status line, a preview), p50 and p95 time
+to completion, and errors; then the scrub latency, the requests served a minute and the server's
+peak RSS (read from /proc when this harness started the server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+ENDPOINTS = ("/sample", "/text_to_image", "/steps_run")
+
+
+@dataclass
+class Timing:
+    endpoint: str
+    first_s: float | None = None  # submit to the first streamed output
+    done_s: float | None = None  # submit to the result
+    error: str | None = None
+
+
+@dataclass
+class LoadReport:
+    students: int
+    timings: list[Timing] = field(default_factory=list)
+    scrub_s: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    peak_rss: int | None = None
+
+    def errors(self) -> list[Timing]:
+        return [t for t in self.timings if t.error is not None]
+
+    def lines(self) -> list[str]:
+        def pct(values: list[float], q: float) -> str:
+            return f"{np.percentile(values, q):6.1f} s" if values else "     -  "
+
+        out = [f"{self.students} students, {self.wall_s:.0f} s wall:",
+               "| endpoint | first update p50 | p95 | completion p50 | p95 | errors |", "|---|---|---|---|---|---|"]
+        for endpoint in ENDPOINTS:
+            rows = [t for t in self.timings if t.endpoint == endpoint]
+            first = [t.first_s for t in rows if t.first_s is not None]
+            done = [t.done_s for t in rows if t.done_s is not None]
+            out.append(f"| {endpoint} | {pct(first, 50)} | {pct(first, 95)} | {pct(done, 50)} | {pct(done, 95)} | "
+                       f"{sum(t.error is not None for t in rows)} |")
+        served = sum(t.done_s is not None for t in self.timings)
+        out.append(f"step-slider scrub under load: p50 {pct(self.scrub_s, 50).strip()}, p95 {pct(self.scrub_s, 95).strip()} "
+                   f"({len(self.scrub_s)} scrubs); {served} requests served, {served / self.wall_s * 60:.1f} a minute")
+        if self.peak_rss is not None:
+            out.append(f"server peak RSS: {self.peak_rss / 2**30:.2f} GiB")
+        for t in self.errors()[:5]:
+            out.append(f"error on {t.endpoint}: {t.error}")
+        return out
+
+
+def _timed(client, endpoint: str, **kwargs) -> Timing:
+    timing = Timing(endpoint)
+    start = time.monotonic()
+    try:
+        job = client.submit(api_name=endpoint, **kwargs)
+        while not job.done():
+            if timing.first_s is None and job.outputs():
+                timing.first_s = time.monotonic() - start
+            time.sleep(0.02)
+        job.result()
+        timing.done_s = time.monotonic() - start
+        if timing.first_s is None:
+            timing.first_s = timing.done_s
+    except Exception as error:  # noqa: BLE001 - any failure of a request is counted and reported
+        timing.error = f"{type(error).__name__}: {str(error)[:200]}"
+    return timing
+
+
+def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid: int | None = None,
+             scrub: bool = True) -> LoadReport:
+    """Run the class against ``url`` (127.0.0.1 only); bounded: each student sends three requests."""
+    from gradio_client import Client
+
+    if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
+        raise ValueError("the load harness only sends traffic to this machine (http://127.0.0.1:PORT/)")
+    report = LoadReport(students)
+    lock = threading.Lock()
+    rng = random.Random(seed)
+    arrivals = sorted(rng.uniform(0, spread_s) for _ in range(students))
+    seeds = [rng.randrange(2**32) for _ in range(students)]
+    stop = threading.Event()
+
+    def student(k: int) -> None:
+        client = Client(url, verbose=False)
+        try:
+            time.sleep(arrivals[k])
+            for endpoint, kwargs in (("/sample", {"seed": seeds[k]}), ("/text_to_image", {"seed": seeds[k]}),
+                                     ("/steps_run", {"seed": seeds[k], "prompt": ""})):  # its box starts empty
+                timing = _timed(client, endpoint, **kwargs)
+                with lock:
+                    report.timings.append(timing)
+        finally:
+            client.close()
+
+    def scrubber(ready: threading.Event) -> None:
+        client = Client(url, verbose=False)
+        try:
+            client.predict(steps=20, prompt="", api_name="/steps_run")
+            ready.set()
+            step = 1
+            while not stop.is_set():
+                start = time.monotonic()
+                client.predict(step, api_name="/steps_show")
+                with lock:
+                    report.scrub_s.append(time.monotonic() - start)
+                step = step % 20 + 1
+                stop.wait(1.0)
+        finally:
+            ready.set()
+            client.close()
+
+    def watch_rss() -> None:
+        while not stop.is_set() and pid is not None:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        rss = int(line.split()[1]) * 1024
+                        report.peak_rss = max(report.peak_rss or 0, rss)
+            except OSError:
+                return
+            stop.wait(0.2)
+
+    helpers = [threading.Thread(target=watch_rss, daemon=True)]
+    if scrub:
+        ready = threading.Event()
+        helpers.append(threading.Thread(target=scrubber, args=(ready,), daemon=True))
+    for t in helpers:
+        t.start()
+    if scrub:
+        ready.wait(120)
+    start = time.monotonic()
+    threads = [threading.Thread(target=student, args=(k,), daemon=True) for k in range(students)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report.wall_s = time.monotonic() - start
+    stop.set()
+    for t in helpers:
+        t.join(timeout=30)
+    return report
+
+
+def start_app(port: int, log: Path) -> subprocess.Popen:
+    """``python app.py --port PORT`` (the shipped models), waited for until it answers."""
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--queue-size", "128"], cwd=ROOT,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+            return server
+        except httpx.TransportError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the app did not start; see {log}") from None
+            time.sleep(0.5)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tests.load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--students", type=int, default=30)
+    p.add_argument("--spread", type=float, default=10.0, help="arrivals spread over this many seconds")
+    p.add_argument("--url", help="an app already running on 127.0.0.1 (default: start python app.py)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if not 1 <= args.students <= 200:
+        p.error("--students must be between 1 and 200")
+    server = None
+    if args.url is None:
+        from tests.conftest import free_port
+
+        port = free_port()
+        server = start_app(port, Path("/tmp") / f"load-app-{port}.log")
+        url = f"http://127.0.0.1:{port}/"
+    else:
+        url = args.url
+    try:
+        report = run_load(url, args.students, args.spread, args.seed, pid=server.pid if server else None)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    print("\n".join(report.lines()))
+    return 1 if report.errors() else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
