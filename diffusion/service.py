@@ -167,8 +167,9 @@ def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all
     """The step's cross-attention of each token over its predicted x0: uint8 (H, W, 3) and a label.
 
     Each map is upsampled (bilinear) to the image, scaled to its own maximum and drawn with the
-    "jet" colour map; the label gives the token's share of all attention at this step (the mean of
-    its map over positions; the shares of all tokens, padding included, sum to 100%).
+    "cividis" colour map (readable with colour-blindness, unlike "jet"); the label gives the token's
+    share of all attention at this step (the mean of its map over positions; the shares of all
+    tokens, padding included, sum to 100%).
     """
     from matplotlib import colormaps
 
@@ -178,7 +179,7 @@ def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all
     base = view.pred_x0 if view.pred_x0.ndim == 3 else np.repeat(view.pred_x0[..., None], 3, axis=-1)
     size = base.shape[:2]
     up = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
-    colour = colormaps["jet"]
+    colour = colormaps["cividis"]
     out = []
     for token, share, m in zip(tokens, maps.mean(dim=(1, 2)).tolist(), up, strict=True):
         heat = colour((m / m.max().clamp_min(1e-8)).numpy())[..., :3] * 255
