@@ -15,11 +15,15 @@ peak RSS (read from /proc when this harness started the server).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -164,20 +168,37 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
     return report
 
 
-def start_app(port: int, log: Path) -> subprocess.Popen:
-    """``python app.py --port PORT`` (the shipped models), waited for until it answers."""
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--queue-size", "128"], cwd=ROOT,
-                                  stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while True:
+@contextmanager
+def app_server(log_dir: Path, *args: str, space: bool = False) -> Iterator[tuple[int, str]]:
+    """``python app.py ARGS`` in its own process on a free port, waited for until it answers; yields
+    (pid, url) and stops it afterwards. ``space``: started as a Hugging Face Space starts it (SPACE_ID,
+    GRADIO_SERVER_NAME=0.0.0.0, the port in GRADIO_SERVER_PORT, no --port flag)."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    env = dict(os.environ)
+    if space:
+        env.update(SPACE_ID="someone/diffusion-classroom", GRADIO_SERVER_NAME="0.0.0.0", GRADIO_SERVER_PORT=str(port))
+    else:
+        args = ("--port", str(port), *args)
+    log_path = log_dir / f"app-{port}.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT)
         try:
-            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-            return server
-        except httpx.TransportError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not start; see {log}") from None
-            time.sleep(0.5)
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                    break
+                except httpx.TransportError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the app did not start:\n{log_path.read_text()}") from None
+                    time.sleep(0.5)
+            yield server.pid, f"http://127.0.0.1:{port}/"
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,21 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not 1 <= args.students <= 200:
         p.error("--students must be between 1 and 200")
-    server = None
-    if args.url is None:
-        from tests.conftest import free_port
-
-        port = free_port()
-        server = start_app(port, Path("/tmp") / f"load-app-{port}.log")
-        url = f"http://127.0.0.1:{port}/"
+    if args.url is not None:
+        report = run_load(args.url, args.students, args.spread, args.seed)
     else:
-        url = args.url
-    try:
-        report = run_load(url, args.students, args.spread, args.seed, pid=server.pid if server else None)
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+        with app_server(Path(tempfile.gettempdir()), "--queue-size", "128") as (pid, url):
+            report = run_load(url, args.students, args.spread, args.seed, pid=pid)
     print("\n".join(report.lines()))
     return 1 if report.errors() else 0
 

@@ -14,8 +14,6 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import gradio as gr
@@ -35,6 +33,7 @@ from diffusion.pipeline import SampleRequest
 from diffusion.recipe import Recipe, make_recipe
 from diffusion.runtime import ComputeGate
 from diffusion.sample import main, parse_args
+from tests.load import app_server
 
 GENERIC = "verbose error reporting"
 
@@ -67,32 +66,6 @@ def rss() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-@contextmanager
-def app_server(tmp_path: Path, *args: str) -> Iterator[tuple[int, str]]:
-    """``python app.py ARGS`` in its own process on a free port: yields (pid, url); stopped afterwards."""
-    from tests.conftest import free_port
-
-    port = free_port()
-    root = Path(__file__).resolve().parents[1]
-    log_path = tmp_path / f"app-{port}.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=root, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                    break
-                except httpx.TransportError:
-                    assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                    time.sleep(0.5)
-            yield server.pid, f"http://127.0.0.1:{port}/"
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 def process_cpu_s(pid: int) -> float:
@@ -598,8 +571,6 @@ def test_cli_model_dir_problems_exit_2(tmp_path: Path) -> None:
 
 
 def test_app_model_dir_problems_are_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -6,14 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from app import DEFAULT_HOST, DEFAULT_PORT, listen_address
-from tests.conftest import free_port
+from tests.load import app_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,25 +29,9 @@ def test_the_flag_beats_the_platform_which_beats_the_default() -> None:
 
 
 def test_app_starts_as_a_space_starts_it(tmp_path: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "SPACE_ID": "someone/diffusion-classroom", "GRADIO_SERVER_NAME": "0.0.0.0",
-           "GRADIO_SERVER_PORT": str(port)}
-    log_path = tmp_path / "space.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    page = httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                    break
-                except httpx.TransportError:
-                    assert server.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                    time.sleep(0.5)
-            assert page.status_code == 200 and "Diffusion Classroom" in page.text
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with app_server(tmp_path, space=True) as (_, url):  # no flags: the port comes from GRADIO_SERVER_PORT
+        page = httpx.get(url, timeout=10)
+    assert page.status_code == 200 and "Diffusion Classroom" in page.text
 
 
 def test_a_bad_platform_port_is_one_line() -> None:
