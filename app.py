@@ -17,7 +17,7 @@ from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudg
 from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
-from diffusion.service import Studio
+from diffusion.studio import Studio
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 
@@ -73,7 +73,10 @@ def main(args: argparse.Namespace) -> None:
     except ValueError as error:
         sys.stderr.write(f"app.py: {error}\n")
         raise SystemExit(2) from None
-    from demo.app import CSS, build_app  # after the check: gradio reads GRADIO_SERVER_PORT when imported
+    from demo.app import (  # after the check: gradio reads GRADIO_SERVER_PORT when imported
+        CSS,
+        build_app,
+    )
 
     configure_threads(args.threads)
     try:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import gradio as gr
 
+from demo.tab_lab import build_lab_tab
 from demo.tab_sampling import build_sampling_tab
-from demo.tab_steps import build_steps_tab
 from demo.tab_text import build_text_tab
-from diffusion.budget import StateBudget
-from diffusion.export import ExportDir
-from diffusion.service import Studio
+from diffusion.studio import ExportDir, StateBudget, Studio
 
 INTRO = """# Diffusion Classroom
 Diffusion models, demonstrated: sample digits from a DDPM trained for this app, watch the reverse
@@ -23,6 +21,7 @@ CACHE_CLEANUP = (600, 3600)
 # Small images (32x32 digits) are shown large with crisp pixels; the files keep their native size.
 CSS = """
 .pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+.model-card { font-size: 0.95em; }
 """
 
 
@@ -34,8 +33,8 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
         gr.Markdown(INTRO)
         with gr.Tab("DDPM sampling", id="sampling"):
             build_sampling_tab(studio)
-        with gr.Tab("Step by step", id="steps"):
-            build_steps_tab(studio, budget, exports)
+        with gr.Tab("Step lab", id="lab"):
+            build_lab_tab(studio, budget, exports)
         with gr.Tab("Text to image (latent)", id="text"):
             build_text_tab(studio)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

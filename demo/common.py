@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import secrets
 import threading
 import time
@@ -16,10 +15,18 @@ from typing import Any
 
 import gradio as gr
 
-from diffusion.loading import ModelLoadError
-from diffusion.images import data_url_bytes, read_image
-from diffusion.pipeline import MAX_SEED
-from diffusion.runtime import MODEL_RUNS
+from diffusion.studio import (
+    MAX_SEED,
+    MODEL_RUNS,
+    SAMPLERS,
+    ModelCard,
+    ModelLoadError,
+    SampleRequest,
+    Studio,
+    data_url_bytes,
+    read_image,
+    whole_number,
+)
 
 # All model events share one concurrency group: on a 2-core CPU one model run at a time. The Studio's
 # compute gate holds the same limit per step, for a cancelled run's thread as well.
@@ -41,28 +48,9 @@ LATEX = [
 
 
 def as_int(value: object, name: str, lo: int, hi: int) -> int:
-    """Validate an integer input from the UI or the API; raise ``gr.Error`` with the bounds."""
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}") from None
-    if not math.isfinite(number) or number != int(number) or not lo <= int(number) <= hi:
-        raise gr.Error(f"{name} must be a whole number between {lo} and {hi}, got {value!r}")
-    return int(number)
-
-
-def as_float(value: object, name: str, lo: float, hi: float) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise gr.Error(f"{name} must be a number between {lo} and {hi}, got {value!r}") from None
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise gr.Error(f"{name} must be a number between {lo} and {hi}, got {value!r}")
-    return number
-
-
-def as_seed(value: object) -> int:
-    return as_int(value, "Seed", 0, MAX_SEED)
+    """A whole number in [lo, hi] from the UI (a step index, ...), else a ``gr.Error`` with the bounds."""
+    with user_errors():
+        return whole_number(value, name, lo, hi)
 
 
 def random_seed() -> int:
@@ -78,6 +66,38 @@ def user_errors() -> Iterator[None]:
     except (ValueError, KeyError, ModelLoadError, FloatingPointError) as error:
         message = error.args[0] if error.args else str(error)
         raise gr.Error(str(message)) from error
+
+
+GUIDANCE_SLIDER_MAX = 15.0  # the guidance sliders' range; the API checks up to MAX_GUIDANCE (diffusion.request)
+
+# The samplers as (title, name) for a dropdown.
+SAMPLER_CHOICES = [(spec.title, name) for name, spec in SAMPLERS.items()]
+
+
+def card_request(card: ModelCard, sampler: object, steps: object, seed: object, n: object = 1,
+                 prompt: object = "", negative_prompt: object = "", guidance: object = 1.0,
+                 eta: object = 0.0) -> SampleRequest:
+    """A request from a form's values, as they come (the Studio checks and normalises it): text fields
+    and guidance only for text models, whose card says so."""
+    text = card.kind == "latent-text"
+    return SampleRequest(sampler=str(sampler), steps=steps, n=n, seed=seed, eta=eta,  # type: ignore[arg-type]
+                         prompt=str(prompt or "") if text else "",
+                         negative_prompt=str(negative_prompt or "") if text else "",
+                         guidance_scale=guidance if text else 1.0)  # type: ignore[arg-type]
+
+
+def card_note(card: ModelCard) -> str:
+    """The model card as the user should see it beside the model choice: what it is, who made it, its licence."""
+    parts = [card.description, card.attribution, f"Licence: {card.license}." if card.license else ""]
+    offline = "runs offline" if card.embedded else ("local folder" if card.local
+                                                    else f"downloads about {card.download_mb or '?'} MB from the hub")
+    return f"**{card.title}** ({offline}). " + " ".join(p for p in parts if p)
+
+
+def describe_model(studio: Studio, model: gr.Dropdown, about: gr.Markdown) -> None:
+    """Keep ``about`` showing the card of the model chosen in ``model`` (no model is loaded)."""
+    model.change(lambda model_id: card_note(studio.card(model_id)), inputs=model, outputs=about,
+                 api_visibility="private", queue=False)
 
 
 def status_line(step: int, num_steps: int, wall_s: float, model_calls: int, n: int) -> str:

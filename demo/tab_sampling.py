@@ -10,21 +10,18 @@ import numpy as np
 from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
+    SAMPLER_CHOICES,
     Tick,
-    as_float,
-    as_int,
-    as_seed,
+    card_note,
+    card_request,
+    describe_model,
     random_seed,
     status_line,
     streamed,
     user_errors,
 )
 from demo.theory import DDPM
-from diffusion.pipeline import SampleRequest
-from diffusion.schedulers import SAMPLERS
-from diffusion.service import Studio
-
-SAMPLER_CHOICES = [(spec.title, name) for name, spec in SAMPLERS.items()]
+from diffusion.studio import MAX_STEPS, SAMPLERS, Studio
 
 
 def make_sample_handler(studio: Studio):
@@ -33,15 +30,12 @@ def make_sample_handler(studio: Studio):
     @streamed
     def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
                seed: float) -> Iterator[tuple[np.ndarray, str]]:
-        request = SampleRequest(
-            sampler=str(sampler), steps=as_int(steps, "Steps", 1, 1000), n=as_int(batch, "Batch", 1, studio.max_batch),
-            seed=as_seed(seed), eta=as_float(eta, "eta", 0.0, 1.0),
-        )
         with user_errors():
-            studio.validate(str(model_id), request)
+            request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, eta=eta)
             for update in studio.generate(str(model_id), request):
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n)
+                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls,
+                                     update.request.n)
                 if update.done:
                     yield update.grid, status
                 elif update.preview is not None:
@@ -64,8 +58,9 @@ def build_sampling_tab(studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=280):
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
+            about = gr.Markdown(card_note(default), elem_classes=["model-card"])
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
-            steps = gr.Slider(1, 1000, value=default.default_steps, step=1, label="Steps", elem_id="ddpm-steps")
+            steps = gr.Slider(1, MAX_STEPS, value=default.default_steps, step=1, label="Steps", elem_id="ddpm-steps")
             eta = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="eta (DDIM: 0 deterministic, 1 DDPM-like)",
                             visible=SAMPLERS[default.default_sampler].uses_eta)
             batch = gr.Slider(1, studio.max_batch, value=16, step=1, label="Batch (images)", elem_id="ddpm-batch")
@@ -83,6 +78,7 @@ def build_sampling_tab(studio: Studio) -> None:
     with gr.Accordion("How it works: DDPM, Algorithms 1 and 2", open=False):
         gr.Markdown(DDPM, latex_delimiters=LATEX)
     # ----- events -----
+    describe_model(studio, model, about)
     reseed.click(random_seed, outputs=seed, api_name="random_seed", queue=False)
     sampler.change(eta_for_sampler, inputs=sampler, outputs=eta, api_visibility="private", queue=False)
     sampling = run.click(make_sample_handler(studio), inputs=[model, sampler, steps, eta, batch, seed],

@@ -7,20 +7,22 @@ from collections.abc import Iterator
 import gradio as gr
 
 from demo.common import (
+    GUIDANCE_SLIDER_MAX,
     LATEX,
     MODEL_CONCURRENCY,
+    SAMPLER_CHOICES,
     Tick,
-    as_float,
-    as_int,
-    as_seed,
+    card_note,
+    card_request,
+    describe_model,
     status_line,
     streamed,
     user_errors,
 )
-from demo.tab_sampling import SAMPLER_CHOICES
 from demo.theory import LDM
-from diffusion.pipeline import PromptTokens, SampleRequest
-from diffusion.service import Studio
+from diffusion.studio import MAX_TEXT_BATCH, PromptTokens, Studio
+
+TEXT_STEPS_SLIDER_MAX = 200  # latent models need far fewer steps than DDPM's 1000
 
 
 #: Example prompts for the embedded ``ldm-shapes`` model: full and partial prompts, two
@@ -50,13 +52,9 @@ def make_text_handler(studio: Studio):
     @streamed
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
                       steps: float, seed: float, batch: float) -> Iterator[tuple]:
-        request = SampleRequest(
-            sampler=str(sampler), steps=as_int(steps, "Steps", 1, 1000), n=as_int(batch, "Batch", 1, 16),
-            seed=as_seed(seed), prompt=str(prompt or ""), negative_prompt=str(negative_prompt or ""),
-            guidance_scale=as_float(guidance, "Guidance scale", 0.0, 30.0),
-        )
         with user_errors():
-            studio.validate(str(model_id), request)
+            request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, prompt=prompt,
+                                   negative_prompt=negative_prompt, guidance=guidance)
             for update in studio.generate(str(model_id), request, previews=10):
                 note = ""
                 if update.prompt is not None and update.prompt.unknown_words:
@@ -65,7 +63,8 @@ def make_text_handler(studio: Studio):
                     note += (" · prompt too long for the text encoder; dropped: "
                              + " ".join(update.prompt.truncated_words[:50]))
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls, request.n) + note
+                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls,
+                                 update.request.n) + note
                 if update.done or update.preview is not None:
                     yield update.grid if update.done else update.preview, token_view(update.prompt), status
                 else:
@@ -87,17 +86,18 @@ def build_text_tab(studio: Studio) -> None:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
+            about = gr.Markdown(card_note(default), elem_classes=["model-card"])
             prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2,
                                 elem_id="text-prompt")
             gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt],
                         label="Example prompts (embedded shapes model; the last is a held-out colour-shape pair)")
             negative = gr.Textbox(label="Negative prompt", value="")
-            guidance = gr.Slider(0.0, 15.0, value=default.default_guidance, step=0.5, label="Guidance scale w")
+            guidance = gr.Slider(0.0, GUIDANCE_SLIDER_MAX, value=default.default_guidance, step=0.5, label="Guidance scale w")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
-            steps = gr.Slider(1, 200, value=default.default_steps, step=1, label="Steps")
+            steps = gr.Slider(1, TEXT_STEPS_SLIDER_MAX, value=default.default_steps, step=1, label="Steps")
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="text-seed")
-                batch = gr.Slider(1, 16, value=4, step=1, label="Batch")
+                batch = gr.Slider(1, MAX_TEXT_BATCH, value=4, step=1, label="Batch")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3)
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="text-stop")
@@ -110,6 +110,7 @@ def build_text_tab(studio: Studio) -> None:
     with gr.Accordion("How it works: latent diffusion and classifier-free guidance", open=False):
         gr.Markdown(LDM, latex_delimiters=LATEX)
     # ----- events -----
+    describe_model(studio, model, about)
     generating = run.click(make_text_handler(studio),
                            inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch],
                            outputs=[grid, tokens, status], api_name="text_to_image", **MODEL_CONCURRENCY)

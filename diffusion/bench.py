@@ -32,9 +32,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from diffusion.loading import LatentTextModel, LoadedModel, PixelModel, cpu_has_native_bf16, load_pipeline
-from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, pixel_steps, to_uint8
+from diffusion.images import to_uint8
+from diffusion.loading import (
+    LatentTextModel,
+    LoadedModel,
+    PixelModel,
+    cpu_has_native_bf16,
+    load_pipeline,
+)
+from diffusion.pipeline import decode_latents, latent_steps, pixel_steps
 from diffusion.registry import Registry
+from diffusion.request import SampleRequest
 from diffusion.schedulers import make_scheduler
 
 logger = logging.getLogger("diffusion.bench")
@@ -362,7 +370,8 @@ def measure_recording(model_id: str, sampler: str, steps: int, images: int, prom
     """
     import gc
 
-    from diffusion.service import Studio, trajectory_nbytes
+    from diffusion.lab.trajectory import trajectory_nbytes
+    from diffusion.studio import Studio
 
     if threads:
         torch.set_num_threads(threads)

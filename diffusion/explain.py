@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.schedulers import get_sampler, make_scheduler
@@ -53,7 +54,6 @@ class StepTerms:
     alpha_prod_prev: float
     beta_t: float
     sigma_t: float
-    sigma_prev: float
     coef_sample: float
     coef_eps: float
     coef_history: float
@@ -102,10 +102,15 @@ def _step(scheduler, eps: torch.Tensor, t, sample: torch.Tensor, kwargs: dict[st
     return probe.step(model_output, t, sample, generator=generator, **kwargs).prev_sample
 
 
-def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, eta: float = 0.0) -> list[StepTerms]:
-    """The update of every step of a ``num_steps`` run of ``sampler`` (cheap: 1x1x4x4 probes)."""
+def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, eta: float = 0.0,
+               scheduler: SchedulerMixin | None = None) -> list[StepTerms]:
+    """The update of every step of a ``num_steps`` run of ``sampler`` (cheap: 1x1x4x4 probes).
+
+    ``scheduler``: the run's own fresh scheduler, if built already; it is not changed (a copy is
+    replayed through the timesteps).
+    """
     spec = get_sampler(sampler)
-    scheduler = make_scheduler(sampler, scheduler_config)
+    scheduler = copy.deepcopy(scheduler) if scheduler is not None else make_scheduler(sampler, scheduler_config)
     scheduler.set_timesteps(num_steps)
     kwargs: dict[str, Any] = {"eta": eta} if spec.uses_eta else {}
     alphas_cumprod = scheduler.alphas_cumprod.double()
@@ -136,7 +141,7 @@ def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, e
         out.append(StepTerms(
             sampler=sampler, index=index, num_steps=len(timesteps), timestep=timesteps[index], prev_timestep=prev_t,
             alpha_prod_t=ab, alpha_prod_prev=ab_prev, beta_t=float(betas[ti]),
-            sigma_t=math.sqrt((1 - ab) / ab), sigma_prev=math.sqrt((1 - ab_prev) / ab_prev),
+            sigma_t=math.sqrt((1 - ab) / ab),
             coef_sample=a, coef_eps=b, coef_history=c, noise_std=abs(s)))
         # advance the real scheduler (zero inputs keep its history at zero)
         scheduler.scale_model_input(zero, t)

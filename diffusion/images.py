@@ -1,4 +1,4 @@
-"""Untrusted image input: bounded in bytes and in pixels before anything is decoded.
+"""Pictures: untrusted image input, bounded before decoding, and the uint8 pictures of tensors.
 
 A small PNG can hold a huge image (a 12000x12000 black PNG is 140 KB and decodes to 430 MB),
 and an image sent inline as a ``data:`` URL never meets the upload route's byte limit. Every
@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
@@ -83,3 +84,75 @@ def read_image(source: bytes | str | Path, max_bytes: int = MAX_IMAGE_BYTES,
     except (OSError, SyntaxError, EOFError) as error:  # truncated or corrupt data inside a known format
         logger.info("refused a broken image: %s", error)
         raise ValueError("the image file is damaged or cut short and could not be decoded") from None
+
+
+# ---------------------------------------------------------------------------- pictures of tensors
+# Every picture the app shows is uint8: (H, W) for one channel, (H, W, 3) for RGB.
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W) for one channel, (B, H, W, 3) for RGB."""
+    arr = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    arr = arr.transpose(0, 2, 3, 1)
+    return arr[..., 0] if arr.shape[-1] == 1 else arr
+
+
+def from_uint8(images: np.ndarray) -> torch.Tensor:
+    """uint8 RGB (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]: the inverse of :func:`to_uint8`."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def to_display(x: torch.Tensor, lo: float, hi: float) -> np.ndarray:
+    """(B, C, H, W) float -> uint8 (B, H, W) or (B, H, W, 3), mapping [lo, hi] to [0, 255]; of
+    latents (C > 3) the first three channels are shown as RGB."""
+    x = x.float()
+    if x.shape[1] > 3:
+        x = x[:, :3]
+    return to_uint8((x - lo) / (hi - lo) * 2 - 1)
+
+
+def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images (N, H, W) or (N, H, W, 3) into one uint8 grid image on white."""
+    n = len(images)
+    ncols = ncols or int(np.ceil(np.sqrt(n)))
+    nrows = int(np.ceil(n / ncols))
+    h, w = images.shape[1:3]
+    shape = (nrows * (h + pad) + pad, ncols * (w + pad) + pad, *images.shape[3:])
+    grid = np.full(shape, 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return grid
+
+
+def tile(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, H, W[, 3]) -> the one image for N = 1, else a grid of them."""
+    return images[0] if len(images) == 1 else make_grid(images)
+
+
+def latent_channels(latent: torch.Tensor, lo: float = -3.0, hi: float = 3.0) -> np.ndarray:
+    """(C, h, w) latents -> uint8 (h, C * (w + 1) - 1): each channel as a grayscale image, side by side."""
+    x = ((latent.float().cpu().clamp(lo, hi) - lo) / (hi - lo) * 255).round().to(torch.uint8).numpy()
+    c, h, w = x.shape
+    out = np.full((h, c * (w + 1) - 1), 255, np.uint8)
+    for i in range(c):
+        out[:, i * (w + 1): i * (w + 1) + w] = x[i]
+    return out
+
+
+def prepare_image(image: np.ndarray, size: int, channels: int) -> torch.Tensor:
+    """uint8 (H, W), (H, W, 3) or (H, W, 4) -> (1, channels, size, size) float in [-1, 1].
+
+    Centre-cropped to a square, resized with Pillow's bicubic filter, alpha dropped, converted
+    to grayscale for one-channel models.
+    """
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or arr.size == 0:
+        raise ValueError(f"expected an image (H, W) or (H, W, C), got shape {arr.shape}")
+    pil = Image.fromarray(arr.astype(np.uint8))
+    w, h = pil.size
+    side = min(w, h)
+    pil = pil.crop(((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side))
+    pil = pil.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BICUBIC)
+    x = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 127.5 - 1)
+    return (x[None, None] if channels == 1 else x.permute(2, 0, 1)[None]).contiguous()

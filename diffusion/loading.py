@@ -259,6 +259,3 @@ class ModelStore:
         """Embedded models whose folder is missing (a broken install), for a start-up warning."""
         return [c.id for c in self.registry.cards.values()
                 if c.embedded and not (Path(c.source) / "model_index.json").is_file()]
-
-    def is_loaded(self, model_id: str) -> bool:
-        return model_id in self._models

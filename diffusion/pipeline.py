@@ -10,58 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.attention import AttentionMaps, AttentionStore, recording
+from diffusion.images import prepare_image, to_uint8
 from diffusion.loop import StepRecord, denoise
-from diffusion.schedulers import get_sampler, make_scheduler, max_steps_for
-
-MAX_SEED = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class SampleRequest:
-    """Everything that determines a set of images (with the model's weights).
-
-    ``seed`` in [0, 2^32 - 1]; ``steps`` in [1, num_train_timesteps]; ``eta`` in [0, 1]
-    (DDIM only); ``guidance_scale`` >= 0 (text models; 1 means no guidance).
-    """
-
-    sampler: str = "ddim"
-    steps: int = 50
-    n: int = 16
-    seed: int = 0
-    eta: float = 0.0
-    prompt: str = ""
-    negative_prompt: str = ""
-    guidance_scale: float = 1.0
-
-
-def make_generator(seed: int) -> torch.Generator:
-    """The request's only source of randomness: a CPU generator (same seed, same image)."""
-    if not 0 <= int(seed) <= MAX_SEED:
-        raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
-    return torch.Generator("cpu").manual_seed(int(seed))
-
-
-def check_request(request: SampleRequest, scheduler_config: dict[str, Any], max_batch: int) -> None:
-    """Raise ``ValueError`` with a readable message when a request is out of range."""
-    get_sampler(request.sampler)
-    limit = max_steps_for(scheduler_config)
-    if not 1 <= request.steps <= limit:
-        raise ValueError(f"steps must be between 1 and {limit}, got {request.steps}")
-    if not 1 <= request.n <= max_batch:
-        raise ValueError(f"batch size must be between 1 and {max_batch}, got {request.n}")
-    if not (np.isfinite(request.eta) and 0.0 <= request.eta <= 1.0):
-        raise ValueError(f"eta must be between 0 and 1, got {request.eta}")
-    if not (np.isfinite(request.guidance_scale) and 0.0 <= request.guidance_scale <= 30.0):
-        raise ValueError(f"guidance scale must be between 0 and 30, got {request.guidance_scale}")
-    make_generator(request.seed)
+from diffusion.prompts import encode_prompt
+from diffusion.request import SampleRequest, make_generator
+from diffusion.schedulers import get_sampler, make_scheduler
 
 
 def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: torch.device,
@@ -77,16 +38,18 @@ def unet_precision(device: torch.device, autocast_dtype: torch.dtype | None) -> 
 
 def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                 request: SampleRequest, init_sample: torch.Tensor | None = None,
-                start_index: int = 0, autocast_dtype: torch.dtype | None = None) -> Iterator[StepRecord]:
+                start_index: int = 0, autocast_dtype: torch.dtype | None = None,
+                scheduler: SchedulerMixin | None = None) -> Iterator[StepRecord]:
     """Unconditional pixel-space DDPM sampling (Ho et al. 2020, Algorithm 2).
 
     Yields one record per step; the last record's ``prev_sample`` is x_0 in [-1, 1]
     (B, C, H, W). Equals ``DDPMPipeline`` / ``DDIMPipeline`` for the same seed. With
     ``init_sample`` (B, C, H, W) in [-1, 1] it starts from that image noised to step
     ``start_index`` (SDEdit). With ``autocast_dtype`` (bf16) the UNet runs under autocast and
-    its output is cast back to float32 before the scheduler's update.
+    its output is cast back to float32 before the scheduler's update. ``scheduler``: the run's own
+    fresh scheduler when the caller built it already (else one is built from ``scheduler_config``).
     """
-    scheduler = make_scheduler(request.sampler, scheduler_config)
+    scheduler = scheduler or make_scheduler(request.sampler, scheduler_config)
     generator = make_generator(request.seed)
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -104,72 +67,9 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                        init_sample=init_sample, start_index=start_index)
 
 
-def from_uint8(images: np.ndarray) -> torch.Tensor:
-    """uint8 RGB (B, H, W, 3) -> float32 (B, 3, H, W) in [-1, 1]: the inverse of ``to_uint8``."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, C, H, W) in [-1, 1] -> uint8 (B, H, W) for one channel, (B, H, W, 3) for RGB."""
-    arr = ((images.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    arr = arr.transpose(0, 2, 3, 1)
-    return arr[..., 0] if arr.shape[-1] == 1 else arr
-
-
-def make_grid(images: np.ndarray, ncols: int | None = None, pad: int = 2) -> np.ndarray:
-    """Tile uint8 images (N, H, W) or (N, H, W, 3) into one uint8 grid image."""
-    n = len(images)
-    ncols = ncols or int(np.ceil(np.sqrt(n)))
-    nrows = int(np.ceil(n / ncols))
-    h, w = images.shape[1:3]
-    shape = (nrows * (h + pad) + pad, ncols * (w + pad) + pad, *images.shape[3:])
-    grid = np.full(shape, 255, dtype=np.uint8)
-    for i, img in enumerate(images):
-        r, c = divmod(i, ncols)
-        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
-    return grid
-
-
-@dataclass(frozen=True)
-class PromptTokens:
-    """How a prompt was read: its tokens, words the tokenizer does not know, words cut off."""
-
-    tokens: list[str]
-    unknown_words: list[str]
-    truncated_words: list[str]
-
-
-def read_prompt(tokenizer: Any, prompt: str) -> PromptTokens:
-    """Tokenize ``prompt`` as the text encoder will, reporting unknown and truncated words."""
-    max_tokens = int(tokenizer.model_max_length) - 2  # start and end tokens
-    words = prompt.split()
-    unk = getattr(tokenizer, "unk_token", None)
-    vocab = tokenizer.get_vocab()
-    unknown: list[str] = []
-    tokens: list[str] = []
-    truncated: list[str] = []
-    for word in words:
-        pieces = tokenizer.tokenize(word)
-        if unk is not None and (unk in pieces or any(p not in vocab for p in pieces)):
-            unknown.append(word)
-        if len(tokens) + len(pieces) > max_tokens:
-            truncated.append(word)
-            continue
-        tokens.extend(pieces)
-    return PromptTokens(tokens, unknown, truncated)
-
-
-def encode_prompt(model: Any, prompts: list[str]) -> torch.Tensor:
-    """Text embeddings (B, L, D) for a batch of prompts, padded to the tokenizer's max length."""
-    with model.tokenizer_lock:  # fast tokenizers are not re-entrant ("Already borrowed")
-        ids = model.tokenizer(prompts, padding="max_length", max_length=model.tokenizer.model_max_length,
-                              truncation=True, return_tensors="pt").input_ids
-    return model.text_encoder(ids.to(model.device))[0].to(model.dtype)
-
-
 def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | None = None,
                  init_sample: torch.Tensor | None = None, start_index: int = 0,
-                 record_attention: bool = False) -> Iterator[StepRecord]:
+                 record_attention: bool = False, scheduler: SchedulerMixin | None = None) -> Iterator[StepRecord]:
     """Latent text-to-image sampling with classifier-free guidance (Rombach et al. 2022).
 
     ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
@@ -181,11 +81,12 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     image) starts the run at step ``start_index`` (SDEdit in latent space). With
     ``record_attention`` each record also carries the conditional branch's cross-attention
     maps (:class:`diffusion.attention.AttentionMaps`, (n, L, h, w) per resolution); the
-    images are the same as without.
+    images are the same as without. ``scheduler``: the run's own fresh scheduler, as for
+    :func:`pixel_steps`.
     """
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
-    scheduler = make_scheduler(request.sampler, model.scheduler_config)
+    scheduler = scheduler or make_scheduler(request.sampler, model.scheduler_config)
     generator = make_generator(request.seed)
     do_guidance = request.guidance_scale > 1.0
     with torch.inference_mode():  # entered and left before the first yield (thread-local)
@@ -234,3 +135,33 @@ def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:
     """Scaled latents (B, C, h, w) -> images (B, 3, H, W) in [-1, 1] through the VAE decoder."""
     with torch.inference_mode():
         return model.vae.decode(latents.float() / model.scaling_factor).sample.clamp(-1, 1)
+
+
+def pictures(model: Any, x: torch.Tensor) -> np.ndarray:
+    """Model space -> uint8 pictures (B, H, W) or (B, H, W, 3): pixel models' x in [-1, 1] directly,
+    latent models' scaled latents through the VAE decoder."""
+    if getattr(model, "vae", None) is not None:
+        x = decode_latents(model, x)
+    return to_uint8(x)
+
+
+def image_size(model: Any) -> int:
+    """The model's native image size in pixels, read off the loaded weights' configs."""
+    size = model.unet.config.sample_size
+    size = size if isinstance(size, int) else int(size[0])
+    return size * (model.vae_scale_factor if getattr(model, "vae", None) is not None else 1)
+
+
+def encode_image(model: Any, image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, 3/4) -> x_0 (1, C, h, w) in model space.
+
+    Centre-cropped to a square and resized to the model's resolution; grayscale for one-channel
+    models. Latent models encode it (the posterior's mode, times the scaling factor).
+    """
+    latent = getattr(model, "vae", None) is not None
+    pixels = prepare_image(image, image_size(model), 3 if latent or model.unet.config.in_channels != 1 else 1)
+    if latent:
+        with torch.inference_mode():
+            dist = model.vae.encode(pixels.to(model.device, torch.float32)).latent_dist
+            return (dist.mode() * model.scaling_factor).to(model.dtype)
+    return pixels.to(model.device, model.dtype)

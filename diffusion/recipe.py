@@ -16,7 +16,9 @@ import platform
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from diffusion.pipeline import SampleRequest, check_request
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from diffusion.request import SampleRequest, check_request
 from diffusion.schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,7 @@ class Recipe:
         fields = _object(data["request"], "request", set(SampleRequest.__dataclass_fields__))
         values = {name: _typed(value, REQUEST_TYPES[name], f"request.{name}") for name, value in fields.items()}
         request = SampleRequest(**values)
-        check_request(request, {}, MAX_RECIPE_IMAGES)  # ranges; the model's own step limit is checked on replay
+        check_request(request, max_batch=MAX_RECIPE_IMAGES)  # ranges; the model's own step limit is checked on replay
         precision = _typed(data.get("precision", "fp32"), str, "precision")
         if precision not in ("fp32", "bf16"):
             raise ValueError(f"recipe precision must be fp32 or bf16, got {precision!r}")
@@ -133,10 +135,11 @@ def _typed(value: Any, kind: type, what: str) -> Any:
 
 
 def make_recipe(model_id: str, request: SampleRequest, base_scheduler_config: dict[str, Any],
-                precision: str = "fp32") -> Recipe:
+                precision: str = "fp32", scheduler: SchedulerMixin | None = None) -> Recipe:
     """The recipe of ``request`` on a model whose scheduler config is ``base_scheduler_config``,
-    run in ``precision`` ("fp32" or "bf16", :func:`diffusion.loading.precision_name`)."""
-    scheduler = make_scheduler(request.sampler, base_scheduler_config)
+    run in ``precision`` ("fp32" or "bf16", :func:`diffusion.loading.precision_name`); ``scheduler``:
+    the run's own, if built already (only its config is read)."""
+    scheduler = scheduler or make_scheduler(request.sampler, base_scheduler_config)
     config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_") or k == "_class_name"}
     config["_class_name"] = type(scheduler).__name__
     return Recipe(model_id, request, json.loads(json.dumps(config, default=str)), library_versions(), precision)

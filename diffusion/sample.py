@@ -3,8 +3,10 @@
     python -m diffusion.sample --model ddpm-mnist --sampler ddim --steps 50 --n 64 --seed 0 --out grid.png
     python -m diffusion.sample --model ldm-shapes --prompt "a red circle" --guidance 4 --out grid.png
     python -m diffusion.sample --recipe recipe.json --out grid.png      # replay the app's "recipe" export
+    python -m diffusion.sample --n 1000 --batch-size 64 --save-npy samples.npy --out grid.png
 
-The same arguments give byte-identical files.
+The same arguments give byte-identical files. Large --n runs in batches of --batch-size images; batch b
+uses seed + b, so the output equals the batches run one by one.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from diffusion.images import make_grid
 from diffusion.loading import PRECISIONS, ModelLoadError
-from diffusion.pipeline import SampleRequest
 from diffusion.recipe import Recipe
 from diffusion.registry import Registry
+from diffusion.request import MAX_BATCH, MAX_IMAGES, SampleRequest, in_batches
 from diffusion.schedulers import SAMPLERS
-from diffusion.service import Studio
+from diffusion.studio import Studio
 
 logger = logging.getLogger("diffusion.sample")
+
+MAX_GRID_IMAGES = 1024  # the PNG grid of a long run shows this many (32 x 32 tiles)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replay a JSON recipe exported by the app (model, sampler, steps, seed, prompt, ...)")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the model's own")
     p.add_argument("--steps", type=int, default=None, help="default: the model's own")
-    p.add_argument("--n", type=int, default=16, help="number of images")
+    p.add_argument("--n", type=int, default=16, help=f"number of images (up to {MAX_IMAGES:,}, in batches)")
+    p.add_argument("--batch-size", type=int, default=MAX_BATCH,
+                   help=f"images per batch (1 to {MAX_BATCH}); batch b uses seed + b")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eta", type=float, default=0.0, help="DDIM only: 0 deterministic, 1 DDPM-like")
     p.add_argument("--prompt", default="")
@@ -102,24 +109,34 @@ def _run(args: argparse.Namespace) -> int:
         recipe.check_scheduler_config(studio.load(card.id).scheduler_config)
         for mismatch in recipe.version_mismatches():
             logger.warning("recipe made with other library versions (%s): pixels may differ slightly", mismatch)
-    with tqdm(total=request.steps, desc=f"{card.id} {request.sampler}", unit="step") as bar:
-        for update in studio.generate(card.id, request, previews=0):
-            bar.update(update.step - bar.n)
-            final = update
+    batches = in_batches(request, args.batch_size)
+    images, calls, wall, final = [], 0, 0.0, None
+    with tqdm(total=request.steps * len(batches), desc=f"{card.id} {request.sampler}", unit="step") as bar:
+        for batch in batches:
+            done = bar.n
+            for update in studio.generate(card.id, batch, previews=0):
+                bar.update(done + update.step - bar.n)
+                final = update
+            images.append(final.images)
+            calls, wall = calls + final.model_calls, wall + final.wall_s
+    images = np.concatenate(images)
     if final.prompt is not None and final.prompt.unknown_words:
         logger.warning("unknown words ignored by the text encoder: %s", ", ".join(final.prompt.unknown_words))
     if final.prompt is not None and final.prompt.truncated_words:
         logger.warning("prompt too long; dropped: %s", " ".join(final.prompt.truncated_words))
     try:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        iio.imwrite(args.out, final.grid)
+        iio.imwrite(args.out, final.grid if len(batches) == 1 else make_grid(images[:MAX_GRID_IMAGES]))
         if args.save_npy:
-            np.save(args.save_npy, final.images.astype(np.uint8))
+            np.save(args.save_npy, images.astype(np.uint8))
     except OSError as error:
         raise CliError(f"cannot write the output: {error}") from None
-    logger.info("%d images, %d model calls, %.2f s -> %s", len(final.images), final.model_calls, final.wall_s, args.out)
+    if len(images) > MAX_GRID_IMAGES:
+        logger.info("the grid shows the first %d images; --save-npy keeps all", MAX_GRID_IMAGES)
+    logger.info("%d images in %d batch(es), %d model calls, %.2f s -> %s", len(images), len(batches), calls, wall,
+                args.out)
     if args.save_npy:
-        logger.info("raw samples %s %s -> %s", final.images.shape, final.images.dtype, args.save_npy)
+        logger.info("raw samples %s %s -> %s", images.shape, images.dtype, args.save_npy)
     return 0
 
 

@@ -30,28 +30,19 @@ class SamplerSpec:
     overrides: dict[str, Any] = field(default_factory=dict)
     stochastic: bool = False  # draws fresh noise at each step
     uses_eta: bool = False  # DDIM's eta (0: deterministic DDIM, 1: DDPM-like variance)
-    paper: str = ""
 
 
 SAMPLERS: dict[str, SamplerSpec] = {
     spec.name: spec
     for spec in (
-        SamplerSpec("ddpm", "DDPM (ancestral)", DDPMScheduler, stochastic=True,
-                    paper="Ho et al. 2020, Algorithm 2"),
-        SamplerSpec("ddim", "DDIM", DDIMScheduler, uses_eta=True,
-                    paper="Song et al. 2021, Eq. 12"),
+        SamplerSpec("ddpm", "DDPM (ancestral)", DDPMScheduler, stochastic=True),
+        SamplerSpec("ddim", "DDIM", DDIMScheduler, uses_eta=True),
         SamplerSpec("dpmpp-2m", "DPM-Solver++ 2M", DPMSolverMultistepScheduler,
-                    {"algorithm_type": "dpmsolver++", "solver_order": 2},
-                    paper="Lu et al. 2022, Algorithm 2"),
-        SamplerSpec("euler", "Euler", EulerDiscreteScheduler,
-                    paper="Karras et al. 2022, Algorithm 1"),
-        SamplerSpec("euler-a", "Euler ancestral", EulerAncestralDiscreteScheduler, stochastic=True,
-                    paper="Karras et al. 2022 / k-diffusion"),
+                    {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+        SamplerSpec("euler", "Euler", EulerDiscreteScheduler),
+        SamplerSpec("euler-a", "Euler ancestral", EulerAncestralDiscreteScheduler, stochastic=True),
     )
 }
-
-MAX_STEPS = 1000
-
 
 def get_sampler(name: str) -> SamplerSpec:
     try:
@@ -73,5 +64,6 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:
 
 
 def max_steps_for(base_config: dict[str, Any]) -> int:
-    """The largest step count a scheduler accepts: the number of training timesteps."""
-    return int(base_config.get("num_train_timesteps", MAX_STEPS))
+    """The largest step count a scheduler accepts: the number of training timesteps T (diffusers'
+    default is 1000)."""
+    return int(base_config.get("num_train_timesteps", 1000))

@@ -80,17 +80,17 @@ def screenshots(url: str, out: Path) -> list[Path]:
         wait_for_text(page, "ddpm-status", "Step 50/50", 300)
         page.screenshot(path=str(out / "screenshot-sampling.png"), full_page=True)
         saved.append(out / "screenshot-sampling.png")
-        page.get_by_role("tab", name="Step by step").click()
+        page.get_by_role("tab", name="Step lab").click()
         page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "steps-status", "Done", 300)
+        wait_for_text(page, "lab-status", "Done", 300)
         page.screenshot(path=str(out / "screenshot-steps.png"), full_page=True)
         saved.append(out / "screenshot-steps.png")
         # the cross-attention view of the embedded text model
-        page.locator("#steps-model input").click()
+        page.locator("#lab-model input").click()
         page.get_by_role("option", name="Latent diffusion: captioned shapes (embedded)").click()
-        page.locator("#steps-prompt textarea").fill("a large yellow star on a black background")
+        page.locator("#lab-prompt textarea").fill("a large yellow star on a black background")
         page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "steps-status", "Done", 300)
+        wait_for_text(page, "lab-status", "Done", 300)
         page.get_by_role("tab", name="Cross-attention").click()
         wait_for_text(page, "attention-note", "Step 50 of 50", 300)
         page.wait_for_function("() => [...document.querySelectorAll('#attention-gallery img')]"
@@ -112,7 +112,7 @@ def main() -> None:
 
     from demo.app import CSS, build_app
     from diffusion.registry import Registry
-    from diffusion.service import Studio
+    from diffusion.studio import Studio
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("assets"))

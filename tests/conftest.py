@@ -32,7 +32,7 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     from diffusion.registry import Registry
-    from diffusion.service import Studio
+    from diffusion.studio import Studio
 
     return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32")
 
@@ -52,7 +52,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
 
     from demo.app import build_app
     from diffusion.registry import Registry
-    from diffusion.service import Studio
+    from diffusion.studio import Studio
 
     started = []
 

@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ENDPOINTS = ("/sample", "/text_to_image", "/steps_run")
+ENDPOINTS = ("/sample", "/text_to_image", "/lab_run")
 
 
 @dataclass
@@ -112,7 +112,7 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
         try:
             time.sleep(arrivals[k])
             for endpoint, kwargs in (("/sample", {"seed": seeds[k]}), ("/text_to_image", {"seed": seeds[k]}),
-                                     ("/steps_run", {"seed": seeds[k], "prompt": ""})):  # its box starts empty
+                                     ("/lab_run", {"seed": seeds[k], "prompt": ""})):  # its box starts empty
                 timing = _timed(client, endpoint, **kwargs)
                 with lock:
                     report.timings.append(timing)
@@ -122,12 +122,12 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
     def scrubber(ready: threading.Event) -> None:
         client = Client(url, verbose=False)
         try:
-            client.predict(steps=20, prompt="", api_name="/steps_run")
+            client.predict(steps=20, prompt="", api_name="/lab_run")
             ready.set()
             step = 1
             while not stop.is_set():
                 start = time.monotonic()
-                client.predict(step, api_name="/steps_show")
+                client.predict(step, api_name="/lab_show")
                 with lock:
                     report.scrub_s.append(time.monotonic() - start)
                 step = step % 20 + 1

@@ -24,7 +24,7 @@ def load(result) -> np.ndarray:
 def test_api_lists_every_model_event(served) -> None:
     _, client, _ = served
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/sample", "/steps_run", "/steps_show", "/text_to_image"} <= names
+    assert {"/sample", "/lab_run", "/lab_show", "/text_to_image"} <= names
 
 
 def test_sample_endpoint_gives_a_grid_of_the_right_size_and_is_reproducible(served) -> None:
@@ -58,15 +58,15 @@ def test_sample_endpoint_rejects_bad_input_with_a_clear_message(served, args, me
 def test_steps_endpoints_record_and_show_each_step(served) -> None:
     _, client, _ = served
     slider, x_t, noise, x0, latents, plot, equation, status = client.predict(
-        "ddpm-mnist", "ddpm", 3, 5, "", 1.0, api_name="/steps_run")
+        "ddpm-mnist", "ddpm", 3, 5, "", 1.0, api_name="/lab_run")
     assert latents is None  # pixel models have no latent view
     assert "3 steps" in status and "Step 3 of 3" in equation
     assert load(x_t).shape[:2] == load(x0).shape[:2] == (8, 8)
     # four seeds side by side: each panel is a 2x2 grid of 8x8 images
-    _, x_t, _, x0, *_ = client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 4, api_name="/steps_run")
+    _, x_t, _, x0, *_ = client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 4, api_name="/lab_run")
     assert load(x_t).shape[:2] == load(x0).shape[:2] == (22, 22)
     with pytest.raises(Exception, match="greater than maximum value 16"):
-        client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 17, api_name="/steps_run")
+        client.predict("ddpm-mnist", "ddim", 2, 5, "", 1.0, 17, api_name="/lab_run")
 
 
 def test_text_endpoint_with_a_local_latent_model(served) -> None:
@@ -92,20 +92,20 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
 
     _, client, studio = served
     *_, latents, plot, equation, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0,
-                                                         api_name="/steps_run")
+                                                         api_name="/lab_run")
     assert "DDIM (Song et al. 2021, Eq. 12)" in equation
     assert load(latents).shape == (8, 4 * 9 - 1)  # the 4 latent channels side by side
-    uncond, text, direction, gallery, note = client.predict(2, api_name="/steps_guidance")
+    uncond, text, direction, gallery, note = client.predict(2, api_name="/lab_guidance")
     assert load(direction).shape == (8, 8, 3) and len(gallery) == 6 and "w = 3" in note
     # cross-attention per token: start, 3 words, end, padding; one overlay each at the image size
-    att_gallery, layers, att_note = client.predict(2, "4x4", api_name="/steps_attention")
+    att_gallery, layers, att_note = client.predict(2, "4x4", api_name="/lab_attention")
     labels = [item["caption"] for item in att_gallery]
     assert [label.split(" · ")[0] for label in labels] == ["[BOS]", "a", "red", "circle", "[EOS]", "padding"]
     assert load(att_gallery[0]["image"]).shape == (16, 16, 3) and "Step 2 of 3" in att_note and layers["value"] == "4x4"
-    gif = client.predict("triptych", "gif", api_name="/steps_export")
+    gif = client.predict("triptych", "gif", api_name="/lab_export")
     frames = np.asarray(Image.open(gif))
     assert frames.shape[0] == 192 and Image.open(gif).n_frames == 3
-    recipe = json.loads(Path(client.predict(api_name="/steps_recipe")).read_text())
+    recipe = json.loads(Path(client.predict(api_name="/lab_recipe")).read_text())
     assert recipe["model"] == "local/tiny-sd" and recipe["request"]["seed"] == 7
     # the forward lab and SDEdit on an uploaded image
     path = tmp_path / "in.png"
@@ -122,7 +122,7 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
 def test_step_lab_needs_a_run_first(serve) -> None:
     _, client, _ = serve(queue_size=4)
     with pytest.raises(gradio_client.exceptions.AppError, match="Run the reverse process first"):
-        client.predict("triptych", "gif", api_name="/steps_export")
+        client.predict("triptych", "gif", api_name="/lab_export")
 
 
 def test_sampler_race_endpoint_streams_to_a_full_grid(served) -> None:
@@ -131,3 +131,15 @@ def test_sampler_race_endpoint_streams_to_a_full_grid(served) -> None:
     # 4 lanes x 8 noise levels of 8x8 tiles (tiny model: DDPM runs its 100 timesteps)
     assert load(grid).shape == (4 * 10 + 2, 8 * 10 + 2)
     assert table.count("| done |") == 4 and "| ddpm | 100 | 100 |" in table
+
+
+def test_every_public_endpoint_is_named_after_its_handler(served) -> None:
+    """One name per event: the API name, the handler's function name (gradio would number a clash)."""
+    app, client, _ = served
+    public = {name.lstrip("/") for name in client.view_api(print_info=False, return_format="dict")["named_endpoints"]}
+    assert {"sample", "text_to_image", "lab_run", "lab_show", "lab_attention", "lab_guidance", "lab_export",
+            "lab_recipe", "forward_show", "forward_denoise", "race", "schedules_show", "random_seed"} <= public
+    assert not [name for name in public if name[-1].isdigit()], public
+    for block in app.fns.values():
+        if block.api_name in public and block.fn is not None:
+            assert block.fn.__name__ == block.api_name, (block.fn.__name__, block.api_name)

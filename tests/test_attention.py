@@ -9,9 +9,16 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor
 
-from diffusion.attention import AttentionStore, CrossAttentionRecorder, attention_probs, install_recorders, recording
-from diffusion.pipeline import SampleRequest, latent_steps
-from diffusion.service import attention_overlays
+from diffusion.attention import (
+    AttentionStore,
+    CrossAttentionRecorder,
+    attention_probs,
+    install_recorders,
+    recording,
+)
+from diffusion.lab.trajectory import attention_overlays
+from diffusion.pipeline import latent_steps
+from diffusion.request import SampleRequest
 from tests.tiny import tiny_sd_pipeline, tiny_unet
 
 
@@ -93,7 +100,7 @@ def test_latent_steps_with_recording_give_the_same_images_and_the_conditional_ma
         assert b.cross_attention.mean().shape == (2, 8, 8, 8)  # conditional half only: n = 2 images
     # the maps are the conditional branch's: rerun the last step's UNet call on [uncond; cond] and compare
     last = recorded[-1]
-    from diffusion.pipeline import encode_prompt
+    from diffusion.prompts import encode_prompt
 
     with torch.no_grad(), recording(AttentionStore((8, 8))) as store:
         context = torch.cat([encode_prompt(model, [""] * 2), encode_prompt(model, ["a red circle"] * 2)])

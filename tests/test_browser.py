@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser import browser_page, chromium_path, image_info, wait_for_image, wait_for_text
+from tests.browser import (
+    browser_page,
+    chromium_path,
+    wait_for_image,
+    wait_for_text,
+)
 
 pytest.importorskip("playwright")
 pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
@@ -51,28 +56,28 @@ def test_stop_ends_a_long_run_within_a_step(serve) -> None:
 
 def test_step_slider_changes_the_shown_step(url: str) -> None:
     with browser_page(url) as page:
-        page.get_by_role("tab", name="Step by step").click()
+        page.get_by_role("tab", name="Step lab").click()
         page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "steps-status", "Done")
-        wait_for_text(page, "steps-equation", "Step 50 of 50")
-        before = wait_for_image(page, "steps-x0")
+        wait_for_text(page, "lab-status", "Done")
+        wait_for_text(page, "lab-equation", "Step 50 of 50")
+        before = wait_for_image(page, "lab-x0")
         assert before["ok"] and (before["width"], before["height"]) == (8, 8)
-        slider = page.locator("#steps-slider input[type=number]")
+        slider = page.locator("#lab-slider input[type=number]")
         slider.fill("3")
         slider.press("Enter")
-        wait_for_text(page, "steps-equation", "Step 3 of 50")
-        after = wait_for_image(page, "steps-x0", before["src"])
+        wait_for_text(page, "lab-equation", "Step 3 of 50")
+        after = wait_for_image(page, "lab-x0", before["src"])
         assert after["src"] != before["src"]
 
 
 def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
     with browser_page(url) as page:
-        page.get_by_role("tab", name="Step by step").click()
-        page.locator("#steps-model input").click()
+        page.get_by_role("tab", name="Step lab").click()
+        page.locator("#lab-model input").click()
         page.get_by_role("option", name="Latent diffusion: captioned shapes (embedded)").click()
-        page.locator("#steps-prompt textarea").fill("a red circle")
+        page.locator("#lab-prompt textarea").fill("a red circle")
         page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "steps-status", "Done")
+        wait_for_text(page, "lab-status", "Done")
         page.get_by_role("tab", name="Cross-attention").click()
         wait_for_text(page, "attention-note", "Step 50 of 50")
         # start, three words, end and padding: six overlays of the 64x64 image (the card's resolution)

@@ -37,3 +37,18 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path: Path, tiny_ddpm_dir
     assert main(parse_args(["--model-dir", str(tiny_ddpm_dir), "--model", "local/tiny-ddpm", "--steps", "5000",
                             "--out", str(tmp_path / "x.png")])) == 2
     assert not (tmp_path / "x.png").exists()
+
+
+def test_large_n_runs_in_batches_equal_to_the_batches_run_one_by_one(tmp_path: Path, tiny_ddpm_dir: Path) -> None:
+    """--n above the app's batch cap runs in batches; batch b uses seed + b; reruns are byte-identical."""
+    base = ("--model-dir", str(tiny_ddpm_dir), "--model", "local/tiny-ddpm", "--sampler", "ddim", "--steps", "2")
+    png1, whole = run(tmp_path, "whole", *base, "--n", "70", "--batch-size", "32", "--seed", "4")
+    png2, again = run(tmp_path, "again", *base, "--n", "70", "--batch-size", "32", "--seed", "4")
+    assert whole.shape == (70, 8, 8) and png1 == png2
+    np.testing.assert_array_equal(whole, again)
+    parts = [run(tmp_path, f"part{b}", *base, "--n", str(n), "--seed", str(4 + b))[1]
+             for b, n in enumerate((32, 32, 6))]
+    np.testing.assert_array_equal(whole, np.concatenate(parts))
+    _, default = run(tmp_path, "default", *base, "--n", "100", "--seed", "4")  # default batches of 64
+    np.testing.assert_array_equal(default[:64], run(tmp_path, "first", *base, "--n", "64", "--seed", "4")[1])
+    assert main(parse_args([*base, "--n", "10", "--batch-size", "65", "--out", str(tmp_path / "x.png")])) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import shutil
 import time
@@ -229,8 +228,8 @@ def test_steps_endpoints_never_crash(served, model, steps, seed, prompt, guidanc
     _, client, _ = served
     if isinstance(steps, int) and 1 <= steps:
         steps = min(steps, 3)
-    for call in (lambda: client.predict(model, "ddim", steps, seed, prompt, guidance, api_name="/steps_run"),
-                 lambda: client.predict(step, api_name="/steps_show")):
+    for call in (lambda: client.predict(model, "ddim", steps, seed, prompt, guidance, api_name="/lab_run"),
+                 lambda: client.predict(step, api_name="/lab_show")):
         try:
             call()
         except AppError as error:

@@ -4,9 +4,9 @@ state is bounded across sessions, temporary files do not pile up, recipes and th
 from __future__ import annotations
 
 import base64
-import os
 import glob
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -29,8 +29,8 @@ from PIL import Image
 from diffusion.budget import StateBudget
 from diffusion.export import ExportDir
 from diffusion.images import data_url_bytes, read_image
-from diffusion.pipeline import SampleRequest
 from diffusion.recipe import Recipe, make_recipe
+from diffusion.request import SampleRequest
 from diffusion.runtime import ComputeGate
 from diffusion.sample import main, parse_args
 from tests.load import app_server
@@ -400,12 +400,12 @@ def test_fifty_api_sessions_stay_within_the_state_budget(tmp_path: Path) -> None
                     "--precision", "fp32") as (pid, url):
         client = Client(url, verbose=False)
         run = ("local/rgb64", "ddpm", 10, 0, "", 1.0, 16)
-        client.predict(*run, api_name="/steps_run")  # warm: the model is loaded
+        client.predict(*run, api_name="/lab_run")  # warm: the model is loaded
         sessions = [uuid.uuid4().hex for _ in range(50)]
         sizes: dict[int, int] = {}
         for i, session in enumerate(sessions, start=1):
             client.session_hash = session  # a new API session: its own gr.State, and no heartbeat
-            client.predict(*run[:3], i, *run[4:], api_name="/steps_run")
+            client.predict(*run[:3], i, *run[4:], api_name="/lab_run")
             if i in (1, 10, 25, 50):
                 sizes[i] = process_rss(pid)
         run_mb = 10 * 3 * (4 * 64) ** 2 * 3 / 2**20  # 3 pictures a step, each a 4x4 grid of 64x64 RGB
@@ -416,21 +416,21 @@ def test_fifty_api_sessions_stay_within_the_state_budget(tmp_path: Path) -> None
         # keeping the last 25 runs would add at least 25 x 5.6 MB of arrays: they are not kept
         assert (sizes[50] - sizes[25]) / 2**20 < 0.75 * 25 * run_mb
         # the newest user still scrubs their run; the oldest is told to run again
-        assert client.predict(1, api_name="/steps_show")[0] is not None
+        assert client.predict(1, api_name="/lab_show")[0] is not None
         client.session_hash = sessions[0]
         with pytest.raises(AppError, match="released because memory was needed for newer runs: run the reverse"):
-            client.predict(1, api_name="/steps_show")
+            client.predict(1, api_name="/lab_show")
         client.close()
 
 
 def test_state_expires_for_api_clients(serve) -> None:
     budget = StateBudget(max_bytes=2**30, ttl_s=1.5)
     _, client, _ = serve(queue_size=8, state_budget=budget)
-    client.predict("ddpm-mnist", "ddim", 2, 0, "", 1.0, api_name="/steps_run")
-    assert client.predict(1, api_name="/steps_show")[0] is not None
+    client.predict("ddpm-mnist", "ddim", 2, 0, "", 1.0, api_name="/lab_run")
+    assert client.predict(1, api_name="/lab_show")[0] is not None
     time.sleep(3.5)  # gradio drops expired state every second and calls the budget back
     with pytest.raises(AppError, match="Run the reverse process first|released because"):
-        client.predict(1, api_name="/steps_show")
+        client.predict(1, api_name="/lab_show")
     assert len(budget) == 0
 
 
@@ -444,7 +444,7 @@ def test_exports_without_a_run_create_nothing(served) -> None:
     before = classroom_dirs()
     for _ in range(20):
         with pytest.raises(AppError, match="Run the reverse process first"):
-            client.predict(api_name="/steps_recipe")
+            client.predict(api_name="/lab_recipe")
     assert classroom_dirs() == before
 
 
@@ -485,12 +485,12 @@ def recipe_text(**request) -> str:
     (recipe_text(prompt=123), "request.prompt must be a string"),
     (recipe_text(sampler=["ddim"]), "request.sampler must be a string"),
     (recipe_text(sampler="bogus"), "unknown sampler"),
-    (recipe_text(steps=0), "steps must be between 1 and 1000"),
-    (recipe_text(seed=2**40), "seed must be in"),
+    (recipe_text(steps=0), "Steps must be a whole number between 1 and 1000"),
+    (recipe_text(seed=2**40), "Seed must be a whole number between 0 and 4294967295"),
     (recipe_text(colour="red"), "request has unknown keys: 'colour'"),
     (recipe_text().replace('"n": 1', '"n": 1, "seed": Infinity'), "request.seed must be a whole number, got Infinity"),
-    (recipe_text().replace('"n": 1', '"n": 1, "eta": NaN'), "eta must be between 0 and 1, got nan"),
-    (recipe_text().replace('"n": 1', '"n": 1, "guidance_scale": -Infinity'), "guidance scale must be between"),
+    (recipe_text().replace('"n": 1', '"n": 1, "eta": NaN'), "eta must be a number between 0 and 1, got nan"),
+    (recipe_text().replace('"n": 1', '"n": 1, "guidance_scale": -Infinity'), "Guidance scale must be a number between"),
     ("[1, 2]", "must be a JSON object, got list"),
     ('"recipe"', "must be a JSON object, got str"),
     ("{", "not valid JSON"),

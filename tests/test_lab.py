@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from diffusion.export import trajectory_frames, write_animation
-from diffusion.pipeline import SampleRequest
 from diffusion.recipe import Recipe, make_recipe
+from diffusion.request import SampleRequest
 
 
 def digit_like(size: int = 32) -> np.ndarray:
@@ -23,24 +23,24 @@ def digit_like(size: int = 32) -> np.ndarray:
 
 def test_forward_process_endpoints(studio):
     image = digit_like()
-    start = studio.forward("local/tiny-ddpm", image, 0, seed=1)
+    start = studio.forward_process("local/tiny-ddpm", image, 0, seed=1)
     assert start.x_t.shape == (8, 8) and start.x0.shape == (8, 8)
     assert np.abs(start.x_t.astype(int) - start.x0.astype(int)).max() <= 8  # t = 0 keeps the image
     assert start.signal_coef == pytest.approx(start.alpha_prod_t ** 0.5)
-    end = studio.forward("local/tiny-ddpm", image, 99, seed=1)
+    end = studio.forward_process("local/tiny-ddpm", image, 99, seed=1)
     assert end.signal_coef < 0.05 and end.noise_coef > 0.99
     assert end.x_t_std == pytest.approx(1.0, abs=0.35)  # 64 pixels of almost pure N(0, 1)
-    same = studio.forward("local/tiny-ddpm", image, 99, seed=1)
+    same = studio.forward_process("local/tiny-ddpm", image, 99, seed=1)
     assert np.array_equal(same.x_t, end.x_t)  # one fixed noise draw per seed
-    with pytest.raises(ValueError, match="t must be between 0 and 99"):
-        studio.forward("local/tiny-ddpm", image, 100)
+    with pytest.raises(ValueError, match="t must be a whole number between 0 and 99"):
+        studio.forward_process("local/tiny-ddpm", image, 100)
     strip = studio.forward_strip("local/tiny-ddpm", image, [0, 40, 99], seed=1)
     for frame, t in zip(strip, [0, 40, 99], strict=True):  # the same draw as forward's, encoded once
-        assert np.array_equal(frame, studio.forward("local/tiny-ddpm", image, t, seed=1).x_t)
+        assert np.array_equal(frame, studio.forward_process("local/tiny-ddpm", image, t, seed=1).x_t)
 
 
 def test_forward_process_on_a_latent_model_reports_reconstruction(studio):
-    view = studio.forward("local/tiny-sd", np.full((40, 40, 3), 128, np.uint8), 50, seed=0)
+    view = studio.forward_process("local/tiny-sd", np.full((40, 40, 3), 128, np.uint8), 50, seed=0)
     assert view.x_t.shape == (16, 16, 3) and view.latents is not None and view.latents.shape == (8, 35)
     assert view.reconstruction_psnr is not None and np.isfinite(view.reconstruction_psnr)
 
@@ -103,7 +103,7 @@ def test_trajectory_exports(studio, tmp_path):
 
 
 def test_sampler_race_aligns_lanes_by_noise_level(studio):
-    from diffusion.service import RACE_LEVELS, align_by_noise, race_grid
+    from diffusion.lab.race import RACE_LEVELS, align_by_noise, race_grid
 
     lanes_spec = (("ddpm", 100), ("ddim", 10), ("dpmpp-2m", 5), ("euler", 8))
     snapshots = []

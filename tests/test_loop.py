@@ -8,8 +8,9 @@ import torch
 from diffusers import DDIMPipeline, DDIMScheduler, StableDiffusionPipeline
 
 from diffusion.loading import ModelStore
-from diffusion.pipeline import SampleRequest, decode_latents, latent_steps, pixel_steps
+from diffusion.pipeline import decode_latents, latent_steps, pixel_steps
 from diffusion.registry import Registry, local_card
+from diffusion.request import SampleRequest
 from diffusion.schedulers import SAMPLERS, make_scheduler
 from tests.tiny import tiny_ddpm_pipeline
 

@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.loading import Speedups, choose_autocast, cpu_has_native_bf16, precision_name
-from diffusion.pipeline import SampleRequest, pixel_steps
+from diffusion.loading import (
+    Speedups,
+    choose_autocast,
+    cpu_has_native_bf16,
+    precision_name,
+)
+from diffusion.pipeline import pixel_steps
 from diffusion.recipe import Recipe, make_recipe
 from diffusion.registry import Registry
-from diffusion.service import Studio
+from diffusion.request import SampleRequest
+from diffusion.studio import Studio
 from tests.tiny import tiny_unet
 
 

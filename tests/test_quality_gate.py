@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter
 
 from diffusion.data.mnist import load_split
 from diffusion.metrics.lenet import load_lenet
-from diffusion.metrics.mnist_gate import GateReport, draw_samples, evaluate
+from diffusion.metrics.mnist_gate import MnistGateReport, draw_samples, evaluate
 
 N = 200
 LIMITS = {"fld_factor": 3.0, "min_confident": 0.85, "class_share": (0.03, 0.17)}
@@ -25,20 +25,20 @@ def lenet():
 
 
 @pytest.fixture(scope="module")
-def shipped_report(lenet) -> GateReport:
+def shipped_report(lenet) -> MnistGateReport:
     samples = draw_samples("ddpm-mnist", N, "ddim", 50, seed=0, batch=100)
     report = evaluate(samples, lenet)
     print("\n" + report.table())
     return report
 
 
-def test_judge_is_accurate_on_held_out_digits(lenet, shipped_report: GateReport) -> None:
+def test_judge_is_accurate_on_held_out_digits(lenet, shipped_report: MnistGateReport) -> None:
     assert shipped_report.judge_accuracy >= 0.97
     # the confident-share target is reachable: the real held-out digits meet it
     assert shipped_report.confident_share_held_out >= LIMITS["min_confident"]
 
 
-def test_shipped_ddpm_passes_the_gate(shipped_report: GateReport) -> None:
+def test_shipped_ddpm_passes_the_gate(shipped_report: MnistGateReport) -> None:
     assert shipped_report.failures(**LIMITS) == []
 
 
@@ -49,33 +49,33 @@ def test_shipped_ddpm_passes_the_gate(shipped_report: GateReport) -> None:
 REGRESSION = LIMITS | {"fld_factor": 2.5}
 
 
-def test_shipped_ddpm_holds_its_measured_quality(shipped_report: GateReport) -> None:
+def test_shipped_ddpm_holds_its_measured_quality(shipped_report: MnistGateReport) -> None:
     assert shipped_report.failures(**REGRESSION) == []
 
 
-def test_regression_floor_still_rejects_blur_and_noise(blurred_report: GateReport,
-                                                       noise_report: GateReport) -> None:
+def test_regression_floor_still_rejects_blur_and_noise(blurred_report: MnistGateReport,
+                                                       noise_report: MnistGateReport) -> None:
     assert blurred_report.failures(**REGRESSION)
     assert noise_report.failures(**REGRESSION)
 
 
 @pytest.fixture(scope="module")
-def blurred_report(lenet) -> GateReport:
+def blurred_report(lenet) -> MnistGateReport:
     digits = load_split("train").images[1000:1000 + N].astype(float)
     blurred = np.stack([gaussian_filter(d, 1.5) for d in digits]).clip(0, 255).astype(np.uint8)
     return evaluate(blurred, lenet)
 
 
 @pytest.fixture(scope="module")
-def noise_report(lenet) -> GateReport:
+def noise_report(lenet) -> MnistGateReport:
     return evaluate(np.random.default_rng(0).integers(0, 256, (N, 32, 32)).astype(np.uint8), lenet)
 
 
-def test_gate_rejects_blurred_digits(blurred_report: GateReport) -> None:
+def test_gate_rejects_blurred_digits(blurred_report: MnistGateReport) -> None:
     assert blurred_report.failures(**LIMITS)
 
 
-def test_gate_rejects_noise(noise_report: GateReport) -> None:
+def test_gate_rejects_noise(noise_report: MnistGateReport) -> None:
     assert noise_report.failures(**LIMITS)
 
 

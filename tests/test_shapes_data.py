@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffusion.data import shapes
-from diffusion.metrics import shapes as judge
+from diffusion.metrics import shape_judge as judge
 from diffusion.text import build_word_tokenizer
 
 

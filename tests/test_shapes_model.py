@@ -1,6 +1,6 @@
 """The shipped latent text-to-image model ``ldm-shapes``: format, autoencoder, and a smaller
 version of its prompt gate that a broken model fails (unconditional sampling, a shuffled
-text encoder). The full gate: ``python -m diffusion.metrics.shapes``."""
+text encoder). The full gate: ``python -m diffusion.metrics.shapes_gate``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import torch
 
 from diffusion.data import shapes
 from diffusion.loading import load_pipeline
-from diffusion.metrics import shapes as judge
+from diffusion.metrics import shape_judge as judge
+from diffusion.metrics import shapes_gate as gate
 from diffusion.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (ASSET / "model_index.json").is_file(), reas
 # 0.950; on 200 prompts: 1.000, 0.905, 1.000, 1.000, 0.905). Floors for the broken-model checks
 # sit below those and far above what a broken model reaches (colour ~1/8, position ~1/9 by chance;
 # measured: unconditional 0.100 / 0.100, shuffled word embeddings 0.225 / 0.100).
-CONFIG = judge.GateConfig(n_prompts=40, n_held_out=0, n_pairs=0, sweep=(4.0,))
+CONFIG = gate.GateConfig(n_prompts=40, n_held_out=0, n_pairs=0, sweep=(4.0,))
 FLOORS = {"colour": 0.85, "shape": 0.75, "size": 0.9, "position": 0.9}
 
 
@@ -44,11 +45,11 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def scenes():
-    return judge.single_prompts(CONFIG.n_prompts)
+    return gate.single_prompts(CONFIG.n_prompts)
 
 
 def score(model, classifier, scenes, prompts) -> dict[str, float]:
-    images = judge.generate(model, prompts, CONFIG.guidance, CONFIG)
+    images = gate.generate(model, prompts, CONFIG.guidance, CONFIG)
     return judge.score_single(images, scenes, classifier).accuracy()
 
 
@@ -64,7 +65,7 @@ def test_shipped_as_a_standard_diffusers_pipeline_under_60_mb():
 
 
 def test_autoencoder_reconstructs_held_out_scenes_above_30_db(model):
-    from diffusion.pipeline import from_uint8
+    from diffusion.images import from_uint8
     from diffusion.training.train_autoencoder import EVAL_SEED, psnr
 
     images = from_uint8(shapes.render_batch(64, EVAL_SEED + 1)[0])
@@ -78,13 +79,13 @@ def test_autoencoder_keeps_what_the_judge_reads(model, classifier, scenes):
     scenes bounds what any latent model can score: it must meet every target (the first shipped
     decoder drew every small star as a blob: shape 0.91 on 200 scenes). A decoder with its output
     layer disturbed fails."""
-    ceiling = judge.autoencoder_ceiling(model, scenes, classifier)
-    for name, target in judge.TARGETS.items():
+    ceiling = gate.autoencoder_ceiling(model, scenes, classifier)
+    for name, target in gate.TARGETS.items():
         assert ceiling[name] >= target, (name, ceiling)
     vae = copy.deepcopy(model.vae)
     with torch.no_grad():
         vae.decoder.conv_out.weight.mul_(0.3)
-    broken = judge.autoencoder_ceiling(dataclasses.replace(model, vae=vae), scenes, classifier)
+    broken = gate.autoencoder_ceiling(dataclasses.replace(model, vae=vae), scenes, classifier)
     assert broken["exact"] < 0.5, broken
 
 
@@ -94,23 +95,23 @@ def good(model, classifier, scenes):
 
 
 def test_prompt_gate_meets_the_issue_targets(good):
-    for name, target in judge.TARGETS.items():
+    for name, target in gate.TARGETS.items():
         assert good[name] >= target, (name, good)
 
 
 def test_prompt_sensitivity_sees_the_caption(model):
     """At t = T the caption's colour, size and shape move the predicted x0 (measured 0.49), the
     same prompt twice does not move it at all."""
-    a, b = judge.SENSITIVITY_PAIRS["colour, size and shape"]
-    assert judge.prompt_sensitivity(model, a, b) > 0.1
-    assert judge.prompt_sensitivity(model, a, a) == 0.0
+    a, b = gate.SENSITIVITY_PAIRS["colour, size and shape"]
+    assert gate.prompt_sensitivity(model, a, b) > 0.1
+    assert gate.prompt_sensitivity(model, a, a) == 0.0
 
 
 def test_caption_moves_the_object(model):
     """At t = T only the caption can say where the object goes: "top left corner" against "bottom
     right corner" must move the first x0 guess about as much as a colour, size and shape change
     (measured 0.49 and 0.49; the first shipped model: 0.006 against 0.36, objects placed by the noise)."""
-    sensitivity = {k: judge.prompt_sensitivity(model, a, b) for k, (a, b) in judge.SENSITIVITY_PAIRS.items()}
+    sensitivity = {k: gate.prompt_sensitivity(model, a, b) for k, (a, b) in gate.SENSITIVITY_PAIRS.items()}
     assert sensitivity["position"] > 0.3 * sensitivity["colour, size and shape"], sensitivity
 
 
@@ -147,12 +148,12 @@ def test_cli_samples_the_shapes_model(tmp_path):
 def test_cross_attention_of_colour_and_shape_words_lands_on_the_object():
     """The step lab's attention maps mean something: on the shipped model the colour and shape
     words attend to the object far more than its share of the image (measured at the last step)."""
-    from diffusion.pipeline import SampleRequest
-    from diffusion.service import Studio
+    from diffusion.request import SampleRequest
+    from diffusion.studio import Studio
 
     studio = Studio(device="cpu", precision="fp32")
     ratios: dict[str, list[float]] = {"colour": [], "shape": []}
-    for scene in judge.single_prompts(6):
+    for scene in gate.single_prompts(6):
         obj = scene.objects[0]
         request = SampleRequest("ddim", 25, n=1, seed=0, prompt=shapes.full_caption(obj), guidance_scale=4.0)
         *_, (_, _, traj) = studio.trajectory("ldm-shapes", request)

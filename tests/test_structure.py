@@ -24,9 +24,58 @@ def imported_modules(path: Path) -> set[str]:
 def test_diffusion_never_imports_gradio() -> None:
     for path in (ROOT / "diffusion").rglob("*.py"):
         assert "gradio" not in imported_modules(path), path
-    code = "import sys, diffusion.service, diffusion.sample; print('gradio' in sys.modules)"
+    code = "import sys, diffusion.studio, diffusion.sample; print('gradio' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def diffusion_imports(path: Path) -> set[str]:
+    """The ``diffusion`` modules a file imports (absolute imports, at any depth)."""
+    tree = ast.parse(path.read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names if a.name.split(".")[0] == "diffusion"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "diffusion":
+            names.add(node.module)
+    return names
+
+
+def test_the_ui_goes_through_one_door() -> None:
+    """``demo/`` imports the Studio's module and nothing else from ``diffusion``; every name it takes from
+    there is in the Studio's ``__all__`` (the Studio and plain values)."""
+    from diffusion import studio
+
+    for path in (ROOT / "demo").rglob("*.py"):
+        assert diffusion_imports(path) <= {"diffusion.studio"}, (path, diffusion_imports(path))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "diffusion.studio":
+                assert {a.name for a in node.names} <= set(studio.__all__), path
+
+
+def test_one_step_lab_run_builds_its_scheduler_once(studio, monkeypatch) -> None:
+    """Counted by the scheduler classes' constructors: the run's scheduler is built once and serves the loop,
+    the step terms (a copy is replayed), the schedule curves and the recipe."""
+    from diffusers.configuration_utils import ConfigMixin
+
+    from diffusion.request import SampleRequest
+    from diffusion.schedulers import SAMPLERS
+
+    built: list[str] = []
+    original = ConfigMixin.from_config.__func__
+
+    def counting(cls, *args, **kwargs):
+        built.append(cls.__name__)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(ConfigMixin, "from_config", classmethod(counting))
+    for model_id, request in (("local/tiny-ddpm", SampleRequest("dpmpp-2m", 3, seed=1)),
+                              ("local/tiny-sd", SampleRequest("ddim", 2, prompt="a red circle", guidance_scale=3.0))):
+        studio.load(model_id)  # loading builds the pipeline's own scheduler: not part of a run
+        built.clear()
+        *_, (_, _, traj) = studio.trajectory(model_id, request)
+        assert len(traj.terms) == len(traj.steps) and traj.recipe is not None and traj.curves is not None
+        assert built == [SAMPLERS[request.sampler].scheduler_cls.__name__], built
 
 
 def test_demo_never_imports_torch() -> None:

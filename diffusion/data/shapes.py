@@ -2,7 +2,7 @@
 
 Scenes are 64x64 RGB, drawn anti-aliased with Pillow (4x supersampled, box-filtered down),
 with one object (most scenes) or two. Every attribute is discrete, so an analyser
-(:mod:`diffusion.metrics.shapes`) can judge whether a generated image obeys its prompt:
+(:mod:`diffusion.metrics.shape_judge`) can judge whether a generated image obeys its prompt:
 
 - colour: 8 (``COLOURS``), shape: 6 (``SHAPES``), size: small / large,
 - position: a 3x3 grid (``POSITIONS``: "top left" ... "bottom right", "center"),

@@ -39,7 +39,7 @@ CONFIDENCE = 0.9
 
 
 @dataclass
-class GateReport:
+class MnistGateReport:
     n: int
     judge_accuracy: float
     fld: float
@@ -115,7 +115,7 @@ def nearest_distances(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
     return torch.cdist(q, k).min(dim=1).values.numpy()
 
 
-def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> GateReport:
+def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> MnistGateReport:
     """Judge uint8 samples (N, 32, 32) against N held-out digits (N <= 1000)."""
     lenet = lenet or load_lenet()
     train, held_out = load_split("train"), load_split("held_out")
@@ -136,7 +136,7 @@ def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> 
     shares = np.bincount(probs.argmax(dim=1).numpy(), minlength=10) / n
     threshold = nearest_distances(held_out.images, train.images).min()
     memorised = float((nearest_distances(np.asarray(samples), train.images) < threshold).mean())
-    return GateReport(n, float(judge_accuracy), fld, fld_floor, kid, kid_floor, confident, confident_held_out,
+    return MnistGateReport(n, float(judge_accuracy), fld, fld_floor, kid, kid_floor, confident, confident_held_out,
                       [float(s) for s in shares], memorised)
 
 
@@ -155,15 +155,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def draw_samples(model_id: str, n: int, sampler: str, steps: int, seed: int, batch: int) -> np.ndarray:
     """n samples in batches; batch b uses seed ``seed + b`` (reproducible, independent noise)."""
-    from diffusion.pipeline import SampleRequest
-    from diffusion.service import Studio
+    from diffusion.request import SampleRequest, in_batches
+    from diffusion.studio import Studio
 
     studio = Studio(device="cpu", max_batch=max(batch, 64), precision="fp32")  # the weights, bit-exact
     out = []
-    for b, start in enumerate(range(0, n, batch)):
-        request = SampleRequest(sampler=sampler, steps=steps, n=min(batch, n - start), seed=seed + b)
+    for request in in_batches(SampleRequest(sampler=sampler, steps=steps, n=n, seed=seed), batch, studio.max_batch):
         out.append(studio.sample(model_id, request))
-        logger.info("sampled %d / %d", start + len(out[-1]), n)
+        logger.info("sampled %d / %d", sum(map(len, out)), n)
     return np.concatenate(out)
 
 

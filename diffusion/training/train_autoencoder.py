@@ -30,8 +30,14 @@ from diffusers import AutoencoderKL
 from diffusers.optimization import get_cosine_schedule_with_warmup
 
 from diffusion.data import shapes
-from diffusion.pipeline import from_uint8
-from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
+from diffusion.images import from_uint8
+from diffusion.training.common import (
+    add_run_args,
+    resume,
+    save_args,
+    save_checkpoint,
+    setup_run,
+)
 
 logger = logging.getLogger("train_autoencoder")
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -27,8 +26,16 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 
 from diffusion.data.mnist import IMAGE_SIZE, load_split
-from diffusion.pipeline import SampleRequest, make_grid, pixel_steps, to_uint8
-from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
+from diffusion.images import make_grid, to_uint8
+from diffusion.pipeline import pixel_steps
+from diffusion.request import SampleRequest
+from diffusion.training.common import (
+    add_run_args,
+    resume,
+    save_args,
+    save_checkpoint,
+    setup_run,
+)
 
 logger = logging.getLogger("train_ddpm")
 

@@ -24,18 +24,31 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from diffusion.data import shapes
+from diffusion.images import from_uint8, make_grid, to_uint8
 from diffusion.loading import load_pipeline
-from diffusion.pipeline import SampleRequest, decode_latents, from_uint8, latent_steps, make_grid, to_uint8
+from diffusion.pipeline import decode_latents, latent_steps
 from diffusion.registry import local_card
+from diffusion.request import SampleRequest
 from diffusion.text import build_word_tokenizer
-from diffusion.training.common import add_run_args, resume, save_args, save_checkpoint, setup_run
+from diffusion.training.common import (
+    add_run_args,
+    resume,
+    save_args,
+    save_checkpoint,
+    setup_run,
+)
 
 logger = logging.getLogger("train_ldm")
 

@@ -1,10 +1,10 @@
-"""Train the shape part of the ``ldm-shapes`` judge (:mod:`diffusion.metrics.shapes`).
+"""Train the shape part of the ``ldm-shapes`` judge (:mod:`diffusion.metrics.shape_judge`).
 
 Renders seeded scenes (held-out colour-shape pairs included: the judge must read every
 pair), lightly degraded (pixel noise, blur) so that it stays fair on generated images,
 segments them with the analyser's own code and trains a small CNN on the objects' coverage
 masks. Saves safetensors to ``assets/shapes-analyser`` and prints its validation on freshly
-rendered ground truth (:func:`diffusion.metrics.shapes.validate`).
+rendered ground truth (:func:`diffusion.metrics.shape_judge.validate`).
 
     python -m diffusion.training.train_shape_classifier --out assets/shapes-analyser
 """
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageFilter
 
 from diffusion.data import shapes
-from diffusion.metrics.shapes import ASSET, ShapeClassifier, segment, validate
+from diffusion.metrics.shape_judge import ASSET, ShapeClassifier, segment, validate
 
 logger = logging.getLogger("train_shape_classifier")
 

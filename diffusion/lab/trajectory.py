@@ -1,0 +1,213 @@
+"""The step-by-step view: every step of one run as small pictures and numbers, kept for scrubbing.
+
+A :class:`Trajectory` holds, per step, x_t, the predicted noise and the predicted x0 as uint8
+pictures, and for text models the step's guidance pair and cross-attention maps (float16), so the
+step slider, the guidance decomposition and the attention view need no model call. It also carries
+what the views typeset: each step's update (:mod:`diffusion.explain`), the schedule and the recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from diffusion.attention import AttentionMaps
+from diffusion.explain import StepTerms
+from diffusion.images import latent_channels, tile, to_display
+from diffusion.lab.schedules import ScheduleCurves
+from diffusion.loop import StepRecord, predict_original_sample, predicted_noise
+from diffusion.pipeline import pictures
+from diffusion.recipe import Recipe
+from diffusion.request import SampleRequest
+
+
+@dataclass(frozen=True)
+class GuidancePair:
+    """One image's cached classifier-free-guidance inputs at one step, float16 (C, h, w).
+
+    ``model_input`` is the variance-preserving x_t the UNet saw; ``uncond`` and ``text`` its
+    unconditional and conditional predictions. Enough to recompute the guided prediction and
+    the predicted x0 for any guidance scale without calling the model again.
+    """
+
+    model_input: np.ndarray
+    uncond: np.ndarray
+    text: np.ndarray
+    guidance_scale: float
+
+
+@dataclass
+class StepView:
+    """One step of the step-by-step view for a single image, as uint8 pictures and numbers.
+
+    Pictures are (H, W) or (H, W, 3): x_t (the variance-preserving x_t, clipped to [-1, 1]),
+    the predicted noise (mapped from [-3, 3]) and the predicted x0 (clipped to [-1, 1]).
+    For latent models x_t and the noise are the first three latent channels, and x0 is decoded.
+    """
+
+    index: int
+    timestep: float
+    alpha_prod_t: float
+    beta_t: float
+    x_t: np.ndarray
+    noise: np.ndarray
+    pred_x0: np.ndarray
+    alpha_prod_t_prev: float = 1.0  # alpha-bar of the step this one lands on (1 after the last)
+    guidance: GuidancePair | None = None  # text models with guidance: the step's two predictions
+    latents: np.ndarray | None = None  # latent models: x_t's channels side by side, uint8 (h, C * (w + 1) - 1)
+    # text models: cross-attention per prompt token, float16 (L, h, w) at the latent's size, for
+    # "all" layers and per layer resolution ("8x8", ...); L = the prompt's tokens with start and
+    # end, then one map for all padding tokens together (at each position the L maps sum to 1)
+    attention: dict[str, np.ndarray] | None = None
+
+
+@dataclass
+class Trajectory:
+    """A step-lab run: its request (``n`` = the images recorded), the steps so far and the final images.
+
+    ``terms`` gives each step's update with its numbers, ``curves`` the model's training schedule,
+    ``recipe`` the JSON that replays the run and ``precision`` the UNet's arithmetic ("fp32"/"bf16").
+    """
+
+    model_id: str
+    request: SampleRequest
+    steps: list[StepView] = field(default_factory=list)
+    final: np.ndarray | None = None
+    wall_s: float = 0.0
+    tokens: list[str] | None = None  # text models: labels of the attention maps (start, words, end, padding)
+    attention_layers: dict[str, int] | None = None  # cross-attention layers per resolution ("8x8": 2, ...)
+    terms: list[StepTerms] = field(default_factory=list)
+    curves: ScheduleCurves | None = None
+    recipe: Recipe | None = None
+    precision: str = "fp32"
+
+
+def _half(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy().astype(np.float16)
+
+
+def attention_summary(maps: AttentionMaps, kept: int) -> dict[str, np.ndarray]:
+    """One image's maps (first of the batch) as float16 (kept + 1, h, w) for "all" layers and each
+    resolution: the first ``kept`` tokens, then the sum over the remaining (padding) tokens."""
+    def fold(m: torch.Tensor) -> np.ndarray:
+        m = m[0]
+        parts = [m[:kept], m[kept:].sum(dim=0, keepdim=True)] if kept < m.shape[0] else [m]
+        return torch.cat(parts).numpy().astype(np.float16)
+
+    out = {"all": fold(maps.mean())}
+    out.update({f"{r}x{r}": fold(m) for r, m in maps.by_resolution.items()})
+    return out
+
+
+def step_view(model: Any, scheduler: SchedulerMixin, curves: ScheduleCurves, record: StepRecord,
+              kept_tokens: int | None) -> StepView:
+    """The pictures and numbers of one loop record (every image of the batch, tiled into one grid).
+
+    ``scheduler`` is the run's own (read for the prediction type only); ``kept_tokens``: the number of
+    prompt tokens whose attention maps are kept (None: no maps).
+    """
+    latent = getattr(model, "vae", None) is not None
+    t = int(round(record.timestep))
+    x_t_range = (-3.0, 3.0) if latent else (-1.0, 1.0)
+    return StepView(
+        index=record.index, timestep=record.timestep,
+        alpha_prod_t=float(curves.alphas_cumprod[t]), beta_t=float(curves.betas[t]),
+        x_t=tile(to_display(record.model_input, *x_t_range)),
+        noise=tile(to_display(predicted_noise(scheduler, record.model_input, record.model_output, t), -3.0, 3.0)),
+        pred_x0=tile(pictures(model, record.pred_original_sample)),
+        guidance=None if record.noise_pred_uncond is None else GuidancePair(
+            model_input=_half(record.model_input[0]), uncond=_half(record.noise_pred_uncond[0]),
+            text=_half(record.noise_pred_text[0]), guidance_scale=float(record.guidance_scale or 1.0)),
+        latents=latent_channels(record.model_input[0]) if latent else None,
+        attention=None if record.cross_attention is None or kept_tokens is None
+        else attention_summary(record.cross_attention, kept_tokens),
+    )
+
+
+def trajectory_nbytes(traj: Trajectory) -> int:
+    """Bytes of the arrays a trajectory keeps (its pictures, guidance pairs and attention maps)."""
+    total = 0 if traj.final is None else traj.final.nbytes
+    for view in traj.steps:
+        total += view.x_t.nbytes + view.noise.nbytes + view.pred_x0.nbytes
+        total += 0 if view.latents is None else view.latents.nbytes
+        if view.guidance is not None:
+            total += view.guidance.model_input.nbytes + view.guidance.uncond.nbytes + view.guidance.text.nbytes
+        total += sum(a.nbytes for a in (view.attention or {}).values())
+    return total
+
+
+# ---------------------------------------------------------------------------- guidance
+
+GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
+
+
+@dataclass(frozen=True)
+class GuidanceView:
+    """The guidance decomposition at one step (uint8 pictures; x0 decoded for each scale)."""
+
+    uncond: np.ndarray
+    text: np.ndarray
+    direction: np.ndarray  # eps_text - eps_uncond, mapped from [-1, 1]
+    scales: tuple[float, ...]
+    pred_x0: tuple[np.ndarray, ...]
+    direction_norm: float  # RMS of the guidance direction
+
+
+def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
+                       scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
+    """Classifier-free guidance at one recorded step, from its one cached pair of predictions.
+
+    eps_w = eps_uncond + w (eps_text - eps_uncond) (Ho & Salimans 2022, Eq. 6) and the
+    predicted x0 for each w (DDPM Eq. 15), decoded; w = 0 is unconditional, w = 1 conditional.
+    """
+    if view.guidance is None:
+        raise ValueError("this step has no guidance record: use a text model with guidance > 1")
+    pair = view.guidance
+    x = torch.from_numpy(pair.model_input.astype(np.float32))[None]
+    uncond = torch.from_numpy(pair.uncond.astype(np.float32))[None]
+    text = torch.from_numpy(pair.text.astype(np.float32))[None]
+    direction = text - uncond
+    t = int(round(view.timestep))
+    guided = torch.cat([uncond + w * direction for w in scales])
+    x0 = predict_original_sample(scheduler, x.repeat(len(scales), 1, 1, 1), guided, t)
+    # show noise predictions whatever the model predicts (v-prediction: eps = sqrt(1-ab) x + sqrt(ab) v)
+    uncond, text = (predicted_noise(scheduler, x, out, t) for out in (uncond, text))
+    direction = text - uncond
+    decoded = pictures(model, x0.to(model.device, model.dtype))
+    return GuidanceView(
+        uncond=to_display(uncond, -3.0, 3.0)[0], text=to_display(text, -3.0, 3.0)[0],
+        direction=to_display(direction, -1.0, 1.0)[0], scales=tuple(scales),
+        pred_x0=tuple(decoded), direction_norm=float(direction.pow(2).mean().sqrt()))
+
+
+# ---------------------------------------------------------------------------- cross-attention
+
+def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all",
+                       alpha: float = 0.6) -> list[tuple[np.ndarray, str]]:
+    """The step's cross-attention of each token over its predicted x0: uint8 (H, W, 3) and a label.
+
+    Each map is upsampled (bilinear) to the image, scaled to its own maximum and drawn with the
+    "cividis" colour map (readable with colour-blindness, unlike "jet"); the label gives the token's
+    share of all attention at this step (the mean of its map over positions; the shares of all
+    tokens, padding included, sum to 100%).
+    """
+    from matplotlib import colormaps
+
+    if view.attention is None or layers not in view.attention:
+        raise ValueError(f"no cross-attention maps for layers {layers!r} at this step")
+    maps = torch.from_numpy(view.attention[layers].astype(np.float32))
+    base = view.pred_x0 if view.pred_x0.ndim == 3 else np.repeat(view.pred_x0[..., None], 3, axis=-1)
+    size = base.shape[:2]
+    up = torch.nn.functional.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    colour = colormaps["cividis"]
+    out = []
+    for token, share, m in zip(tokens, maps.mean(dim=(1, 2)).tolist(), up, strict=True):
+        heat = colour((m / m.max().clamp_min(1e-8)).numpy())[..., :3] * 255
+        img = (alpha * heat + (1 - alpha) * base.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
+        out.append((img, f"{token} · {share:.0%}"))
+    return out

@@ -1,0 +1,326 @@
+"""The Studio: the one door into the model module, in plain values.
+
+``demo/`` (which never imports torch) and the CLI call the Studio with ids, seeds, prompts and
+uint8 arrays, and get numpy pictures and small records back. Every request is checked once
+(:meth:`Studio.prepare`: the model's card, the loaded model, the checked request and the run's one
+fresh scheduler), and every denoising step of every request passes the compute gate, so concurrent
+requests share nothing but the read-only weights and a cancelled one stops within a step.
+
+The work itself lives in one module per concept: the loop (:mod:`diffusion.loop`), sampling with
+loaded components (:mod:`diffusion.pipeline`), the step lab's views (:mod:`diffusion.lab`), each
+step's update in numbers (:mod:`diffusion.explain`) and recipes (:mod:`diffusion.recipe`). The
+plain value types and helpers the UI needs are re-exported here (``__all__``), so the UI imports
+this module and nothing else from ``diffusion``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from diffusion.budget import StateBudget
+from diffusion.explain import StepTerms, step_terms, update_latex
+from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
+from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
+from diffusion.lab.forward import (
+    ForwardView,
+    forward_process,
+    forward_strip,
+    start_index,
+)
+from diffusion.lab.race import (
+    DEFAULT_RACE,
+    RACE_LEVELS,
+    RaceLane,
+    race_grid,
+    race_milestones,
+)
+from diffusion.lab.schedules import ScheduleCurves, schedule_family
+from diffusion.lab.trajectory import (
+    GUIDANCE_SCALES,
+    GuidanceView,
+    StepView,
+    Trajectory,
+    attention_overlays,
+    decompose_guidance,
+    step_view,
+    trajectory_nbytes,
+)
+from diffusion.loading import (
+    LoadedModel,
+    ModelLoadError,
+    ModelStore,
+    Speedups,
+    precision_name,
+)
+from diffusion.loop import StepRecord
+from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
+from diffusion.prompts import PromptTokens, model_reads, token_labels
+from diffusion.recipe import make_recipe
+from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
+from diffusion.request import (
+    MAX_BATCH,
+    MAX_GUIDANCE,
+    MAX_LAB_IMAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    MAX_TEXT_BATCH,
+    SampleRequest,
+    check_request,
+    whole_number,
+)
+from diffusion.runtime import MODEL_RUNS, ComputeGate
+from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
+
+logger = logging.getLogger(__name__)
+
+__all__ = [  # what the UI may use: the Studio and plain values
+    "ASSETS", "DEFAULT_RACE", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
+    "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
+    "SAMPLERS", "ExportDir", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
+    "PromptTokens", "RaceLane", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
+    "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "race_grid", "race_milestones",
+    "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
+]
+
+
+@dataclass
+class Progress:
+    """One streamed update of a sampling run.
+
+    ``preview`` is a uint8 grid of the current predicted x0 (H, W) or (H, W, 3); on the last
+    update ``images`` holds the final uint8 images (N, H, W) or (N, H, W, 3) and ``grid`` their
+    tiling. ``model_calls`` counts UNet forward passes (one batched call per step); ``request`` is
+    the checked request (form values normalised).
+    """
+
+    step: int
+    num_steps: int
+    timestep: float
+    preview: np.ndarray | None
+    wall_s: float
+    model_calls: int
+    images: np.ndarray | None = None
+    grid: np.ndarray | None = None
+    prompt: PromptTokens | None = None
+    request: SampleRequest | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.images is not None
+
+
+@dataclass(frozen=True)
+class Run:
+    """A request ready to run: the model's card, the loaded model, the checked request, and the run's
+    own fresh scheduler (built once, here; schedulers keep per-run state and are not shared)."""
+
+    card: ModelCard
+    model: LoadedModel
+    request: SampleRequest
+    scheduler: SchedulerMixin
+
+    @property
+    def text(self) -> bool:
+        return self.card.kind == "latent-text"
+
+
+class Studio:
+    """Registry + model store + every entry point the app and the CLI use."""
+
+    def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
+                 precision: str = "auto", speedups: Speedups = Speedups()):
+        """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
+        ``speedups``: optional channels_last / torch.compile for the UNets."""
+        self.registry = registry or Registry.default()
+        self.store = ModelStore(self.registry, device, precision, speedups)
+        self.max_batch = max_batch
+        self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
+
+    # ----- model cards -------------------------------------------------------------------
+    def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:
+        return list(self.registry.cards.values()) if kind is None else self.registry.of_kind(kind)
+
+    def card(self, model_id: str) -> ModelCard:
+        """The card of ``model_id``; ``ValueError`` naming the available ids when there is none."""
+        try:
+            return self.registry.get(str(model_id))
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
+
+    def load(self, model_id: str) -> LoadedModel:
+        return self.store.get(self.card(model_id).id)
+
+    # ----- the one check -------------------------------------------------------------------
+    def prepare(self, model_id: str, request: SampleRequest, max_batch: int | None = None) -> Run:
+        """Check ``request`` for ``model_id`` once, before any model work (``ValueError``, readable),
+        load the model and build the run's scheduler. Form values are normalised (4.0 steps -> 4); a pixel
+        model ignores guidance (it has none)."""
+        card = self.card(model_id)
+        if card.kind == "pixel":
+            request = replace(request, guidance_scale=1.0)
+        # every bound but the model's own step limit, before a model is loaded
+        request = check_request(request, MAX_STEPS, max_batch or self.max_batch, card.kind != "pixel", card.id)
+        model = self.store.get(card.id)
+        whole_number(request.steps, "Steps", 1, max_steps_for(model.scheduler_config))
+        return Run(card, model, request, make_scheduler(request.sampler, model.scheduler_config))
+
+    # ----- sampling ----------------------------------------------------------------------
+    def _steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
+               record_attention: bool = False) -> Iterator[StepRecord]:
+        """The loop's records for ``run``, one step at a time through the compute gate: a consumer
+        that stops asking (a cancelled request) stops the work within one step."""
+        model = run.model
+        if run.text:
+            records = latent_steps(model, run.request, init_sample=init_sample, start_index=start,
+                                   record_attention=record_attention, scheduler=run.scheduler)
+        else:
+            records = pixel_steps(model.unet, model.scheduler_config, run.request, init_sample, start,
+                                  model.autocast_dtype, scheduler=run.scheduler)
+        return self.gate.steps(records)
+
+    def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
+                 init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
+        """Sample ``request.n`` images: one update per step, then the result.
+
+        About ``previews`` of the updates carry a decoded preview of the predicted x0 (``preview``
+        is None on the others, so progress bars cost no decoding); ``previews=0`` decodes none.
+        With ``init_image`` (uint8) the run starts from that image noised to ``start_timestep``
+        (SDEdit, Meng et al. 2022): small t keeps the content, large t invents new content.
+        """
+        run = self.prepare(model_id, request)
+        model, request = run.model, run.request
+        prompt = model_reads(model, request.prompt) if run.text else None
+        init, start = None, 0
+        if init_image is not None:
+            t = whole_number(start_timestep or 0, "t", 0, max_steps_for(model.scheduler_config) - 1)
+            init = encode_image(model, init_image).repeat(request.n, 1, 1, 1)
+            start = start_index(run.scheduler, request.steps, t)
+        every = max(1, request.steps // previews) if previews > 0 else 0
+        began = time.perf_counter()
+        last: StepRecord | None = None
+        for record in self._steps(run, init, start):
+            last = record
+            if not torch.isfinite(record.prev_sample).all():
+                raise FloatingPointError(
+                    f"{run.card.id} produced NaN/inf values at step {record.index + 1}; no image was returned")
+            if not record.is_last:
+                show = every > 0 and record.index % every == 0
+                preview = make_grid(pictures(model, record.pred_original_sample)) if show else None
+                yield Progress(record.index + 1, record.num_steps, record.timestep, preview,
+                               time.perf_counter() - began, record.index + 1, prompt=prompt, request=request)
+        assert last is not None
+        images = pictures(model, last.prev_sample)
+        yield Progress(last.num_steps, last.num_steps, last.timestep, None, time.perf_counter() - began,
+                       last.num_steps, images=images, grid=make_grid(images), prompt=prompt, request=request)
+
+    def sample(self, model_id: str, request: SampleRequest) -> np.ndarray:
+        """Final uint8 images only (N, H, W) or (N, H, W, 3)."""
+        *_, final = self.generate(model_id, request, previews=0)
+        assert final.images is not None
+        return final.images
+
+    # ----- the step lab ------------------------------------------------------------------
+    def trajectory(self, model_id: str, request: SampleRequest,
+                   images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
+        """Run the reverse process for ``images`` images (1..16; ``request.n`` is ignored),
+        recording a :class:`StepView` per step.
+
+        Yields ``(done, total, trajectory)`` as it goes (the trajectory grows in place); the
+        trajectory carries each step's update (``terms``), the schedule, the recipe and the precision.
+        Memory is bounded by keeping only uint8 pictures (for several images, grids of them), and for
+        text models the first image's float16 guidance pair and latent channels, and (one-image
+        runs) float16 cross-attention maps at the latent's size for the prompt's tokens.
+        """
+        try:
+            count = whole_number(images, "Images", 1, MAX_LAB_IMAGES)
+        except ValueError:
+            raise ValueError(f"the step lab records 1 to {MAX_LAB_IMAGES} images, got {images!r}") from None
+        run = self.prepare(model_id, replace(request, n=count))
+        model, request, scheduler = run.model, run.request, run.scheduler
+        # what the views typeset, read off the run's scheduler before it runs
+        traj = Trajectory(
+            run.card.id, request, terms=step_terms(request.sampler, model.scheduler_config, request.steps,
+                                                   request.eta, scheduler=scheduler),
+            curves=ScheduleCurves.of(scheduler), precision=precision_name(model.autocast_dtype),
+            recipe=make_recipe(run.card.id, request, model.scheduler_config, precision_name(model.autocast_dtype),
+                               scheduler=scheduler))
+        record_attention = run.text and model.cross_attention_layers > 0 and count == 1
+        kept = None
+        if record_attention:
+            traj.tokens = token_labels(model, request.prompt)
+            kept = len(traj.tokens)
+            if kept < model.tokenizer.model_max_length:  # prompts are padded to this length (encode_prompt)
+                traj.tokens.append("padding")
+        began = time.perf_counter()
+        for record in self._steps(run, record_attention=record_attention):
+            traj.steps.append(step_view(model, scheduler, traj.curves, record, kept))
+            if record.cross_attention is not None and traj.attention_layers is None:
+                traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
+            if len(traj.steps) > 1:
+                traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
+            traj.wall_s = time.perf_counter() - began
+            if record.is_last:
+                traj.final = tile(pictures(model, record.prev_sample))
+            yield record.index + 1, record.num_steps, traj
+
+    def race(self, model_id: str, request: SampleRequest,
+             lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
+        """One seed, several samplers: run them cheapest first and yield the lanes as they grow.
+
+        Yields after every step of every lane (the UI redraws about every 5% of a lane:
+        :func:`race_milestones`; DDPM-1000 streams while the others are already shown).
+        Memory: one uint8 image per step per lane.
+        """
+        request = replace(request, n=1)
+        limit = max_steps_for(self.load(model_id).scheduler_config)  # "DDPM 1000": all of a model's timesteps
+        runs = [self.prepare(model_id, replace(request, sampler=sampler, steps=min(steps, limit)))
+                for sampler, steps in lanes]
+        state = [RaceLane(run.request.sampler, run.request.steps) for run in runs]
+        for lane, run in sorted(zip(state, runs, strict=True), key=lambda pair: pair[0].steps):
+            alphas_cumprod = run.scheduler.alphas_cumprod.numpy()
+            began = time.perf_counter()
+            for record in self._steps(run):
+                lane.alpha_prod.append(float(alphas_cumprod[int(round(record.timestep))]))
+                lane.pred_x0.append(pictures(run.model, record.pred_original_sample)[0])
+                lane.model_calls += 1
+                lane.wall_s = time.perf_counter() - began
+                if record.is_last:
+                    lane.final = pictures(run.model, record.prev_sample)[0]
+                yield state  # every step: a consumer that stops asking stops the race within one step
+
+    def guidance_view(self, model_id: str, view: StepView,
+                      scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
+        """Classifier-free guidance at one recorded step of a text model's run, for each scale in ``scales``
+        (:func:`diffusion.lab.trajectory.decompose_guidance`)."""
+        model = self.load(model_id)
+        return decompose_guidance(model, make_scheduler("ddpm", model.scheduler_config), view, scales)
+
+    def forward_process(self, model_id: str, image: np.ndarray, timestep: int, seed: int = 0) -> ForwardView:
+        """The forward process on the user's uint8 image at training timestep ``timestep`` (Eq. 4)."""
+        model = self.load(model_id)
+        return forward_process(model, make_scheduler("ddpm", model.scheduler_config), image, timestep,
+                               whole_number(seed, "Seed", 0, MAX_SEED))
+
+    def forward_strip(self, model_id: str, image: np.ndarray, timesteps: Sequence[int], seed: int = 0) -> np.ndarray:
+        """x_t of one image at several t, uint8 (len(timesteps), H, W[, 3]), one noise draw."""
+        model = self.load(model_id)
+        return forward_strip(model, make_scheduler("ddpm", model.scheduler_config), image, timesteps,
+                             whole_number(seed, "Seed", 0, MAX_SEED))
+
+    def schedule(self, model_id: str) -> ScheduleCurves:
+        """The model's training noise schedule (loads the model to read its scheduler config)."""
+        return ScheduleCurves.of(make_scheduler("ddpm", self.load(model_id).scheduler_config))
+
+    @staticmethod
+    def schedule_family(num_train_timesteps: int = 1000) -> dict[str, ScheduleCurves]:
+        """DDPM's linear, Stable Diffusion's scaled-linear and the cosine schedule, for comparison."""
+        return schedule_family(num_train_timesteps)
+
