@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
+from diffusion.cache import DEFAULT_CACHE_BYTES
 from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
@@ -34,6 +35,11 @@ def listen_address(host: str | None, port: int | None, environ: Mapping[str, str
     if not 0 < port < 65536:
         raise ValueError(f"the port must be between 1 and 65535, got {port}")
     return host, port
+
+
+# Space mode: what one request may ask for, in estimated seconds of compute on the Space's CPU (2 vCPUs on
+# the free tier); a student's 16 digits at DDIM-50 need about 3 s, a DDPM-1000 batch of 64 about 240 s.
+SPACE_WORK_BUDGET_S = 60.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,10 +65,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "first (default %(default).0f)")
     p.add_argument("--state-minutes", type=float, default=DEFAULT_STATE_TTL_S / 60, metavar="MIN",
                    help="how long a recorded run is kept (default %(default).0f)")
+    p.add_argument("--cache-mb", type=float, default=DEFAULT_CACHE_BYTES / 2**20, metavar="MB",
+                   help="results kept for identical requests, which also share runs in flight (0: off; "
+                        "default %(default).0f)")
+    p.add_argument("--space-mode", action="store_true",
+                   help="serve many strangers on a small machine: hub models load one at a time and each request "
+                        f"may ask for about {SPACE_WORK_BUDGET_S:.0f} s of compute (on automatically where "
+                        "$SPACE_ID is set, as on a Hugging Face Space)")
+    p.add_argument("--work-budget-s", type=float, default=None, metavar="S",
+                   help="the most estimated compute one request may ask for (default: none; Space mode "
+                        f"{SPACE_WORK_BUDGET_S:.0f})")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     args = p.parse_args(argv)
     if not (args.state_mb > 0 and args.state_minutes > 0):  # also refuses nan
         p.error("--state-mb and --state-minutes must be positive")
+    if not args.cache_mb >= 0:
+        p.error("--cache-mb must be 0 or more")
+    if args.work_budget_s is not None and not args.work_budget_s > 0:
+        p.error("--work-budget-s must be positive")
     return args
 
 
@@ -84,8 +104,14 @@ def main(args: argparse.Namespace) -> None:
     except ValueError as error:  # one line and exit code 2, as the CLI (no traceback)
         sys.stderr.write(f"app.py: --model-dir: {error}\n")
         raise SystemExit(2) from None
+    space = args.space_mode or bool(os.environ.get("SPACE_ID"))
+    budget_s = args.work_budget_s if args.work_budget_s is not None else (SPACE_WORK_BUDGET_S if space else None)
     studio = Studio(registry, device=args.device, precision=args.precision,
-                    speedups=Speedups(channels_last=args.channels_last, compile=args.compile))
+                    speedups=Speedups(channels_last=args.channels_last, compile=args.compile),
+                    cache_bytes=int(args.cache_mb * 2**20), work_budget_s=budget_s,
+                    hub_models_at_once=1 if space else None)
+    if space:
+        logging.getLogger("app").info("Space mode: one hub model at a time, %.0f s of compute a request", budget_s)
     for model_id in studio.store.missing_embedded():
         logging.getLogger("app").error(
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)

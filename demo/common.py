@@ -8,7 +8,6 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,25 +16,25 @@ import gradio as gr
 
 from diffusion.studio import (
     MAX_SEED,
-    MODEL_RUNS,
     SAMPLERS,
+    FairScheduler,
     ModelCard,
     ModelLoadError,
     SampleRequest,
+    StepJob,
     Studio,
     data_url_bytes,
     read_image,
     whole_number,
 )
 
-# All model events share one concurrency group: on a 2-core CPU one model run at a time. The Studio's
-# compute gate holds the same limit per step, for a cancelled run's thread as well.
-MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": MODEL_RUNS}
-
-# The streamed model events run their steps on this one thread (MODEL_RUNS threads): torch's OpenMP
-# keeps a team of worker threads per calling thread, so steps hopping between threads would start
-# new teams while the old ones still spin (measured: DDPM-200 of one digit took 2.8x as long).
-MODEL_THREADS = ThreadPoolExecutor(max_workers=MODEL_RUNS, thread_name_prefix="model-steps")
+# Every model event's work runs on one thread, one step of each active request in turn
+# (diffusion.runtime.FairScheduler): gradio may start this many model events at once and the scheduler
+# interleaves their steps, so a short request is not stuck behind a long one. The queue's max_size
+# still bounds what waits.
+MAX_ACTIVE_JOBS = 64
+MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": MAX_ACTIVE_JOBS}
+MODEL_STEPS = FairScheduler()
 
 # A progress-only update (a status line, a step's pictures) reaches the browser at most this often:
 # every update costs the queue 10-100 ms of a 2-core CPU, more than a small model's step.
@@ -142,49 +141,37 @@ _END = object()
 
 
 def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    """Run a model event's generator on the model thread and stream what it yields, as an async generator.
+    """Run a model event's generator on the model thread, one step per turn, and stream what it yields.
 
-    The handler yields after every denoising step (a :class:`Tick` where nothing new is shown); the
-    model thread runs it without waiting for the browser, drops the Ticks that come sooner than
-    :data:`STREAM_EVERY_S` after the last update sent, and checks between every two steps whether the
-    request is still wanted. When the user cancels (or the queue closes the stream of a client that
-    left), no further step starts: at most the step in flight finishes, and the Studio's compute gate
-    keeps that one from overlapping the next job's. A job cancelled while it waits never starts.
+    The handler yields after every denoising step (a :class:`Tick` where nothing new is shown). The
+    fair scheduler (:data:`MODEL_STEPS`) advances it one step at a time in turn with every other active
+    request, drops the Ticks that come sooner than :data:`STREAM_EVERY_S` after the last update sent,
+    and starts no further step once the request is no longer wanted: when the user cancels (or the
+    queue closes the stream of a client that left) at most the step in flight finishes. A request
+    cancelled while it waits for its first turn never starts.
     """
 
     @functools.wraps(handler)
     async def run(*args: Any) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
-        stop = threading.Event()
+        last_sent = [-float("inf")]
 
         def post(update: Any, error: BaseException | None = None) -> None:
             try:
                 loop.call_soon_threadsafe(inbox.put_nowait, (update, error))
             except RuntimeError:  # the event loop has closed (the app is shutting down)
-                stop.set()
+                job.cancel()
 
-        def produce() -> None:  # on the model thread
-            updates = handler(*args)
-            sent = -float("inf")
-            try:
-                for update in updates:  # each next() is one denoising step
-                    if stop.is_set():
-                        return
-                    if isinstance(update, Tick):
-                        if time.monotonic() - sent < STREAM_EVERY_S:
-                            continue
-                        update = update.value
-                    sent = time.monotonic()
-                    post(update)
-            except Exception as error:  # noqa: BLE001 - raised again in the event loop, to the queue
-                post(_END, error)
-                return
-            finally:
-                updates.close()
-            post(_END)
+        def emit(update: Any) -> None:  # on the model thread, after each step
+            if isinstance(update, Tick):
+                if time.monotonic() - last_sent[0] < STREAM_EVERY_S:
+                    return
+                update = update.value
+            last_sent[0] = time.monotonic()
+            post(update)
 
-        job = MODEL_THREADS.submit(produce)
+        job = MODEL_STEPS.submit(StepJob(handler(*args), emit, lambda error: post(_END, error), handler.__name__))
         try:
             while True:
                 update, error = await inbox.get()
@@ -194,8 +181,26 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
                     return
                 yield update
         finally:
-            stop.set()  # cancelled, closed or done: no further step starts
-            job.cancel()  # a job still waiting for the model thread never starts
+            job.cancel()  # cancelled, closed or done: no further step starts
+
+    return run
+
+
+def scheduled(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a one-shot model event (a forward-process view, a guidance decomposition) on the model thread
+    as a job of one step, in turn with the streamed runs, instead of beside them on another thread."""
+
+    def once(*args: Any) -> Iterator[Any]:
+        yield handler(*args)
+
+    once.__name__ = handler.__name__
+    stream = streamed(once)
+
+    @functools.wraps(handler)
+    async def run(*args: Any) -> Any:
+        async for result in stream(*args):
+            return result
+        return None
 
     return run
 

@@ -27,6 +27,7 @@ from demo.common import (
     card_note,
     card_request,
     describe_model,
+    scheduled,
     streamed,
     user_errors,
 )
@@ -107,8 +108,7 @@ def _step_index(traj: Trajectory, step: float) -> int:
     return as_int(step, "Step", 1, len(traj.steps)) - 1
 
 
-# ---------------------------------------------------------------------------- reverse process
-
+# ----- reverse process -----
 def make_lab_run(studio: Studio, budget: StateBudget):
     @streamed
     def lab_run(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
@@ -227,8 +227,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     return run_event
 
 
-# ---------------------------------------------------------------------------- guidance
-
+# ----- guidance -----
 def make_lab_guidance(studio: Studio):
     def lab_guidance(session: LabSession | None, step: float) -> tuple:
         traj = _trajectory(session)
@@ -243,7 +242,7 @@ def make_lab_guidance(studio: Studio):
                 + (" (of the first image)." if traj.request.n > 1 else "."))
         return result.uncond, result.text, result.direction, gallery, note
 
-    return lab_guidance
+    return scheduled(lab_guidance)
 
 
 def build_guidance(studio: Studio, c: Controls) -> None:
@@ -261,8 +260,7 @@ def build_guidance(studio: Studio, c: Controls) -> None:
                     outputs=[uncond, text, direction, gallery, note], api_name="lab_guidance", **MODEL_CONCURRENCY)
 
 
-# ---------------------------------------------------------------------------- cross-attention
-
+# ----- cross-attention -----
 def lab_attention(session: LabSession | None, step: float, layers: str | None) -> tuple:
     """Cross-attention per prompt token at recorded step ``step`` (1-based), over its predicted x0."""
     if session is None:
@@ -305,8 +303,7 @@ def build_attention(c: Controls, run_event: gr.Dependency) -> None:
     layers.input(lab_attention, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
 
 
-# ---------------------------------------------------------------------------- forward process and SDEdit
-
+# ----- forward process and SDEdit -----
 def make_forward_show(studio: Studio):
     def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> tuple:
         if image is None:
@@ -321,7 +318,7 @@ def make_forward_show(studio: Studio):
             text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
         return view.x0, view.x_t, view.latents, text
 
-    return forward_show
+    return scheduled(forward_show)
 
 
 def make_forward_denoise(studio: Studio):
@@ -376,8 +373,7 @@ def build_forward(studio: Studio, c: Controls) -> None:
                  outputs=[result, status], api_name="forward_denoise", **MODEL_CONCURRENCY)
 
 
-# ---------------------------------------------------------------------------- sampler race
-
+# ----- sampler race -----
 def race_table(lanes: list[RaceLane]) -> str:
     """The lanes as a Markdown table: sampler, steps, model calls, wall time, state."""
     rows = ["| sampler | steps | model calls | wall time | |", "|---|---|---|---|---|"]
@@ -417,8 +413,7 @@ def build_race(studio: Studio, c: Controls) -> None:
                 api_name="race", **MODEL_CONCURRENCY)
 
 
-# ---------------------------------------------------------------------------- schedules
-
+# ----- schedules -----
 def make_schedules_show(studio: Studio):
     def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> tuple:
         with user_errors():
@@ -432,7 +427,7 @@ def make_schedules_show(studio: Studio):
                 strip = make_grid(frames, ncols=len(frames))
         return figure, strip
 
-    return schedules_show
+    return scheduled(schedules_show)
 
 
 def build_schedules(studio: Studio, c: Controls) -> None:
@@ -448,8 +443,7 @@ def build_schedules(studio: Studio, c: Controls) -> None:
                api_name="schedules_show", **MODEL_CONCURRENCY)
 
 
-# ---------------------------------------------------------------------------- the tab
-
+# ----- the tab -----
 def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> None:
     cards = studio.cards()
     default = studio.cards("pixel")[0]

@@ -87,8 +87,7 @@ def machine() -> str:
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 
-# ---------------------------------------------------------------------------- 1. parity
-
+# ----- 1. parity -----
 def ours_pixel(model: PixelModel, request: SampleRequest, record: bool = False) -> torch.Tensor:
     """Our loop; with ``record`` the whole trajectory (x_t, eps, x0 per step) is kept."""
     kept = []
@@ -169,8 +168,7 @@ def bench_parity(pixel: PixelModel, latent: LatentTextModel | None, repeats: int
     return rows
 
 
-# ---------------------------------------------------------------------------- 2. speed
-
+# ----- 2. speed -----
 def bench_speed(pixel: PixelModel, latent: LatentTextModel | None, repeats: int, quick: bool) -> list[Row]:
     """The embedded models' sampling time in fp32 and in bf16 autocast (the default where the CPU
     has native bf16), each pair interleaved."""
@@ -201,8 +199,7 @@ def bench_speed(pixel: PixelModel, latent: LatentTextModel | None, repeats: int,
     return rows
 
 
-# ---------------------------------------------------------------------------- 3. quality vs cost
-
+# ----- 3. quality vs cost -----
 def sample_images(pixel: PixelModel, sampler: str, steps: int, n: int, batch: int = 100,
                   context=nullcontext) -> np.ndarray:
     out = []
@@ -233,8 +230,7 @@ def bench_quality(pixel: PixelModel, n: int, n_ddpm: int) -> list[Row]:
     return rows
 
 
-# ---------------------------------------------------------------------------- 4. efficiency
-
+# ----- 4. efficiency -----
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
     """Measured matrix-multiply throughput in GFLOP/s (median of repeats)."""
     a = torch.randn(size, size).to(dtype)
@@ -268,8 +264,7 @@ def bench_efficiency(pixel: PixelModel, repeats: int) -> tuple[list[Row], dict[s
     return rows, peaks
 
 
-# ---------------------------------------------------------------------------- 5. variants
-
+# ----- 5. variants -----
 def bench_variants(pixel: PixelModel, repeats: int, n_fld: int, compile_too: bool) -> list[Row]:
     from diffusion.metrics.mnist_gate import evaluate
 
@@ -311,8 +306,7 @@ def _channels_last_copy(unet: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(unet).to(memory_format=torch.channels_last)
 
 
-# ---------------------------------------------------------------------------- 6. cold start
-
+# ----- 6. cold start -----
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -352,8 +346,7 @@ def bench_cold_start(latent_available: bool) -> list[Row]:
             Row("Cold start and memory", "peak RSS, all embedded models loaded and used", f"{peak_kb / 1024:.0f} MiB")]
 
 
-# ---------------------------------------------------------------------------- 7. recording memory
-
+# ----- 7. recording memory -----
 def _status_kib(field_name: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field_name + ":"):
@@ -377,7 +370,7 @@ def measure_recording(model_id: str, sampler: str, steps: int, images: int, prom
         torch.set_num_threads(threads)
     studio = Studio(Registry.default([Path(d) for d in local_dirs]), device="cpu")
     request = SampleRequest(sampler, steps, 1, 0, prompt=prompt, guidance_scale=4.0 if prompt else 1.0)
-    for _ in studio.trajectory(model_id, SampleRequest(**{**request.__dict__, "steps": 2}), images=images):
+    for _ in studio.trajectory(model_id, dataclasses.replace(request, steps=2), images=images):
         pass
     gc.collect()
     baseline = _status_kib("VmRSS")
@@ -410,8 +403,7 @@ def bench_memory(latent_available: bool, quick: bool, threads: int) -> list[Row]
     return rows
 
 
-# ---------------------------------------------------------------------------- main
-
+# ----- main -----
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer repeats and samples; no DDPM-1000")

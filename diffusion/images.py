@@ -86,7 +86,7 @@ def read_image(source: bytes | str | Path, max_bytes: int = MAX_IMAGE_BYTES,
         raise ValueError("the image file is damaged or cut short and could not be decoded") from None
 
 
-# ---------------------------------------------------------------------------- pictures of tensors
+# ----- pictures of tensors -----
 # Every picture the app shows is uint8: (H, W) for one channel, (H, W, 3) for RGB.
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -232,14 +233,20 @@ def load_pipeline(card: ModelCard, device: torch.device, precision: str = "fp32"
 
 
 class ModelStore:
-    """Loads each model on first use and keeps it; thread-safe (one lock per model)."""
+    """Loads each model on first use and keeps it; thread-safe (one lock per model).
+
+    ``hub_models_at_once`` (a Space: 1) bounds the models that are not embedded: loading one more
+    unloads the least recently loaded before it loads, so a 16 GB machine holds the embedded models and
+    one hub model. A request already running on an unloaded model keeps its reference and finishes.
+    """
 
     def __init__(self, registry: Registry, device: str = "auto", precision: str = "fp32",
-                 speedups: Speedups = Speedups()):
+                 speedups: Speedups = Speedups(), hub_models_at_once: int | None = None):
         self.registry = registry
         self.device = choose_device(device)
         self.precision = precision
         self.speedups = speedups
+        self.hub_models_at_once = hub_models_at_once
         choose_autocast(precision, self.device)  # a bad name fails here, not at the first request
         self._models: dict[str, LoadedModel] = {}
         self._locks: dict[str, threading.Lock] = {}
@@ -251,9 +258,27 @@ class ModelStore:
             lock = self._locks.setdefault(model_id, threading.Lock())
         with lock:
             if model_id not in self._models:
+                if not card.embedded and self.hub_models_at_once is not None:
+                    self._make_room(self.hub_models_at_once - 1)
                 logger.info("loading %s from %s on %s", model_id, card.source, self.device)
-                self._models[model_id] = load_pipeline(card, self.device, self.precision, self.speedups)
+                model = load_pipeline(card, self.device, self.precision, self.speedups)
+                with self._guard:
+                    self._models[model_id] = model
             return self._models[model_id]
+
+    def loaded(self) -> list[str]:
+        """The ids of the models in memory, oldest first."""
+        with self._guard:
+            return list(self._models)
+
+    def _make_room(self, keep: int) -> None:
+        """Unload the oldest models that are not embedded until at most ``keep`` remain."""
+        with self._guard:
+            others = [mid for mid in self._models if not self.registry.get(mid).embedded]
+            for model_id in others[:max(0, len(others) - keep)]:
+                logger.info("unloading %s to make room for another hub model", model_id)
+                del self._models[model_id]
+        gc.collect()
 
     def missing_embedded(self) -> list[str]:
         """Embedded models whose folder is missing (a broken install), for a start-up warning."""

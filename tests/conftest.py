@@ -34,7 +34,8 @@ def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     from diffusion.registry import Registry
     from diffusion.studio import Studio
 
-    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32")
+    # no result sharing: the tests of the computations want every request to run
+    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32", cache_bytes=0)
 
 
 def free_port() -> int:
@@ -57,14 +58,14 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     started = []
 
     def start(queue_size: int = 8, extra_dirs: list[Path] | None = None, precision: str = "fp32",
-              embedded: bool = False, state_budget=None, ddpm_dir: Path | None = None):
+              embedded: bool = False, state_budget=None, ddpm_dir: Path | None = None, cache_bytes: int = 0):
         """``embedded``: serve the shipped models from assets/ instead of the tiny ones; ``ddpm_dir``:
-        another tiny DDPM as ddpm-mnist."""
+        another tiny DDPM as ddpm-mnist; ``cache_bytes``: identical requests share results (0: off)."""
         registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
         if not embedded:
             registry.with_source("ddpm-mnist", str(ddpm_dir or tiny_ddpm_dir))
             registry.with_source("ldm-shapes", str(tiny_sd_dir))
-        studio = Studio(registry, device="cpu", precision=precision)
+        studio = Studio(registry, device="cpu", precision=precision, cache_bytes=cache_bytes)
         app = build_app(studio, queue_size=queue_size, state_budget=state_budget)
         port = free_port()
         app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

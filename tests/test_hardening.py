@@ -58,7 +58,7 @@ def sample(client, seed: int, steps: int = 3, n: int = 4, model: str = "ddpm-mni
     return image(client.predict(model, "ddpm", steps, 0.0, n, seed, api_name="/sample")[0])
 
 
-# ----- faults ----------------------------------------------------------------------------------------
+# ----- faults -----
 def test_pickle_weights_are_refused_and_never_unpickled(served, broken_dirs) -> None:
     _, client, _ = served
     _, _, marker = broken_dirs
@@ -95,7 +95,7 @@ def test_long_prompts_are_truncated_and_the_dropped_words_named(served) -> None:
     assert [t["token"].strip() for t in tokens if t["class_or_confidence"]] == ["blue", "square", "top"]
 
 
-# ----- many users ------------------------------------------------------------------------------------
+# ----- many users -----
 def test_simultaneous_requests_equal_the_same_requests_one_at_a_time(served) -> None:
     _, client, _ = served
     seeds = [11, 12, 13, 14]
@@ -152,7 +152,7 @@ def test_soak_memory_stays_flat(served) -> None:
     assert growth < 0.10
 
 
-# ----- untrusted files and routes --------------------------------------------------------------------
+# ----- untrusted files and routes -----
 @pytest.mark.parametrize("path", [
     "/etc/passwd", "../app.py", "..%2Fapp.py", "%2e%2e/%2e%2e/app.py", "....//app.py",
     str(Path(__file__).resolve().parents[1] / "app.py"), "C:\\Windows\\win.ini", "/proc/self/environ",
@@ -180,7 +180,7 @@ def test_launch_settings_are_minimal(served) -> None:
     assert not app.allowed_paths
 
 
-# ----- validation, property-based ----------------------------------------------------------------------
+# ----- validation, property-based -----
 weird_text = st.one_of(
     st.text(max_size=200),
     st.sampled_from(["\x00", "emoji 🤖🎨", "مرحبا بالعالم", "a" * 3000, "x" * (1 << 20), "red\x00circle", ""]),

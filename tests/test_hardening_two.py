@@ -74,7 +74,7 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# ----- 1. cancelled work stops ----------------------------------------------------------------------
+# ----- 1. cancelled work stops -----
 def test_compute_gate_runs_one_step_at_a_time_and_closes_what_it_wraps() -> None:
     gate = ComputeGate(1)
     closed = threading.Event()
@@ -241,7 +241,7 @@ def test_a_request_admitted_beside_a_cancelled_one_never_runs_a_step_beside_it(e
     assert studio.gate.peak == 1
 
 
-# ----- 2. pixel bombs and broken images ---------------------------------------------------------------
+# ----- 2. pixel bombs and broken images -----
 def test_read_image_checks_bytes_then_pixels_before_decoding(tmp_path: Path) -> None:
     small = tmp_path / "ok.png"
     Image.new("RGB", (40, 30), (200, 10, 10)).save(small)
@@ -348,7 +348,7 @@ def test_a_normal_upload_still_works(served, tmp_path: Path) -> None:
     assert "x_t" in text
 
 
-# ----- 3. per-user state, bounded across sessions -----------------------------------------------------
+# ----- 3. per-user state, bounded across sessions -----
 class Held:
     def __init__(self):
         self.reason = None
@@ -434,7 +434,7 @@ def test_state_expires_for_api_clients(serve) -> None:
     assert len(budget) == 0
 
 
-# ----- 4. temporary files -------------------------------------------------------------------------------
+# ----- 4. temporary files -----
 def classroom_dirs() -> set[str]:
     return set(glob.glob(str(Path(tempfile.gettempdir()) / "diffusion-classroom-*")))
 
@@ -469,7 +469,7 @@ def test_the_app_cleans_gradio_cache(served) -> None:
     assert app.delete_cache is not None and app.delete_cache[1] <= 24 * 3600
 
 
-# ----- 5. recipes and the CLI ---------------------------------------------------------------------------
+# ----- 5. recipes and the CLI -----
 def recipe_text(**request) -> str:
     return json.dumps({"format": "diffusion-classroom/recipe@1", "model": "local/tiny-ddpm",
                        "request": {"sampler": "ddim", "steps": 2, "n": 1, **request}})

@@ -29,9 +29,40 @@ def test_the_flag_beats_the_platform_which_beats_the_default() -> None:
 
 
 def test_app_starts_as_a_space_starts_it(tmp_path: Path) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
     with app_server(tmp_path, space=True) as (_, url):  # no flags: the port comes from GRADIO_SERVER_PORT
         page = httpx.get(url, timeout=10)
+        client = Client(url, verbose=False)
+        # Space mode: a DDPM-1000 batch of 64 digits (about 240 s here) is over a request's budget
+        with pytest.raises(AppError, match=r"needs about \d+ s of compute.*What fits: \d+ images at 1000 steps"):
+            client.predict("ddpm-mnist", "ddpm", 1000, 0.0, 64, 0, api_name="/sample")
+        client.close()
     assert page.status_code == 200 and "Diffusion Classroom" in page.text
+    assert "Space mode" in next(tmp_path.glob("app-*.log")).read_text()
+
+
+def test_space_mode_keeps_one_hub_model_and_refuses_work_over_budget(tiny_ddpm_dir: Path, tiny_sd_dir: Path) -> None:
+    from diffusion.registry import Registry
+    from diffusion.request import SampleRequest
+    from diffusion.studio import Studio
+
+    studio = Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32",
+                    work_budget_s=5.0, hub_models_at_once=1)
+    studio.sample("local/tiny-ddpm", SampleRequest("ddim", 2, n=1))
+    studio.sample("local/tiny-sd", SampleRequest("ddim", 2, n=1, prompt="a red circle"))
+    assert studio.store.loaded() == ["local/tiny-sd"]  # the first non-embedded model was unloaded
+    # local folders are counted at 50 ms per image-step: 4 x 100 x 0.05 = 20 s > 5 s
+    with pytest.raises(ValueError, match="needs about 20 s.*allows 5 s a request. What fits: 1 image at 100 "
+                                         "steps or 25 steps for 4 images"):
+        studio.sample("local/tiny-ddpm", SampleRequest("ddim", 100, n=4))
+    # guidance runs the UNet twice: 2 x 1 x 30 x 0.05 = 3 s fits, 2 x 2 x 30 x 0.05 = 6 s does not
+    studio.sample("local/tiny-sd", SampleRequest("ddim", 30, n=1, prompt="a red circle", guidance_scale=3.0))
+    with pytest.raises(ValueError, match="needs about 6 s"):
+        studio.sample("local/tiny-sd", SampleRequest("ddim", 30, n=2, prompt="a red circle", guidance_scale=3.0))
+    with pytest.raises(ValueError, match="fewer steps, fewer images or a smaller model"):
+        list(studio.race("local/tiny-ddpm", SampleRequest(seed=1)))  # 1100 steps of four samplers
 
 
 def test_a_bad_platform_port_is_one_line() -> None:
@@ -58,7 +89,7 @@ def test_the_space_front_matter_is_a_valid_space_card() -> None:
     assert f"gradio=={gradio.__version__}" in requirements
 
 
-# ----- deploy: a clean Space folder, LFS for large files -------------------------------------------------
+# ----- deploy: a clean Space folder, LFS for large files -----
 def test_every_file_over_10_mb_that_a_space_gets_is_stored_with_lfs() -> None:
     from diffusion.deploy import HUB_FILE_LIMIT, check_lfs, lfs_patterns, space_files
 
@@ -128,7 +159,7 @@ def test_deploy_problems_are_one_line(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "USER/NAME" in bad.stderr
 
 
-# ----- threads from the container's CPU quota ---------------------------------------------------------------
+# ----- threads from the container's CPU quota -----
 @pytest.mark.parametrize("files, quota", [
     ({"cpu.max": "200000 100000\n"}, 2.0),
     ({"cpu.max": "50000 100000\n"}, 0.5),
@@ -150,7 +181,7 @@ def test_threads_follow_the_cgroup_cpu_quota(tmp_path: Path, files: dict[str, st
     assert available_cores(tmp_path) == expected
 
 
-# ----- model cards on the Hub's terms -----------------------------------------------------------------------
+# ----- model cards on the Hub's terms -----
 CARDS = ["ddpm-mnist", "ldm-shapes", "lenet-mnist", "shapes-analyser"]
 
 

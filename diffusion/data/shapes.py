@@ -88,8 +88,7 @@ class Scene:
     relation: str | None = None
 
 
-# ---------------------------------------------------------------------------- geometry
-
+# ----- geometry -----
 def shape_polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]] | None:
     """Vertices of ``shape`` centred at (cx, cy) with radius r (None for the circle)."""
     if shape == "circle":
@@ -153,8 +152,7 @@ def unit_area(shape: str) -> float:
     return float(np.asarray(canvas, dtype=np.float64).sum() / 255) / r**2
 
 
-# ---------------------------------------------------------------------------- sampling
-
+# ----- sampling -----
 def place(colour: str, shape: str, size: str, row: int, col: int,
           rng: np.random.Generator | None = None) -> ShapeObject:
     """An object in grid cell (row, col), with a little jitter of position and radius."""
@@ -210,8 +208,7 @@ def random_two_object_scene(rng: np.random.Generator, background: str | None = N
     return Scene(objs, background, relation)
 
 
-# ---------------------------------------------------------------------------- captions
-
+# ----- captions -----
 _CORNER_PHRASES = ("in the {p} corner", "at the {p}", "in the {p}")
 _EDGE_PHRASES = {"top": ("at the top",), "bottom": ("at the bottom",),
                  "left": ("on the left", "at the left"), "right": ("on the right", "at the right")}

@@ -141,8 +141,7 @@ def trajectory_nbytes(traj: Trajectory) -> int:
     return total
 
 
-# ---------------------------------------------------------------------------- guidance
-
+# ----- guidance -----
 GUIDANCE_SCALES = (0.0, 1.0, 2.0, 4.0, 7.0, 10.0)
 
 
@@ -185,8 +184,7 @@ def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
         pred_x0=tuple(decoded), direction_norm=float(direction.pow(2).mean().sqrt()))
 
 
-# ---------------------------------------------------------------------------- cross-attention
-
+# ----- cross-attention -----
 def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all",
                        alpha: float = 0.6) -> list[tuple[np.ndarray, str]]:
     """The step's cross-attention of each token over its predicted x0: uint8 (H, W, 3) and a label.

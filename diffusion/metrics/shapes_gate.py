@@ -26,8 +26,7 @@ from diffusion.metrics.shape_judge import (
     validate,
 )
 
-# ---------------------------------------------------------------------------- the prompt gate
-
+# ----- the prompt gate -----
 GATE_SEED = 2026  # the fixed prompt lists
 TARGETS = {"colour": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90, "exact": 0.80}
 

@@ -1,0 +1,177 @@
+"""A class at once: fair step-level scheduling of every model request on the one model thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from diffusion.request import SampleRequest
+from diffusion.runtime import FairScheduler, StepJob
+
+
+def run_jobs(scheduler: FairScheduler, named: dict[str, object], timeout: float = 120.0) -> tuple[dict, list[str]]:
+    """Submit each iterator as a job, in order; return what each emitted and the order they finished in."""
+    items: dict[str, list] = {name: [] for name in named}
+    finished: list[str] = []
+    errors: dict[str, BaseException] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+
+    def finisher(name: str):
+        def finish(error: BaseException | None) -> None:
+            with lock:
+                finished.append(name)
+                if error is not None:
+                    errors[name] = error
+                if len(finished) == len(named):
+                    done.set()
+        return finish
+
+    for name, steps in named.items():
+        scheduler.submit(StepJob(iter(steps), items[name].append, finisher(name), name))
+    assert done.wait(timeout), f"jobs did not finish: {finished}"
+    assert not errors, errors
+    return items, finished
+
+
+def test_a_short_job_behind_a_long_one_finishes_first() -> None:
+    def work(n: int, pause: float):
+        for i in range(n):
+            time.sleep(pause)
+            yield i
+
+    scheduler = FairScheduler("test-fair")
+    items, finished = run_jobs(scheduler, {"long": work(200, 0.005), "short": work(5, 0.005)})
+    assert finished == ["short", "long"]
+    assert items == {"long": list(range(200)), "short": list(range(5))}
+    assert scheduler.peak_jobs == 2 and scheduler.active == 0
+
+
+def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> None:
+    ran: list[str] = []
+    closed: list[str] = []
+
+    def work(name: str, n: int):
+        try:
+            for i in range(n):
+                ran.append(name)
+                time.sleep(0.002)
+                yield i
+        finally:
+            closed.append(name)
+
+    scheduler = FairScheduler("test-cancel")
+    gate = threading.Event()
+
+    def blocker():
+        gate.wait(10)
+        yield 0
+
+    ended = threading.Event()
+    scheduler.submit(StepJob(blocker(), lambda item: None, lambda error: None, "blocker"))
+    never = scheduler.submit(StepJob(work("never", 10), lambda item: None, lambda error: ended.set(), "never"))
+    never.cancel()  # cancelled while it waits for its first turn
+    gate.set()
+    assert ended.wait(10)
+    assert "never" not in ran and never.steps_run == 0
+    seen: list[int] = []
+    stop_at = threading.Event()
+    job = StepJob(work("stopped", 1000), lambda item: (seen.append(item), item == 3 and stop_at.set()),
+                  lambda error: ended.set(), "stopped")
+    ended.clear()
+    scheduler.submit(job)
+    assert stop_at.wait(10)
+    job.cancel()
+    assert ended.wait(10)
+    assert job.steps_run <= 5 and "stopped" in closed  # at most the step in flight, then the generator closed
+
+
+def test_interleaved_requests_give_the_same_images_as_alone(studio) -> None:
+    """Three requests of two models, their steps interleaved by the scheduler: bit-identical to each alone."""
+    requests = {
+        "ddpm-a": ("local/tiny-ddpm", SampleRequest("ddpm", 12, n=3, seed=1)),
+        "ddim-b": ("local/tiny-ddpm", SampleRequest("dpmpp-2m", 6, n=2, seed=2)),
+        "text-c": ("local/tiny-sd", SampleRequest("ddim", 5, n=2, seed=3, prompt="a red circle", guidance_scale=3.0)),
+    }
+    alone = {name: studio.sample(model_id, request) for name, (model_id, request) in requests.items()}
+    scheduler = FairScheduler("test-identical")
+    items, finished = run_jobs(scheduler, {name: studio.generate(model_id, request, previews=2)
+                                           for name, (model_id, request) in requests.items()})
+    assert scheduler.peak_jobs == 3
+    for name in requests:
+        final = items[name][-1]
+        assert final.done
+        np.testing.assert_array_equal(final.images, alone[name])
+    assert finished[0] == "text-c"  # the shortest run ends first although it was submitted last
+
+
+def test_streamed_events_share_the_model_thread_fairly() -> None:
+    """Two streamed events started together through demo.common.streamed: their steps alternate."""
+    from demo.common import MODEL_STEPS, streamed
+
+    order: list[str] = []
+
+    def steps(name: str, n: int):
+        for i in range(n):
+            time.sleep(0.003)
+            order.append(name)
+            yield i
+
+    async def both() -> None:
+        async def drain(name: str, n: int) -> list:
+            return [u async for u in streamed(steps)(name, n)]
+
+        first, second = await asyncio.gather(drain("long", 40), drain("short", 5))
+        assert second[-1] == 4 and first[-1] == 39
+
+    asyncio.run(both())
+    assert order[:12].count("short") == 5, order  # alternating, not 40 long steps first
+    assert MODEL_STEPS.active == 0
+
+
+def sharing_studio(tiny_ddpm_dir):
+    from diffusion.registry import Registry
+    from diffusion.studio import Studio
+
+    return Studio(Registry.default([tiny_ddpm_dir]), device="cpu", precision="fp32", cache_bytes=2**20)
+
+
+def test_identical_requests_share_one_run_and_the_cache_returns_identical_bytes(tiny_ddpm_dir) -> None:
+    studio = sharing_studio(tiny_ddpm_dir)
+    request = SampleRequest("ddpm", 20, n=2, seed=7)
+    scheduler = FairScheduler("test-share")
+    before = studio.gate.steps_run
+    # three students press Sample together: one run, two followers
+    items, _ = run_jobs(scheduler, {f"student{k}": studio.generate("local/tiny-ddpm", request, previews=4)
+                                    for k in range(3)})
+    ran = studio.gate.steps_run - before
+    assert 20 <= ran <= 21, ran  # one run's steps (and its end), not three
+    finals = [items[f"student{k}"][-1] for k in range(3)]
+    assert all(f.done for f in finals)
+    for final in finals[1:]:
+        np.testing.assert_array_equal(final.images, finals[0].images)
+    # a later identical request: the stored result, no model call; a different seed runs
+    before = studio.gate.steps_run
+    *_, again = studio.generate("local/tiny-ddpm", request, previews=4)
+    assert again.cached and studio.gate.steps_run == before
+    assert again.grid.tobytes() == finals[0].grid.tobytes()
+    alone = sharing_studio(tiny_ddpm_dir).sample("local/tiny-ddpm", request)  # a fresh process's answer
+    np.testing.assert_array_equal(again.images, alone)
+    *_, other = studio.generate("local/tiny-ddpm", SampleRequest("ddpm", 20, n=2, seed=8), previews=4)
+    assert not other.cached and studio.gate.steps_run > before
+
+
+def test_a_follower_whose_leader_is_cancelled_runs_itself(tiny_ddpm_dir) -> None:
+    studio = sharing_studio(tiny_ddpm_dir)
+    request = SampleRequest("ddim", 30, n=1, seed=3)
+    leader = studio.generate("local/tiny-ddpm", request, previews=0)
+    next(leader)  # the leader has run one step
+    follower = studio.generate("local/tiny-ddpm", request, previews=0)
+    assert next(follower).step >= 0  # following
+    leader.close()  # the leader's user pressed Stop
+    *_, final = follower
+    assert final.done and final.num_steps == 30 and not final.cached
+    np.testing.assert_array_equal(final.images, sharing_studio(tiny_ddpm_dir).sample("local/tiny-ddpm", request))
