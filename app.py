@@ -38,7 +38,7 @@ def listen_address(host: str | None, port: int | None, environ: Mapping[str, str
 
 
 # Space mode: what one request may ask for, in estimated seconds of compute on the Space's CPU (2 vCPUs on
-# the free tier); a student's 16 digits at DDIM-50 need about 3 s, a DDPM-1000 batch of 64 about 240 s.
+# the free tier); a student's 16 digits at DDIM-50 need about 4 s, a DDPM-1000 batch of 64 about 300 s.
 SPACE_WORK_BUDGET_S = 60.0
 
 

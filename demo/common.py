@@ -20,6 +20,7 @@ from diffusion.studio import (
     FairScheduler,
     ModelCard,
     ModelLoadError,
+    Progress,
     SampleRequest,
     StepJob,
     Studio,
@@ -39,6 +40,7 @@ MODEL_STEPS = FairScheduler()
 # A progress-only update (a status line, a step's pictures) reaches the browser at most this often:
 # every update costs the queue 10-100 ms of a 2-core CPU, more than a small model's step.
 STREAM_EVERY_S = 0.25
+UPDATES_PER_S = 10.0  # progress updates a second for all requests together, at most (about)
 
 LATEX = [
     {"left": "$$", "right": "$$", "display": True},
@@ -99,10 +101,15 @@ def describe_model(studio: Studio, model: gr.Dropdown, about: gr.Markdown) -> No
                  api_visibility="private", queue=False)
 
 
-def status_line(step: int, num_steps: int, wall_s: float, model_calls: int, n: int) -> str:
-    rate = f", {wall_s / max(1, model_calls) * 1000:.0f} ms per step" if model_calls else ""
-    return (f"**Step {step}/{num_steps}** · {n} image{'s' if n != 1 else ''} · {model_calls} UNet calls · "
-            f"{wall_s:.2f} s{rate}")
+def status_line(update: Progress) -> str:
+    """A sampling run's progress as one Markdown line (step, images, UNet calls, time)."""
+    n = update.request.n if update.request is not None else 0
+    if update.cached:
+        return (f"**Done** · {n} image{'s' if n != 1 else ''} · the stored result of an identical request "
+                "(same model, sampler, steps, seed and settings): no model call")
+    rate = f", {update.wall_s / max(1, update.model_calls) * 1000:.0f} ms per step" if update.model_calls else ""
+    return (f"**Step {update.step}/{update.num_steps}** · {n} image{'s' if n != 1 else ''} · {update.model_calls} "
+            f"UNet calls · {update.wall_s:.2f} s{rate}")
 
 
 class CheckedImage(gr.Image):
@@ -131,10 +138,18 @@ class CheckedImage(gr.Image):
 
 @dataclass(frozen=True)
 class Tick:
-    """A progress-only update of a streamed handler: sent only when the last update sent is at least
-    :data:`STREAM_EVERY_S` old. Any other value a handler yields is always sent."""
+    """A progress-only update of a streamed handler: sent only when the last update sent is old enough
+    (:func:`stream_interval`). ``preview``: it carries a picture; the newest preview that was held back
+    is sent in place of the next status-only Tick. Any other value a handler yields is always sent."""
 
     value: Any
+    preview: bool = False
+
+
+def stream_interval(active_jobs: int) -> float:
+    """Seconds between two progress updates of one request: :data:`STREAM_EVERY_S`, stretched so that all
+    active requests together send about :data:`UPDATES_PER_S` (each update costs the queue 10-100 ms of CPU)."""
+    return max(STREAM_EVERY_S, active_jobs / UPDATES_PER_S)
 
 
 _END = object()
@@ -145,7 +160,7 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
 
     The handler yields after every denoising step (a :class:`Tick` where nothing new is shown). The
     fair scheduler (:data:`MODEL_STEPS`) advances it one step at a time in turn with every other active
-    request, drops the Ticks that come sooner than :data:`STREAM_EVERY_S` after the last update sent,
+    request, drops the Ticks that come sooner than :func:`stream_interval` after the last update sent,
     and starts no further step once the request is no longer wanted: when the user cancels (or the
     queue closes the stream of a client that left) at most the step in flight finishes. A request
     cancelled while it waits for its first turn never starts.
@@ -156,6 +171,7 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
         last_sent = [-float("inf")]
+        held: list[Tick | None] = [None]  # the newest preview not sent yet
 
         def post(update: Any, error: BaseException | None = None) -> None:
             try:
@@ -165,9 +181,13 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
 
         def emit(update: Any) -> None:  # on the model thread, after each step
             if isinstance(update, Tick):
-                if time.monotonic() - last_sent[0] < STREAM_EVERY_S:
+                if update.preview:
+                    held[0] = update
+                if time.monotonic() - last_sent[0] < stream_interval(MODEL_STEPS.active):
                     return
-                update = update.value
+                update, held[0] = (held[0] or update).value, None
+            else:
+                held[0] = None
             last_sent[0] = time.monotonic()
             post(update)
 

@@ -118,7 +118,7 @@ def make_lab_run(studio: Studio, budget: StateBudget):
             request = card_request(card, sampler, steps, seed, prompt=prompt, guidance=guidance)
             for done, total, traj in studio.trajectory(card.id, request, images=images):
                 view = traj.steps[-1]
-                if done < total:  # every step is yielded; the browser gets one every STREAM_EVERY_S
+                if done < total:  # every step is yielded; the browser gets one every stream_interval
                     yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
                                 gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
             session = LabSession(card.id, traj)
@@ -336,7 +336,7 @@ def make_forward_denoise(studio: Studio):
                                         f"{update.request.steps} {update.request.sampler} steps, 4 seeds, "
                                         f"{update.wall_s:.2f} s.")
                 elif update.preview is not None:
-                    yield update.preview, f"Denoising: step {update.step}/{update.num_steps}"
+                    yield Tick((update.preview, f"Denoising: step {update.step}/{update.num_steps}"), preview=True)
                 else:  # every step is yielded, so a cancelled run stops within one step (``streamed``)
                     yield Tick((gr.skip(), f"Denoising: step {update.step}/{update.num_steps}"))
 

@@ -34,12 +34,11 @@ def make_sample_handler(studio: Studio):
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, eta=eta)
             for update in studio.generate(str(model_id), request):
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls,
-                                     update.request.n)
+                status = status_line(update)
                 if update.done:
                     yield update.grid, status
-                elif update.preview is not None:
-                    yield update.preview, status + " · *preview: predicted x0*"
+                elif update.preview is not None:  # the first preview at once, then as often as the load allows
+                    yield Tick((update.preview, status + " · *preview: predicted x0*"), preview=True)
                 else:
                     yield Tick((gr.skip(), status + " · *preview: predicted x0*"))
 

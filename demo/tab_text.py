@@ -63,10 +63,11 @@ def make_text_handler(studio: Studio):
                     note += (" · prompt too long for the text encoder; dropped: "
                              + " ".join(update.prompt.truncated_words[:50]))
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update.step, update.num_steps, update.wall_s, update.model_calls,
-                                 update.request.n) + note
-                if update.done or update.preview is not None:
-                    yield update.grid if update.done else update.preview, token_view(update.prompt), status
+                status = status_line(update) + note
+                if update.done:
+                    yield update.grid, token_view(update.prompt), status
+                elif update.preview is not None:  # the first preview at once, then as often as the load allows
+                    yield Tick((update.preview, token_view(update.prompt), status), preview=True)
                 else:
                     yield Tick((gr.skip(), gr.skip(), status))
 

@@ -2,6 +2,7 @@
 
     python -m diffusion.deploy --dry-run                 # list the files and sizes, check the card and LFS
     python -m diffusion.deploy --space USER/NAME         # build a clean folder and upload it
+    python -m diffusion.deploy --space USER/NAME --cpu-torch   # the same, with PyTorch's CPU-only build
 
 The Space gets only what it runs: ``app.py``, the card (``README.md``), ``requirements.txt``, the
 ``demo/`` and ``diffusion/`` packages and ``assets/``, plus a ``.gitattributes`` that stores weights and
@@ -108,8 +109,15 @@ def check_lfs(files: list[SpaceFile], patterns: tuple[str, ...] = LFS_PATTERNS) 
         raise DeployError(f"files over 10 MB outside Git LFS (add a pattern to .gitattributes): {', '.join(big)}")
 
 
-def build(dest: Path, root: Path = ROOT) -> list[SpaceFile]:
-    """Copy the Space's files into ``dest`` (empty or new) and write its ``.gitattributes``."""
+# pip reads options in a requirements file: with this index as well, ``torch==2.13.0`` resolves to the
+# CPU-only wheel ``2.13.0+cpu`` (a local version sorts above the public one) instead of PyPI's Linux
+# wheel, which is the CUDA build and pulls several GB of nvidia-* runtime wheels
+CPU_TORCH_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
+
+
+def build(dest: Path, root: Path = ROOT, cpu_torch: bool = False) -> list[SpaceFile]:
+    """Copy the Space's files into ``dest`` (empty or new) and write its ``.gitattributes``; ``cpu_torch``:
+    the Space's requirements also name PyTorch's CPU index (:data:`CPU_TORCH_INDEX`)."""
     files = space_files(root)
     check_card(root / "README.md")
     check_lfs(files)
@@ -120,6 +128,9 @@ def build(dest: Path, root: Path = ROOT) -> list[SpaceFile]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(root / f.path, target)
     (dest / ".gitattributes").write_text(gitattributes())
+    if cpu_torch:
+        requirements = dest / "requirements.txt"
+        requirements.write_text(f"{CPU_TORCH_INDEX}\n{requirements.read_text()}")
     return files
 
 
@@ -140,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="list the files and sizes, check the card and LFS; upload nothing")
     p.add_argument("--private", action="store_true", help="create the Space as private")
     p.add_argument("--out", type=Path, help="build the Space folder here (default: a temporary folder)")
+    p.add_argument("--cpu-torch", action="store_true",
+                   help="install PyTorch's CPU-only build on the Space (PyPI's Linux wheel is the CUDA build)")
     args = p.parse_args(argv)
     if not args.dry_run and not args.space:
         p.error("give --space USER/NAME, or --dry-run")
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with tempfile.TemporaryDirectory(prefix="diffusion-classroom-space-") as tmp:
             folder = args.out or Path(tmp)
-            files = build(folder)
+            files = build(folder, cpu_torch=args.cpu_torch)
             logger.info("built %d files in %s", len(files), folder)
             print(upload(folder, args.space, args.private))
         return 0

@@ -49,6 +49,7 @@ class LoadReport:
     scrub_s: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     peak_rss: int | None = None
+    probe: Timing | None = None  # a short request (1 image, 10 steps) sent once every student has arrived
 
     def errors(self) -> list[Timing]:
         return [t for t in self.timings if t.error is not None]
@@ -68,6 +69,10 @@ class LoadReport:
         served = sum(t.done_s is not None for t in self.timings)
         out.append(f"step-slider scrub under load: p50 {pct(self.scrub_s, 50).strip()}, p95 {pct(self.scrub_s, 95).strip()} "
                    f"({len(self.scrub_s)} scrubs); {served} requests served, {served / self.wall_s * 60:.1f} a minute")
+        if self.probe is not None:
+            out.append("a short request (1 image, DDIM 10) sent while the class works: "
+                       + (f"completed in {self.probe.done_s:.1f} s" if self.probe.error is None
+                          else f"failed: {self.probe.error}"))
         if self.peak_rss is not None:
             out.append(f"server peak RSS: {self.peak_rss / 2**30:.2f} GiB")
         for t in self.errors()[:5]:
@@ -94,8 +99,10 @@ def _timed(client, endpoint: str, **kwargs) -> Timing:
 
 
 def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid: int | None = None,
-             scrub: bool = True) -> LoadReport:
-    """Run the class against ``url`` (127.0.0.1 only); bounded: each student sends three requests."""
+             scrub: bool = True, same: bool = False, probe: bool = True) -> LoadReport:
+    """Run the class against ``url`` (127.0.0.1 only); bounded: each student sends three requests.
+    ``same``: every student sends the same requests (the default seed 0), as a class pressing the buttons
+    without changing anything; ``probe``: one short request is timed once everyone has arrived."""
     from gradio_client import Client
 
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
@@ -104,7 +111,7 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
     lock = threading.Lock()
     rng = random.Random(seed)
     arrivals = sorted(rng.uniform(0, spread_s) for _ in range(students))
-    seeds = [rng.randrange(2**32) for _ in range(students)]
+    seeds = [0 if same else rng.randrange(2**32) for _ in range(students)]
     stop = threading.Event()
 
     def student(k: int) -> None:
@@ -147,6 +154,14 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
                 return
             stop.wait(0.2)
 
+    def prober() -> None:
+        client = Client(url, verbose=False)
+        try:
+            if not stop.wait(spread_s + 1.0):
+                report.probe = _timed(client, "/sample", sampler="ddim", steps=10, batch=1, seed=12345)
+        finally:
+            client.close()
+
     helpers = [threading.Thread(target=watch_rss, daemon=True)]
     if scrub:
         ready = threading.Event()
@@ -157,6 +172,8 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
         ready.wait(120)
     start = time.monotonic()
     threads = [threading.Thread(target=student, args=(k,), daemon=True) for k in range(students)]
+    if probe:
+        threads.append(threading.Thread(target=prober, daemon=True))
     for t in threads:
         t.start()
     for t in threads:
@@ -207,14 +224,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--spread", type=float, default=10.0, help="arrivals spread over this many seconds")
     p.add_argument("--url", help="an app already running on 127.0.0.1 (default: start python app.py)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--same", action="store_true", help="every student sends the same requests (seed 0)")
+    p.add_argument("--app-args", default="", help="extra arguments for python app.py (e.g. '--cache-mb 0')")
     args = p.parse_args(argv)
     if not 1 <= args.students <= 200:
         p.error("--students must be between 1 and 200")
     if args.url is not None:
-        report = run_load(args.url, args.students, args.spread, args.seed)
+        report = run_load(args.url, args.students, args.spread, args.seed, same=args.same)
     else:
-        with app_server(Path(tempfile.gettempdir()), "--queue-size", "128") as (pid, url):
-            report = run_load(url, args.students, args.spread, args.seed, pid=pid)
+        with app_server(Path(tempfile.gettempdir()), "--queue-size", "128", *args.app_args.split()) as (pid, url):
+            report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same)
     print("\n".join(report.lines()))
     return 1 if report.errors() else 0
 

@@ -175,3 +175,19 @@ def test_a_follower_whose_leader_is_cancelled_runs_itself(tiny_ddpm_dir) -> None
     *_, final = follower
     assert final.done and final.num_steps == 30 and not final.cached
     np.testing.assert_array_equal(final.images, sharing_studio(tiny_ddpm_dir).sample("local/tiny-ddpm", request))
+
+
+def test_through_the_app_a_short_request_overtakes_a_long_one(serve, tmp_path) -> None:
+    """A batch of 64 at 100 steps of a 64x64 RGB model, then one image at 2 steps: the second ends first."""
+    from tests.tiny import save_tiny_ddpm
+
+    save_tiny_ddpm(tmp_path / "rgb64", channels=3, sample_size=64, attention=False)
+    _, client, _ = serve(queue_size=8, extra_dirs=[tmp_path / "rgb64"])
+    long = client.submit("local/rgb64", "ddpm", 100, 0.0, 64, 1, api_name="/sample")
+    deadline = time.monotonic() + 120
+    while not long.outputs() and time.monotonic() < deadline:  # the long run has started
+        time.sleep(0.01)
+    short = client.submit("local/rgb64", "ddim", 2, 0.0, 1, 2, api_name="/sample")
+    short.result(timeout=120)
+    assert not long.done(), "the short request waited for the long one"
+    long.result(timeout=300)

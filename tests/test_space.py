@@ -146,6 +146,21 @@ def test_deploy_builds_a_clean_folder_and_uploads_it(tmp_path: Path, monkeypatch
     assert "assets/ddpm-mnist/unet/diffusion_pytorch_model.safetensors" in files
     assert not any(f.startswith("tests/") for f in files)
     assert "*.safetensors filter=lfs" in (out / ".gitattributes").read_text()
+    assert (out / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()  # as is, by default
+
+
+def test_deploy_can_ask_for_the_cpu_only_torch(tmp_path: Path) -> None:
+    """--cpu-torch: the Space's requirements name PyTorch's CPU index first; pip then resolves the pinned
+    torch==2.13.0 to its +cpu wheel (checked here with packaging's own version rules)."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    from diffusion.deploy import CPU_TORCH_INDEX, build
+
+    build(tmp_path / "space", cpu_torch=True)
+    lines = (tmp_path / "space" / "requirements.txt").read_text().splitlines()
+    assert lines[0] == CPU_TORCH_INDEX and "torch==2.13.0" in lines
+    assert Version("2.13.0+cpu") in SpecifierSet("==2.13.0") and Version("2.13.0+cpu") > Version("2.13.0")
 
 
 def test_deploy_problems_are_one_line(tmp_path: Path) -> None:
