@@ -31,7 +31,7 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import schedule_figure
+from demo.figures import SchedulePicture, schedule_figure, schedule_picture
 from demo.theory import ATTENTION, FORWARD, GUIDANCE, STEPS
 from diffusion.studio import (
     ASSETS,
@@ -71,10 +71,11 @@ class LabSession:
 
     model_id: str
     trajectory: Trajectory | None
+    schedule: SchedulePicture | None = None  # the run's schedule, drawn once; scrubbing moves the marker
     released: str | None = None  # why the run was released, once it was
 
     def release(self, reason: str) -> None:
-        self.trajectory, self.released = None, reason
+        self.trajectory, self.schedule, self.released = None, None, reason
 
 
 @dataclass
@@ -121,11 +122,11 @@ def make_lab_run(studio: Studio, budget: StateBudget):
                 if done < total:  # every step is yielded; the browser gets one every stream_interval
                     yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
                                 gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
-            session = LabSession(card.id, traj)
-            budget.admit(session, trajectory_nbytes(traj))
+            session = LabSession(card.id, traj, schedule_picture(traj.curves))
+            budget.admit(session, trajectory_nbytes(traj) + session.schedule.nbytes)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
-                   last.x_t, last.noise, last.pred_x0, last.latents, schedule_figure(traj.curves, last.timestep),
+                   last.x_t, last.noise, last.pred_x0, last.latents, session.schedule.at(last.timestep),
                    update_latex(traj.terms[-1]),
                    f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                    "Play) to revisit any step.")
@@ -138,7 +139,7 @@ def lab_show(session: LabSession | None, step: float) -> tuple:
     traj = _trajectory(session)
     index = _step_index(traj, step)
     view = traj.steps[index]
-    return (view.x_t, view.noise, view.pred_x0, view.latents, schedule_figure(traj.curves, view.timestep),
+    return (view.x_t, view.noise, view.pred_x0, view.latents, session.schedule.at(view.timestep),
             update_latex(traj.terms[index]))
 
 
@@ -200,7 +201,8 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     latents = gr.Image(label="latent channels of x_t (latent models, first image; each channel in [-3, 3])",
                        format="png", interactive=False, height=90, elem_classes=["pixelated"])
     equation = gr.Markdown(latex_delimiters=LATEX, elem_id="lab-equation")
-    plot = LockedPlot(label="Noise schedule")
+    plot = gr.Image(label="Noise schedule: beta_t, alpha-bar_t and log-SNR; the line marks this step's t",
+                    format="png", interactive=False, show_label=True, elem_id="lab-schedule")
     with gr.Accordion("Export: animation and recipe", open=False):
         with gr.Row():
             panel = gr.Radio(list(PANELS), value="triptych", label="Panel")

@@ -15,6 +15,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from diffusion.runtime import in_scheduled_step, waiting_for_another_job
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -115,8 +117,8 @@ class Flights(Generic[T]):
         seen = 0
         while True:
             with flight.changed:
-                if len(flight.updates) == seen and not flight.done:
-                    flight.changed.wait(wait_s)
+                if len(flight.updates) == seen and not flight.done and not in_scheduled_step():
+                    flight.changed.wait(wait_s)  # (a scheduled step never blocks the model thread)
                 count, done, error = len(flight.updates), flight.done, flight.error
                 latest = flight.updates[-1] if count > seen else None
             if latest is not None:
@@ -127,4 +129,5 @@ class Flights(Generic[T]):
                     raise LookupError("the run this request followed did not finish") from error
                 return
             elif idle is not None:
+                waiting_for_another_job()  # the scheduler runs the others (the leader) before asking again
                 yield idle

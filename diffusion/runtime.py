@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -113,6 +114,20 @@ class ComputeGate:
 _DONE = object()
 
 
+_STEP = threading.local()  # what the job whose step is running on this thread says about it
+
+
+def in_scheduled_step() -> bool:
+    """Is this code running inside a step of a :class:`FairScheduler` job (on its thread)?"""
+    return getattr(_STEP, "running", False)
+
+
+def waiting_for_another_job() -> None:
+    """Say, inside a job's step, that the step did no work: the job waits for another job's progress
+    (a request following an identical one). The scheduler then runs the other jobs before asking it again."""
+    _STEP.waiting = True
+
+
 class StepJob:
     """One request's work as an iterator whose every ``next()`` is one step, for :class:`FairScheduler`.
 
@@ -125,27 +140,30 @@ class StepJob:
         self.steps, self.emit, self.finish, self.name = steps, emit, finish, name
         self.cancelled = threading.Event()
         self.steps_run = 0
+        self.service_s = 0.0  # time its steps have taken so far (the scheduler serves the least first)
+        self.waiting = False  # its last step did no work: it waits for another job
 
     def cancel(self) -> None:
         self.cancelled.set()
 
 
 class FairScheduler:
-    """Round-robin at the step level: every active request advances one step in turn, on one thread.
+    """Fair sharing at the step level: the request that has had the least compute so far runs its next step.
 
     First come, first served runs whole jobs one after another, so a student behind a DDPM-1000 batch
-    of 64 sees nothing for minutes. Here each job's iterator is advanced once, then the next job's,
-    and so on; a job that has finished or been cancelled leaves the ring. A short request finishes
-    early, every user sees previews at once, and the total work (the CPU's) is unchanged. Each step
-    runs on this scheduler's one thread: torch's OpenMP keeps a team of worker threads per calling
-    thread, so steps that hop between threads run up to 2x slower. Every job keeps its own seeded
-    generator and scheduler, so its results are bit-identical to running alone.
+    of 64 sees nothing for minutes. Here every ``next()`` of a job is one step, and the scheduler
+    always advances the job whose steps have taken the least time so far ("least attained service";
+    ties: the earliest). A new request starts at once, so every user sees a first preview within a
+    step or two; a short one runs to its end before the long ones go on; requests of equal size share
+    the CPU in turns; no work is added (the CPU bounds the total). Each step runs on this scheduler's
+    one thread: torch's OpenMP keeps a team of worker threads per calling thread, so steps that hop
+    between threads run up to 2x slower. Every job keeps its own seeded generator and scheduler, so its
+    results are bit-identical to running alone.
     """
 
     def __init__(self, name: str = "model-steps"):
         self.name = name
-        self._ring: list[StepJob] = []
-        self._next = 0
+        self._ring: list[StepJob] = []  # the active jobs, in the order they came
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self.peak_jobs = 0  # the most jobs in the ring at once (for tests and benchmarks)
@@ -166,21 +184,20 @@ class FairScheduler:
             return len(self._ring)
 
     def _take(self) -> StepJob:
-        """The next job in the ring, waiting while there is none."""
+        """The job to advance: a cancelled one first (to end it), then the one with the least service among
+        those not waiting for another job; waits while there is none."""
         with self._cv:
             while not self._ring:
                 self._cv.wait()
-            self._next %= len(self._ring)
-            job = self._ring[self._next]
-            self._next += 1
-            return job
+            if all(job.waiting for job in self._ring):  # they all wait for work done elsewhere: do not spin
+                self._cv.wait(0.005)
+                for job in self._ring:
+                    job.waiting = False
+            return min(self._ring, key=lambda job: (not job.cancelled.is_set(), job.waiting, job.service_s))
 
     def _leave(self, job: StepJob) -> None:
         with self._cv:
-            index = self._ring.index(job)
-            del self._ring[index]
-            if index < self._next:
-                self._next -= 1
+            self._ring.remove(job)
 
     def _run(self) -> None:  # the model thread
         while True:
@@ -189,7 +206,13 @@ class FairScheduler:
             try:
                 if job.cancelled.is_set():
                     raise StopIteration
-                item = next(job.steps)
+                began = time.perf_counter()
+                _STEP.running, _STEP.waiting = True, False
+                try:
+                    item = next(job.steps)
+                finally:
+                    _STEP.running = False
+                    self._account(job, time.perf_counter() - began, getattr(_STEP, "waiting", False))
                 job.steps_run += 1
             except StopIteration:
                 self._end(job, None)
@@ -204,6 +227,17 @@ class FairScheduler:
             except Exception:  # noqa: BLE001 - a consumer's failure must not stop the other jobs
                 logger.exception("a step job's consumer failed; the job is dropped")
                 job.cancel()
+
+    def _account(self, job: StepJob, seconds: float, waited: bool) -> None:
+        """Charge a step: work counts as service; a step that only waited does not, and a step that worked
+        may have brought news to every job that waits."""
+        with self._cv:
+            if waited:
+                job.waiting = True
+                return
+            job.service_s += seconds
+            for other in self._ring:
+                other.waiting = False
 
     def _end(self, job: StepJob, error: BaseException | None) -> None:
         self._leave(job)

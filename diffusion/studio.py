@@ -251,8 +251,10 @@ class Studio:
             idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
             try:
                 for update in Flights.follow(flight, self.follow_wait_s, idle):
-                    idle = replace(update, preview=None) if not update.done else idle
                     yield update
+                    if update.done:  # the leader's result: nothing more to wait for
+                        return
+                    idle = replace(update, preview=None)
                 return
             except LookupError:  # its leader was cancelled or failed: lead (or follow) a new run
                 logger.info("the identical run this request followed stopped; running it again")

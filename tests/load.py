@@ -99,10 +99,12 @@ def _timed(client, endpoint: str, **kwargs) -> Timing:
 
 
 def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid: int | None = None,
-             scrub: bool = True, same: bool = False, probe: bool = True) -> LoadReport:
+             scrub: bool = True, same: bool = False, probe: bool = True,
+             only: str | None = None) -> LoadReport:
     """Run the class against ``url`` (127.0.0.1 only); bounded: each student sends three requests.
     ``same``: every student sends the same requests (the default seed 0), as a class pressing the buttons
-    without changing anything; ``probe``: one short request is timed once everyone has arrived."""
+    without changing anything; ``probe``: one short request is timed once everyone has arrived; ``only``:
+    each student sends just this endpoint (e.g. "/sample")."""
     from gradio_client import Client
 
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
@@ -120,6 +122,8 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
             time.sleep(arrivals[k])
             for endpoint, kwargs in (("/sample", {"seed": seeds[k]}), ("/text_to_image", {"seed": seeds[k]}),
                                      ("/lab_run", {"seed": seeds[k], "prompt": ""})):  # its box starts empty
+                if only is not None and endpoint != only:
+                    continue
                 timing = _timed(client, endpoint, **kwargs)
                 with lock:
                     report.timings.append(timing)
@@ -225,15 +229,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="an app already running on 127.0.0.1 (default: start python app.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--same", action="store_true", help="every student sends the same requests (seed 0)")
+    p.add_argument("--only", choices=ENDPOINTS, help="each student sends just this endpoint")
     p.add_argument("--app-args", default="", help="extra arguments for python app.py (e.g. '--cache-mb 0')")
     args = p.parse_args(argv)
     if not 1 <= args.students <= 200:
         p.error("--students must be between 1 and 200")
     if args.url is not None:
-        report = run_load(args.url, args.students, args.spread, args.seed, same=args.same)
+        report = run_load(args.url, args.students, args.spread, args.seed, same=args.same, only=args.only)
     else:
         with app_server(Path(tempfile.gettempdir()), "--queue-size", "128", *args.app_args.split()) as (pid, url):
-            report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same)
+            report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same, only=args.only)
     print("\n".join(report.lines()))
     return 1 if report.errors() else 0
 

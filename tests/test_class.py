@@ -105,11 +105,12 @@ def test_interleaved_requests_give_the_same_images_as_alone(studio) -> None:
         final = items[name][-1]
         assert final.done
         np.testing.assert_array_equal(final.images, alone[name])
-    assert finished[0] == "text-c"  # the shortest run ends first although it was submitted last
+    assert finished[0] != "ddpm-a"  # the first submitted, the most steps: a shorter run ended before it
 
 
 def test_streamed_events_share_the_model_thread_fairly() -> None:
-    """Two streamed events started together through demo.common.streamed: their steps alternate."""
+    """Two streamed events started together through demo.common.streamed: equal steps alternate (the one
+    with less service goes next), so the short one ends long before the long one."""
     from demo.common import MODEL_STEPS, streamed
 
     order: list[str] = []
@@ -191,3 +192,42 @@ def test_through_the_app_a_short_request_overtakes_a_long_one(serve, tmp_path) -
     short.result(timeout=120)
     assert not long.done(), "the short request waited for the long one"
     long.result(timeout=300)
+
+
+def test_a_new_request_gets_the_model_thread_at_once_under_load() -> None:
+    """Least service first: a request that arrives while five long ones run gets its steps straight away."""
+    scheduler = FairScheduler("test-las")
+    ran: list[str] = []
+
+    def work(name: str, n: int):
+        for i in range(n):
+            time.sleep(0.002)
+            ran.append(name)
+            yield i
+
+    done = threading.Event()
+    for k in range(5):
+        scheduler.submit(StepJob(work(f"long{k}", 200), lambda item: None, lambda error: None, f"long{k}"))
+    time.sleep(0.2)  # the long ones have all had service
+    scheduler.submit(StepJob(work("new", 10), lambda item: None, lambda error: done.set(), "new"))
+    assert done.wait(30)
+    start = ran.index("new")
+    assert ran[start:start + 10] == ["new"] * 10, ran[start - 3:start + 12]  # its ten steps in a row
+
+
+def test_followers_wait_without_holding_the_model_thread(tiny_ddpm_dir) -> None:
+    """Twenty identical requests on the scheduler: one leader runs, nineteen follow without blocking it;
+    the total time stays near one run's."""
+    studio = sharing_studio(tiny_ddpm_dir)
+    request = SampleRequest("ddim", 40, n=4, seed=11)
+    began = time.perf_counter()
+    studio.sample("local/tiny-ddpm", SampleRequest("ddim", 40, n=4, seed=12))
+    one = time.perf_counter() - began
+    scheduler = FairScheduler("test-followers")
+    began = time.perf_counter()
+    items, _ = run_jobs(scheduler, {f"s{k}": studio.generate("local/tiny-ddpm", request, previews=4)
+                                    for k in range(20)})
+    twenty = time.perf_counter() - began
+    print(f"\none run {one:.2f} s; twenty identical requests together {twenty:.2f} s")
+    assert all(items[f"s{k}"][-1].done for k in range(20))
+    assert twenty < 5 * one + 1.0  # not twenty runs (measured: about 1-2x one run)

@@ -126,3 +126,18 @@ def test_sampler_race_aligns_lanes_by_noise_level(studio):
         assert ab in ddpm.alpha_prod
     grid = race_grid(lanes, RACE_LEVELS)
     assert grid.shape == (4 * 10 + 2, len(RACE_LEVELS) * 10 + 2)
+
+
+def test_the_schedule_picture_is_drawn_once_and_only_its_marker_moves(studio) -> None:
+    from demo.figures import MARKER, schedule_picture
+
+    curves = studio.schedule("local/tiny-ddpm")
+    picture = schedule_picture(curves)
+    assert np.array_equal(picture.at(None), picture.base)
+    columns = []
+    for t in (0, 50, 99):
+        changed = np.nonzero((picture.at(t) != picture.base).any(axis=(0, 2)))[0]
+        assert len(changed) <= 2 * len(picture.panels)  # two pixel columns per panel, nothing else
+        assert (picture.at(t)[:, changed] == MARKER).all(axis=-1).any(axis=0).all()
+        columns.append(changed)
+    assert all(a[0] < b[0] for a, b in zip(columns, columns[1:]))  # later t, further right
