@@ -128,6 +128,14 @@ def waiting_for_another_job() -> None:
     _STEP.waiting = True
 
 
+def report_progress(done: int, total: int) -> None:
+    """Say, inside a job's step, how many of its steps are done: the scheduler estimates the work left."""
+    _STEP.progress = (done, total)
+
+
+WARMUP_S = 0.5  # compute every new request gets first, in turns (its first preview), before the rest
+
+
 class StepJob:
     """One request's work as an iterator whose every ``next()`` is one step, for :class:`FairScheduler`.
 
@@ -142,20 +150,36 @@ class StepJob:
         self.steps_run = 0
         self.service_s = 0.0  # time its steps have taken so far (the scheduler serves the least first)
         self.waiting = False  # its last step did no work: it waits for another job
+        self.progress: tuple[int, int] | None = None  # (steps done, steps in all), when the job says
+
+    def remaining_s(self) -> float:
+        """The work left, estimated from the steps left and the mean step so far (its service if unknown)."""
+        if self.progress is None or self.progress[0] <= 0:
+            return self.service_s
+        done, total = self.progress
+        return self.service_s / done * max(0, total - done)
+
+    def priority(self) -> tuple:
+        """Smaller runs first: a cancelled job (to end it); not one that waits; a job still in its warm-up,
+        least served first; then the least work left."""
+        warm = self.service_s < WARMUP_S
+        return (not self.cancelled.is_set(), self.waiting, not warm,
+                self.service_s if warm else self.remaining_s())
 
     def cancel(self) -> None:
         self.cancelled.set()
 
 
 class FairScheduler:
-    """Fair sharing at the step level: the request that has had the least compute so far runs its next step.
+    """Fair sharing at the step level: a warm-up for every new request, then the least work left first.
 
     First come, first served runs whole jobs one after another, so a student behind a DDPM-1000 batch
     of 64 sees nothing for minutes. Here every ``next()`` of a job is one step, and the scheduler
-    always advances the job whose steps have taken the least time so far ("least attained service";
-    ties: the earliest). A new request starts at once, so every user sees a first preview within a
-    step or two; a short one runs to its end before the long ones go on; requests of equal size share
-    the CPU in turns; no work is added (the CPU bounds the total). Each step runs on this scheduler's
+    first gives every new request :data:`WARMUP_S` of compute, in turns, least served first (so every
+    user sees a first preview within a second or two, and a short request often ends inside it), and
+    then advances the request with the least work left (estimated from its steps left and its mean
+    step), so equal long requests end one after another instead of all at the end, and a short one is
+    never stuck behind a long one. No work is added (the CPU bounds the total). Each step runs on this scheduler's
     one thread: torch's OpenMP keeps a team of worker threads per calling thread, so steps that hop
     between threads run up to 2x slower. Every job keeps its own seeded generator and scheduler, so its
     results are bit-identical to running alone.
@@ -193,7 +217,7 @@ class FairScheduler:
                 self._cv.wait(0.005)
                 for job in self._ring:
                     job.waiting = False
-            return min(self._ring, key=lambda job: (not job.cancelled.is_set(), job.waiting, job.service_s))
+            return min(self._ring, key=StepJob.priority)
 
     def _leave(self, job: StepJob) -> None:
         with self._cv:
@@ -207,12 +231,13 @@ class FairScheduler:
                 if job.cancelled.is_set():
                     raise StopIteration
                 began = time.perf_counter()
-                _STEP.running, _STEP.waiting = True, False
+                _STEP.running, _STEP.waiting, _STEP.progress = True, False, None
                 try:
                     item = next(job.steps)
                 finally:
                     _STEP.running = False
                     self._account(job, time.perf_counter() - began, getattr(_STEP, "waiting", False))
+                    job.progress = getattr(_STEP, "progress", None) or job.progress
                 job.steps_run += 1
             except StopIteration:
                 self._end(job, None)

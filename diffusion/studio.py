@@ -77,7 +77,13 @@ from diffusion.request import (
     check_request,
     whole_number,
 )
-from diffusion.runtime import MODEL_RUNS, ComputeGate, FairScheduler, StepJob
+from diffusion.runtime import (
+    MODEL_RUNS,
+    ComputeGate,
+    FairScheduler,
+    StepJob,
+    report_progress,
+)
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
@@ -222,7 +228,13 @@ class Studio:
         else:
             records = pixel_steps(model.unet, model.scheduler_config, run.request, init_sample, start,
                                   model.autocast_dtype, scheduler=run.scheduler)
-        return self.gate.steps(records)
+        steps = self.gate.steps(records)
+        try:
+            for record in steps:
+                report_progress(record.index + 1, record.num_steps)  # for the fair scheduler's estimate
+                yield record
+        finally:
+            steps.close()  # a consumer that stopped: the loop is closed at once
 
     def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
                  init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:

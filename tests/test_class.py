@@ -231,3 +231,33 @@ def test_followers_wait_without_holding_the_model_thread(tiny_ddpm_dir) -> None:
     print(f"\none run {one:.2f} s; twenty identical requests together {twenty:.2f} s")
     assert all(items[f"s{k}"][-1].done for k in range(20))
     assert twenty < 5 * one + 1.0  # not twenty runs (measured: about 1-2x one run)
+
+
+def test_after_the_warm_up_the_least_work_left_goes_first() -> None:
+    """Three equal long jobs: each gets its warm-up, then one runs to its end before the next (not all at
+    the end together); the jobs say their progress as the Studio's steps do."""
+    from diffusion.runtime import WARMUP_S, report_progress
+
+    def work(n: int, pause: float):
+        for i in range(n):
+            time.sleep(pause)
+            report_progress(i + 1, n)
+            yield i
+
+    steps = int(3 * WARMUP_S / 0.01)  # about 1.5 s of work each, 0.5 s of it the warm-up
+    scheduler = FairScheduler("test-srpt")
+    began = time.perf_counter()
+    ends: list[float] = []
+    done = threading.Event()
+
+    def finish(error: BaseException | None) -> None:
+        ends.append(time.perf_counter() - began)
+        if len(ends) == 3:
+            done.set()
+
+    for k in range(3):
+        scheduler.submit(StepJob(work(steps, 0.01), lambda item: None, finish, f"job{k}"))
+    assert done.wait(60)
+    print(f"\nthree jobs of {steps} steps end at " + ", ".join(f"{t:.1f} s" for t in ends))
+    # in turns to the end they would all end at about 4.5 s; one after another the first ends near 2.5 s
+    assert ends[0] < 0.75 * ends[-1], ends
