@@ -12,6 +12,14 @@ from diffusion.request import SampleRequest
 from diffusion.runtime import FairScheduler, StepJob
 
 
+def logged_steps(name: str, n: int, log: list[str], pause: float):
+    """``n`` steps of ``pause`` seconds that append ``name`` to ``log`` as they run."""
+    for i in range(n):
+        time.sleep(pause)
+        log.append(name)
+        yield i
+
+
 def run_jobs(scheduler: FairScheduler, named: dict[str, object], timeout: float = 120.0) -> tuple[dict, list[str]]:
     """Submit each iterator as a job, in order; return what each emitted and the order they finished in."""
     items: dict[str, list] = {name: [] for name in named}
@@ -115,15 +123,9 @@ def test_streamed_events_share_the_model_thread_fairly() -> None:
 
     order: list[str] = []
 
-    def steps(name: str, n: int):
-        for i in range(n):
-            time.sleep(0.003)
-            order.append(name)
-            yield i
-
     async def both() -> None:
         async def drain(name: str, n: int) -> list:
-            return [u async for u in streamed(steps)(name, n)]
+            return [u async for u in streamed(logged_steps)(name, n, order, 0.003)]
 
         first, second = await asyncio.gather(drain("long", 40), drain("short", 5))
         assert second[-1] == 4 and first[-1] == 39
@@ -198,18 +200,12 @@ def test_a_new_request_gets_the_model_thread_at_once_under_load() -> None:
     """Least service first: a request that arrives while five long ones run gets its steps straight away."""
     scheduler = FairScheduler("test-las")
     ran: list[str] = []
-
-    def work(name: str, n: int):
-        for i in range(n):
-            time.sleep(0.002)
-            ran.append(name)
-            yield i
-
     done = threading.Event()
     for k in range(5):
-        scheduler.submit(StepJob(work(f"long{k}", 200), lambda item: None, lambda error: None, f"long{k}"))
+        scheduler.submit(StepJob(logged_steps(f"long{k}", 200, ran, 0.002), lambda item: None, lambda error: None,
+                                 f"long{k}"))
     time.sleep(0.2)  # the long ones have all had service
-    scheduler.submit(StepJob(work("new", 10), lambda item: None, lambda error: done.set(), "new"))
+    scheduler.submit(StepJob(logged_steps("new", 10, ran, 0.002), lambda item: None, lambda error: done.set(), "new"))
     assert done.wait(30)
     start = ran.index("new")
     assert ran[start:start + 10] == ["new"] * 10, ran[start - 3:start + 12]  # its ten steps in a row
