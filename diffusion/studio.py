@@ -158,8 +158,8 @@ class Studio:
         self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
         self.results: ResultCache[Progress] = ResultCache(cache_bytes)
         self.flights: Flights[Progress] = Flights()
-        # how long a request that follows an identical one in flight waits for its next update before it
-        # hands its turn back (the fair scheduler runs the leader and its followers on one thread)
+        # how long a request that follows an identical one in flight waits for its next update, outside the
+        # fair scheduler (a CLI thread); inside it a follower never blocks the model thread (diffusion.cache)
         self.follow_wait_s = 0.05
 
     # ----- model cards -----
