@@ -32,16 +32,13 @@ class ResultCache(Generic[T]):
         self._items: OrderedDict[Hashable, tuple[T, int]] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = self.misses = 0
 
     def get(self, key: Hashable) -> T | None:
         with self._lock:
             item = self._items.get(key)
             if item is None:
-                self.misses += 1
                 return None
             self._items.move_to_end(key)
-            self.hits += 1
             return item[0]
 
     def put(self, key: Hashable, value: T, nbytes: int) -> None:
@@ -68,12 +65,13 @@ class ResultCache(Generic[T]):
 
 @dataclass
 class Flight(Generic[T]):
-    """One run in flight: the updates it has produced so far, and how it ended."""
+    """One run in flight: its newest update, how many it has produced, and how it ended (followers skip to
+    the newest, so the ones before it are not kept)."""
 
-    updates: list[T] = field(default_factory=list)
+    latest: T | None = None
+    count: int = 0
     done: bool = False
     error: BaseException | None = None
-    followers: int = 0
     changed: threading.Condition = field(default_factory=threading.Condition)
 
 
@@ -89,14 +87,13 @@ class Flights(Generic[T]):
         with self._lock:
             flight = self._flights.get(key)
             if flight is not None:
-                flight.followers += 1
                 return flight, False
             flight = self._flights[key] = Flight()
             return flight, True
 
     def post(self, flight: Flight[T], update: T) -> None:
         with flight.changed:
-            flight.updates.append(update)
+            flight.latest, flight.count = update, flight.count + 1
             flight.changed.notify_all()
 
     def land(self, key: Hashable, flight: Flight[T], error: BaseException | None = None) -> None:
@@ -117,10 +114,10 @@ class Flights(Generic[T]):
         seen = 0
         while True:
             with flight.changed:
-                if len(flight.updates) == seen and not flight.done and not in_scheduled_step():
+                if flight.count == seen and not flight.done and not in_scheduled_step():
                     flight.changed.wait(wait_s)  # (a scheduled step never blocks the model thread)
-                count, done, error = len(flight.updates), flight.done, flight.error
-                latest = flight.updates[-1] if count > seen else None
+                count, done, error = flight.count, flight.done, flight.error
+                latest = flight.latest if count > seen else None
             if latest is not None:
                 seen = count
                 yield latest
