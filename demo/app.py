@@ -1,17 +1,19 @@
-"""Assemble the three tabs into one Gradio app."""
+"""Assemble the tabs into one Gradio app."""
 
 from __future__ import annotations
 
 import gradio as gr
 
 from demo.tab_lab import build_lab_tab
+from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_text import build_text_tab
 from diffusion.studio import ExportDir, StateBudget, Studio
 
 INTRO = """# Diffusion Classroom
 Diffusion models, demonstrated: sample digits from a DDPM trained for this app, watch the reverse
-process one step at a time, and generate images from text with latent diffusion. Everything runs
+process one step at a time, train a diffusion model live on 2-D points, and generate images from text
+with latent diffusion. Everything runs
 on this machine; the embedded models need no network."""
 
 
@@ -35,6 +37,8 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
             build_sampling_tab(studio)
         with gr.Tab("Step lab", id="lab"):
             build_lab_tab(studio, budget, exports)
+        with gr.Tab("Playground: train on points", id="playground"):
+            build_playground_tab(studio, budget, exports)
         with gr.Tab("Text to image (latent)", id="text"):
             build_text_tab(studio)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from demo.common import FIGURE_LOCK
-from diffusion.studio import ScheduleCurves
+from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
 
 
 def schedule_figure(curves: ScheduleCurves, timestep: float | None,
@@ -89,3 +89,78 @@ def schedule_picture(curves: ScheduleCurves, family: dict[str, ScheduleCurves] |
             # display coordinates start at the bottom; picture rows at the top
             panels.append((int(height - box.y1), int(height - box.y0), scale, x0 - scale * t0))
     return SchedulePicture(base, tuple(panels))
+
+
+# ----- the playground -----
+# Okabe-Ito colours (safe for the common colour-vision deficiencies); every pair also differs in line style.
+BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
+
+
+def _cloud_axes(ax, data: np.ndarray | None, extent: float, title: str) -> None:  # noqa: ANN001 - an Axes
+    if data is not None:
+        ax.scatter(data[:, 0], data[:, 1], s=3, color="#cccccc", zorder=0, label="data")
+    ax.set_xlim(-extent, extent)
+    ax.set_ylim(-extent, extent)
+    ax.set_aspect("equal")
+    ax.set_title(title, fontsize=13)
+    ax.tick_params(labelsize=10)
+
+
+def field_figure(field: NoiseField, data: np.ndarray | None, extent: float, show_score: bool = False) -> Figure:
+    """The learned noise field at one t as arrows: -eps_theta (the direction that removes the predicted noise,
+    the score's direction) over the data in grey; arrow length scaled to fit."""
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(6.4, 6.2), dpi=90)
+        ax = fig.subplots()
+        _cloud_axes(ax, data, extent, f"t = {field.timestep}:  " + (
+            r"score $-\epsilon_\theta/\sqrt{1-\bar\alpha_t}$" if show_score else r"$-\epsilon_\theta(x, t)$"))
+        arrows = field.score if show_score else -field.eps
+        ax.quiver(field.points[..., 0], field.points[..., 1], arrows[..., 0], arrows[..., 1], color=BLUE,
+                  angles="xy", pivot="tail", width=0.004)
+        ax.set_xlabel(rf"$\bar\alpha_t$ = {field.alpha_bar:.4f}", fontsize=12)
+        fig.tight_layout()
+        return fig
+
+
+def paths_figure(paths: ParticlePaths, data: np.ndarray | None, extent: float) -> Figure:
+    """The same starting points under DDPM (two noise seeds: vermillion solid and dashed) and DDIM (blue)."""
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(12, 6), dpi=90)
+        left, right = fig.subplots(1, 2)
+        _cloud_axes(left, data, extent, f"DDPM, {paths.steps} steps: fresh noise every step")
+        _cloud_axes(right, data, extent, f"DDIM (eta = 0), {paths.steps} steps: an ODE path")
+        for k in range(paths.ddpm.shape[1]):
+            left.plot(paths.ddpm[:, k, 0], paths.ddpm[:, k, 1], color=VERMILLION, lw=1.2,
+                      label="noise seed 1" if k == 0 else None)
+            left.plot(paths.ddpm_other_seed[:, k, 0], paths.ddpm_other_seed[:, k, 1], color=BLUE, lw=1.0, ls="--",
+                      label="noise seed 2" if k == 0 else None)
+            right.plot(paths.ddim[:, k, 0], paths.ddim[:, k, 1], color=BLUE, lw=1.6)
+        for ax, p in ((left, paths.ddpm), (right, paths.ddim)):
+            ax.scatter(p[0, :, 0], p[0, :, 1], marker="o", s=40, facecolor="white", edgecolor="black", zorder=3,
+                       label="start x_T")
+            ax.scatter(p[-1, :, 0], p[-1, :, 1], marker="s", s=30, color="black", zorder=3, label="end x_0")
+        left.legend(fontsize=10, loc="lower left")
+        fig.tight_layout()
+        return fig
+
+
+def loss_by_t_figure(timesteps: np.ndarray, loss: np.ndarray, alpha_bar: np.ndarray) -> Figure:
+    """The trained model's loss against t (blue), with the signal fraction alpha-bar_t (grey, dashed) on a
+    second axis."""
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(9, 3.6), dpi=90)
+        ax = fig.subplots()
+        ax.plot(timesteps, loss, color=BLUE, lw=2.4, marker="o", label=r"loss $\|\epsilon-\epsilon_\theta\|^2$ / 2")
+        ax.set_xlabel("t", fontsize=12)
+        ax.set_ylabel("loss (fresh data)", fontsize=12)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        twin = ax.twinx()
+        twin.plot(np.arange(len(alpha_bar)), alpha_bar, color=GREY, lw=1.6, ls="--", label=r"$\bar\alpha_t$")
+        twin.set_ylabel(r"$\bar\alpha_t$ (signal kept)", fontsize=12)
+        twin.set_ylim(0, 1.02)
+        lines = ax.get_legend_handles_labels()
+        more = twin.get_legend_handles_labels()
+        ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=11, loc="upper right")
+        fig.tight_layout()
+        return fig

@@ -67,3 +67,25 @@ drawn over that step's predicted $\hat x_0$ (each map scaled to its own maximum)
 token's share of all attention; the start and end tokens and the padding take their share too.
 Drag the step slider to watch the words find their places.
 """
+
+PLAYGROUND = r"""
+### Algorithm 1, live: a diffusion model learns a 2-D point cloud
+Every training step takes a batch of data points $x_0$, a random step $t$ and fresh noise $\epsilon$, makes
+$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4) and nudges the network to predict the noise:
+$$\nabla_\theta \big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\qquad\text{(Ho et al. 2020, Algorithm 1, Eq. 14)}.$$
+The network is a small MLP with a sinusoidal embedding of $t$; the sampling below uses the same loop and the
+same diffusers schedulers as the image models. **Quality** is the sliced Wasserstein distance between 2,000
+sampled points and 2,000 fresh data points; two fresh samples of the data are already this far apart (the *floor*).
+"""
+
+SCORE = r"""
+**The score reading.** A noise predictor is a score estimator: $\nabla_x \log q_t(x) \approx -\,\epsilon_\theta(x,t)/\sqrt{1-\bar\alpha_t}$
+(Song & Ermon 2019; Ho et al. 2020, Sec. 3.2). The arrows point where the density grows: toward the data at small
+$t$, toward the centre of a blurred blob at large $t$. Sampling follows these arrows, step by step, from noise to data.
+"""
+
+PATHS = r"""
+**DDPM as a Markov chain.** Algorithm 2 adds fresh noise $\sigma_t z$ at every step, like Langevin dynamics on
+the learned score: each particle jitters, and the same start ends in different places under different noise.
+DDIM with $\eta = 0$ (Song et al. 2021, Eq. 12) adds none: it follows an ODE, smooth and deterministic.
+"""

@@ -403,6 +403,41 @@ def bench_memory(latent_available: bool, quick: bool, threads: int) -> list[Row]
     return rows
 
 
+# ----- the playground -----
+def bench_playground(steps: int | None = None, preview_every: int = 100) -> list[Row]:
+    """Algorithm 1 on two moons at the default config: training steps per second (sampling and measuring
+    excluded), the training time until the distance first reaches 2x the data floor (measured every
+    ``preview_every`` steps), and the distance at the end of the default budget."""
+    from dataclasses import replace
+
+    from diffusion.playground.training import PointConfig, noise_floor, train_points
+
+    config = PointConfig() if steps is None else replace(PointConfig(), steps=steps)
+    floor = noise_floor(config)
+    target_step = target_train_s = target_wall_s = None
+    for update in train_points(config, preview_every=preview_every, snapshots=()):
+        if update.distance is not None and target_step is None and update.distance <= 2 * floor:
+            target_step, target_train_s, target_wall_s = update.step, update.wall_s - update.measure_s, update.wall_s
+    model = update.model
+    assert model is not None
+    train_s = update.wall_s - update.measure_s
+    rate = config.steps / train_s
+    data = {"steps_per_s": rate, "train_s": train_s, "distance": model.distance, "floor": floor,
+            "ratio": model.distance / floor}
+    reached = (f"step {target_step}: {target_train_s:.1f} s of training ({target_wall_s:.1f} s with the "
+               f"{preview_every}-step measurements)" if target_step else "not reached")
+    if target_step:
+        data.update(target_step=target_step, target_train_s=target_train_s)
+    return [
+        Row("Playground", f"Algorithm 1 on two moons (MLP {model.config.hidden}x{model.config.layers}, batch "
+            f"{config.batch_size})", f"{rate:.0f} steps/s", f"{config.steps} steps in {train_s:.1f} s", data=data),
+        Row("Playground", "time to 2x the data floor (sliced Wasserstein, DDPM 100 steps, 2,000 points)", reached,
+            f"floor {floor:.4f}"),
+        Row("Playground", f"distance after the default budget ({config.steps} steps)",
+            f"{model.distance:.4f} ({model.distance / floor:.2f}x the floor)", "target: at most 2x"),
+    ]
+
+
 # ----- main -----
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -412,7 +447,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ddpm-n", type=int, default=None, help="samples for DDPM-1000's FLD (default 100, quick 0)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow warm-up)")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start", "memory"])
+                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start", "memory", "playground"])
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
     return p.parse_args(argv)
@@ -439,6 +474,7 @@ def main(args: argparse.Namespace) -> int:
         ("variants", lambda: bench_variants(pixel, repeats, n_fld, args.compile)),
         ("cold-start", lambda: bench_cold_start(latent is not None)),
         ("memory", lambda: bench_memory(latent is not None, args.quick, args.threads)),
+        ("playground", lambda: bench_playground()),
     ]
     rows: list[Row] = []
     started = time.perf_counter()

@@ -62,6 +62,19 @@ from diffusion.loading import (
 )
 from diffusion.loop import StepRecord
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
+from diffusion.data.points import DATASETS as POINT_DATASETS
+from diffusion.data.points import MAX_WORD_CHARS
+from diffusion.playground.pictures import cloud_picture, run_frames
+from diffusion.playground.service import MAX_GRID, MAX_PATHS, SAMPLERS_HERE, Playground, SampleProgress
+from diffusion.playground.training import (
+    MAX_POINTS,
+    MAX_TRAIN_STEPS,
+    TIMESTEP_CHOICES,
+    PointConfig,
+    PointModel,
+    TrainUpdate,
+)
+from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
 from diffusion.prompts import PromptTokens, model_reads, token_labels
 from diffusion.recipe import make_recipe
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
@@ -95,6 +108,10 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "PromptTokens", "RaceLane", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "race_grid", "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
+    # the playground (studio.playground)
+    "EXTENT", "MAX_GRID", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
+    "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
+    "SampleProgress", "TrainUpdate", "cloud_picture", "run_frames",
 ]
 
 
@@ -161,6 +178,8 @@ class Studio:
         # how long a request that follows an identical one in flight waits for its next update, outside the
         # fair scheduler (a CLI thread); inside it a follower never blocks the model thread (diffusion.cache)
         self.follow_wait_s = 0.05
+        # the playground: 2-D point models trained live (Algorithm 1), through the same gate
+        self.playground = Playground(self.gate)
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:

@@ -9,9 +9,7 @@ keeps it in the user's session; nothing is global.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import shutil
 import time
 from collections.abc import Iterator
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 from diffusers import DDPMScheduler
 
-from diffusion.playground.model import PointDenoiser
+from diffusion.data.points import drawing_mask, mask_sampler
 from diffusion.playground.training import (
     EVAL_POINTS,
     MAX_POINTS,
@@ -32,6 +30,8 @@ from diffusion.playground.training import (
     check_config,
     fresh_data,
     make_denoiser,
+    pack_mask,
+    save_folder,
     scheduler_config,
     train_points,
     training_data,
@@ -40,7 +40,7 @@ from diffusion.playground.views import (
     NoiseField,
     ParticleRun,
     forward_process,
-    Paths,
+    ParticlePaths,
     loss_by_t,
     noise_field,
     particle_paths,
@@ -80,6 +80,13 @@ class Playground:
             return check_config(PointConfig(**values))  # type: ignore[arg-type]
         except TypeError as error:
             raise ValueError(f"unknown training setting: {error}") from None
+
+    def drawing(self, image: np.ndarray) -> str:
+        """A sketch (uint8 image) as the packed ink mask a :class:`PointConfig` carries (``ValueError`` when it
+        has too little ink)."""
+        mask = drawing_mask(image)
+        mask_sampler(mask)  # refuses a drawing with too few inked pixels, before any training
+        return pack_mask(mask)
 
     def train(self, config: PointConfig) -> Iterator[TrainUpdate]:
         """Algorithm 1 on ``config``: an update every 25 steps, a sample cloud every 500 and at the end
@@ -134,19 +141,22 @@ class Playground:
             raise FloatingPointError(f"{sampler} produced NaN/inf particles with this model; try another sampler")
         yield SampleProgress(len(ts), len(ts), run)
 
-    def forward(self, model: PointModel, timesteps: list[int] | None = None, n: int = 1000,
-                seed: int = 0) -> tuple[list[int], np.ndarray]:
-        """The data under the forward process at ``timesteps`` (default: 0 and five more up to T - 1):
-        (timesteps, clouds (len, n, 2)), one noise draw."""
-        T = model.config.num_train_timesteps
+    def forward(self, config: PointConfig, timesteps: list[int] | None = None, n: int = 1000,
+                seed: int = 0) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The run's data under the forward process at ``timesteps`` (default: 0 and five more up to T - 1):
+        (timesteps, alpha-bar at each, clouds (len, n, 2)), one noise draw. Needs no trained model."""
+        config = check_config(config)
+        T = config.num_train_timesteps
         ts = timesteps if timesteps is not None else [int(t) for t in np.linspace(0, T - 1, 6).round()]
         ts = [whole_number(t, "t", 0, T - 1) for t in ts]
-        data = self.data(model.config, whole_number(n, "Particles", 1, MAX_POINTS))
-        return ts, forward_process(data, scheduler_config(model.config), ts, whole_number(seed, "Seed", 0, MAX_SEED))
+        data = self.data(config, whole_number(n, "Particles", 1, MAX_POINTS))
+        sched_config = scheduler_config(config)
+        alpha_bar = DDPMScheduler.from_config(sched_config).alphas_cumprod.numpy()[ts]
+        return ts, alpha_bar, forward_process(data, sched_config, ts, whole_number(seed, "Seed", 0, MAX_SEED))
 
-    def alpha_bar(self, model: PointModel) -> np.ndarray:
+    def alpha_bar(self, config: PointConfig) -> np.ndarray:
         """The schedule's alpha-bar_t for t = 0 .. T - 1."""
-        return DDPMScheduler.from_config(scheduler_config(model.config)).alphas_cumprod.numpy()
+        return DDPMScheduler.from_config(scheduler_config(check_config(config))).alphas_cumprod.numpy()
 
     def field(self, model: PointModel, timestep: object, grid: object = 21) -> NoiseField:
         """eps_theta and the score on a grid at ``timestep`` (:func:`diffusion.playground.views.noise_field`)."""
@@ -154,7 +164,7 @@ class Playground:
         net = make_denoiser(model.config, model.weights)
         return noise_field(net, scheduler_config(model.config), t, whole_number(grid, "Grid", 5, MAX_GRID))
 
-    def paths(self, model: PointModel, k: object = 8, seed: object = 0, steps: object = 50) -> Paths:
+    def paths(self, model: PointModel, k: object = 8, seed: object = 0, steps: object = 50) -> ParticlePaths:
         """``k`` particles, one start, DDPM (two noise seeds) against DDIM."""
         k = whole_number(k, "Particles", 1, MAX_PATHS)
         steps = whole_number(steps, "Steps", 2, model.config.num_train_timesteps)
@@ -172,14 +182,7 @@ class Playground:
         return [(s.step, s.cloud, s.distance) for s in model.snapshots]
 
     def export(self, model: PointModel, folder: Path) -> Path:
-        """The model as a diffusers folder, zipped: ``denoiser/`` (config + safetensors), ``scheduler/``,
-        ``recipe.json`` (replays the training) and ``metrics.json``. Returns the zip's path."""
-        root = Path(folder) / "point-model"
-        net = make_denoiser(model.config, model.weights)
-        net.save_pretrained(root / "denoiser", safe_serialization=True)
-        DDPMScheduler.from_config(scheduler_config(model.config)).save_pretrained(root / "scheduler")
-        (root / "recipe.json").write_text(model.config.to_json())
-        (root / "metrics.json").write_text(json.dumps(
-            {"sliced_wasserstein": model.distance, "floor": model.floor, "train_s": round(model.train_s, 2),
-             "final_loss": float(np.mean(model.losses[-100:])) if model.losses else math.nan}, indent=2))
-        return Path(shutil.make_archive(str(Path(folder) / "point-model"), "zip", root_dir=root))
+        """The model as a zipped diffusers folder (:func:`diffusion.playground.training.save_folder`) in
+        ``folder``; returns the zip's path."""
+        root = save_folder(model, Path(folder) / "point-model")
+        return Path(shutil.make_archive(str(root), "zip", root_dir=root))

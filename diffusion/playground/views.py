@@ -87,7 +87,7 @@ def noise_field(model: PointDenoiser, sched_config: dict, timestep: int, grid: i
 
 
 @dataclass
-class Paths:
+class ParticlePaths:
     """The same starting noise (k, 2) run by DDPM with two noise seeds and by DDIM: each (S + 1, k, 2)."""
 
     ddpm: np.ndarray
@@ -96,7 +96,7 @@ class Paths:
     steps: int
 
 
-def particle_paths(model: PointDenoiser, sched_config: dict, k: int, seed: int, steps: int) -> Paths:
+def particle_paths(model: PointDenoiser, sched_config: dict, k: int, seed: int, steps: int) -> ParticlePaths:
     """``k`` particles from one x_T (seed ``seed``): DDPM's paths jitter (fresh noise at every step, a
     Langevin-like chain), DDIM's (eta = 0) follow a smooth deterministic ODE path."""
     start = torch.randn(k, 2, generator=torch.Generator().manual_seed(seed))
@@ -106,7 +106,7 @@ def particle_paths(model: PointDenoiser, sched_config: dict, k: int, seed: int, 
                                       torch.Generator().manual_seed(noise_seed), eta=0.0 if sampler == "ddim" else None))
         return torch.stack([records[0].sample] + [r.prev_sample for r in records]).float().numpy()
 
-    return Paths(path("ddpm", seed + 1), path("ddpm", seed + 2), path("ddim", seed + 1), steps)
+    return ParticlePaths(path("ddpm", seed + 1), path("ddpm", seed + 2), path("ddim", seed + 1), steps)
 
 
 def loss_by_t(model: PointDenoiser, sched_config: dict, data: np.ndarray, bins: int = 20, seed: int = 0,
