@@ -27,7 +27,6 @@ from demo.figures import field_figure, loss_by_t_figure, paths_figure
 from demo.theory import PATHS, PLAYGROUND, SCORE
 from diffusion.studio import (
     EXTENT,
-    MAX_GRID,
     MAX_PATHS,
     MAX_POINTS,
     MAX_SEED,
@@ -178,9 +177,10 @@ def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportD
         budget.admit(session, session.nbytes)
         last = len(run.x_t) - 1
         picture, caption = frame_picture(run, data, last)
+        status = (f"**Sampled** {run.x_t.shape[1]} particles with {SAMPLERS[run.sampler].title}, "
+                  f"{len(run.timesteps)} steps, in {run.wall_s:.2f} s.")
         yield (session, str(gif), gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
-               picture, caption, f"**Sampled** {run.x_t.shape[1]} particles with {SAMPLERS[run.sampler].title}, "
-                                 f"{len(run.timesteps)} steps, in {run.wall_s:.2f} s.")
+               picture, caption, status)
 
     return playground_sample
 

@@ -26,6 +26,8 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.budget import StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
+from diffusion.data.points import DATASETS as POINT_DATASETS
+from diffusion.data.points import MAX_WORD_CHARS
 from diffusion.explain import StepTerms, step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
@@ -62,10 +64,14 @@ from diffusion.loading import (
 )
 from diffusion.loop import StepRecord
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
-from diffusion.data.points import DATASETS as POINT_DATASETS
-from diffusion.data.points import MAX_WORD_CHARS
 from diffusion.playground.pictures import cloud_picture, run_frames
-from diffusion.playground.service import MAX_GRID, MAX_PATHS, SAMPLERS_HERE, Playground, SampleProgress
+from diffusion.playground.service import (
+    MAX_GRID,
+    MAX_PATHS,
+    SAMPLERS_HERE,
+    Playground,
+    SampleProgress,
+)
 from diffusion.playground.training import (
     MAX_POINTS,
     MAX_TRAIN_STEPS,

@@ -103,3 +103,28 @@ def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:
             page.wait_for_selector("text=/limited to 2000 characters/", timeout=60_000)
         finally:
             page.screenshot(path="/tmp/browser-text-error.png")
+
+
+def test_playground_trains_samples_and_animates(url: str, tmp_path: Path) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Playground: train on points").click()
+        steps = page.locator("#pg-steps input[type=number]")
+        steps.fill("300")
+        steps.press("Enter")
+        page.locator("#pg-train").click()
+        wait_for_text(page, "pg-status", "Trained** 300 steps".replace("**", ""))
+        assert "the floor" in page.locator("#pg-status").inner_text()
+        cloud = wait_for_image(page, "pg-cloud")
+        assert cloud["ok"] and (cloud["width"], cloud["height"]) == (360, 360) and cloud["min"] < 100
+        page.locator("#pg-sample").click()
+        wait_for_text(page, "pg-sample-status", "Sampled 1000 particles")
+        animation = wait_for_image(page, "pg-animation")
+        assert animation["ok"] and animation["width"] == 360 and animation["min"] < 100
+        assert page.evaluate("() => document.querySelector('#pg-animation img').src").endswith(".gif")
+        frame = wait_for_image(page, "pg-frame-image")
+        slider = page.locator("#pg-frame input[type=number]")
+        slider.fill("0")
+        slider.press("Enter")
+        first = wait_for_image(page, "pg-frame-image", frame["src"])  # the starting noise
+        assert first["src"] != frame["src"]
+        page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)

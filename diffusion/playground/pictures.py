@@ -45,7 +45,7 @@ def cloud_picture(particles: np.ndarray | None, data: np.ndarray | None = None, 
     canvas = np.empty((side, side, 3), np.float32)
     canvas[:] = BACKGROUND
     for unit in range(-int(extent), int(extent) + 1):
-        pixel = int(round((unit + extent) / (2 * extent) * (side - 1)))
+        pixel = round((unit + extent) / (2 * extent) * (side - 1))
         canvas[pixel, :] = GRID
         canvas[:, pixel] = GRID
     radius = max(1, side // 180)

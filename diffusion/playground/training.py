@@ -8,7 +8,7 @@
 The noisy input is the scheduler's own ``add_noise`` (DDPM Eq. 4), so training and sampling share one
 schedule. :func:`train_points` is a generator: it yields a :class:`TrainUpdate` every ``chunk`` steps
 (the app streams the loss curve from it, and the fair scheduler interleaves other users' work between
-chunks), and every ``preview_every`` steps a fresh sample cloud with its distance to the data and a
+chunks), and at a few early steps and every ``preview_every`` steps a fresh sample cloud with its distance to the data and a
 snapshot of the weights. Every random number (the data set, the weights' initialisation, batches,
 t and eps) comes from CPU generators seeded by the config: the same :class:`PointConfig` gives the same
 weights, bit for bit, on the same CPU and library versions; its JSON is the recipe that replays it.
@@ -21,8 +21,8 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,13 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from safetensors.torch import load as load_weights
 from safetensors.torch import save as save_weights
 
-from diffusion.data.points import DATASETS, PointSet, check_word, mask_sampler, point_set
+from diffusion.data.points import (
+    DATASETS,
+    PointSet,
+    check_word,
+    mask_sampler,
+    point_set,
+)
 from diffusion.metrics.points import sliced_wasserstein
 from diffusion.playground.model import PointDenoiser
 from diffusion.playground.views import particle_steps
@@ -144,6 +150,8 @@ def check_config(config: PointConfig) -> PointConfig:
         seed=_whole(config.seed, "Seed", 0, 2**32 - 1),
     )
     if checked.dataset == "drawing":
+        if not checked.drawing:
+            raise ValueError("draw something on the sketchpad first (or choose another data set)")
         unpack_mask(checked.drawing)
     return checked
 
@@ -235,7 +243,7 @@ def sample_cloud(model: PointDenoiser, sched_config: dict, n: int, seed: int, sa
     return last.prev_sample.float().numpy()
 
 
-def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 500,
+def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 1000,
                  snapshots: tuple[int, ...] = (100, 300, 1000)) -> Iterator[TrainUpdate]:
     """Train a :class:`PointDenoiser` on ``config`` (checked), yielding every ``chunk`` steps.
 
@@ -282,17 +290,16 @@ def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 500,
         lr_schedule.step()
         losses.append(float(loss.detach()))
         last = step == config.steps
-        if step in snapshots and not last:
-            cloud, distance, weights = measure(step)
-            kept.append(Snapshot(step, weights, distance, cloud))
         if last:
             cloud, distance, weights = measure(step)
             kept.append(Snapshot(step, weights, distance, cloud))
             result = PointModel(config, weights, tuple(kept), tuple(losses), distance, noise_floor(config),
                                 time.perf_counter() - began)
             yield TrainUpdate(step, config.steps, losses, result.train_s, measuring[0], cloud, distance, result)
-        elif step % preview_every == 0:
-            cloud, distance, _ = measure(step)
+        elif step in snapshots or step % preview_every == 0:
+            cloud, distance, weights = measure(step)
+            if step in snapshots:
+                kept.append(Snapshot(step, weights, distance, cloud))
             yield TrainUpdate(step, config.steps, losses, time.perf_counter() - began, measuring[0], cloud, distance)
         elif step % chunk == 0:
             yield TrainUpdate(step, config.steps, losses, time.perf_counter() - began, measuring[0])

@@ -21,7 +21,12 @@ from pathlib import Path
 
 import torch
 
-from diffusion.playground.training import PointConfig, check_config, save_folder, train_points
+from diffusion.playground.training import (
+    PointConfig,
+    check_config,
+    save_folder,
+    train_points,
+)
 
 logger = logging.getLogger("train_points")
 
