@@ -136,6 +136,31 @@ class CheckedImage(gr.Image):
             raise gr.Error(f"Image refused: {error}.") from None
 
 
+class CheckedSketchpad(gr.Sketchpad):
+    """A sketchpad whose layers are decoded only when they fit the app's byte and pixel limits.
+
+    The editor's files (background, layers, composite) come from the browser or any API client; each is
+    checked by :func:`diffusion.images.read_image` (bytes, then the header's pixel count) before gradio
+    decodes it, so a pixel bomb posted as a "drawing" is refused with the limit it broke.
+    """
+
+    is_template = True
+
+    def get_block_name(self) -> str:  # drawn by the frontend's ImageEditor (Sketchpad is itself its template)
+        return "imageeditor"
+
+    def get_block_class(self) -> str:
+        return "imageeditor"
+
+    def convert_and_format_image(self, file, flatten_on_white: bool = False):  # noqa: ANN001, ANN201 - gradio's
+        if file is not None:
+            try:
+                read_image(getattr(file, "path", None) or bytes(file))
+            except ValueError as error:
+                raise gr.Error(f"Drawing refused: {error}.") from None
+        return super().convert_and_format_image(file, flatten_on_white)
+
+
 @dataclass(frozen=True)
 class Tick:
     """A progress-only update of a streamed handler: sent only when the last update sent is old enough

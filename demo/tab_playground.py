@@ -16,6 +16,7 @@ import pandas as pd
 from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
+    CheckedSketchpad,
     LockedPlot,
     Tick,
     as_int,
@@ -281,7 +282,7 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
             word = gr.Textbox(value="DDPM", label=f"Word (the word data set; at most {MAX_WORD_CHARS} characters)",
                               max_length=MAX_WORD_CHARS)
             with gr.Accordion("Your drawing (the drawing data set)", open=False):
-                drawing = gr.Sketchpad(type="numpy", image_mode="RGB", canvas_size=(256, 256), height=300,
+                drawing = CheckedSketchpad(type="numpy", image_mode="RGB", canvas_size=(256, 256), height=300,
                                        brush=gr.Brush(colors=["#000000"], default_color="#000000", default_size=6),
                                        label="Draw a shape in black", elem_id="pg-drawing")
             with gr.Row():
@@ -339,7 +340,7 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
         with gr.Tab("DDPM against DDIM paths", id="pg-paths"):
             gr.Markdown(PATHS, latex_delimiters=LATEX)
             with gr.Row():
-                path_count = gr.Slider(1, MAX_PATHS, value=8, step=1, label="Particles")
+                path_count = gr.Slider(1, MAX_PATHS, value=4, step=1, label="Particles")
                 path_seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
                 path_steps = gr.Slider(2, 200, value=50, step=1, label="Steps")
                 show_paths = gr.Button("Draw the paths")

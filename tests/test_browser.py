@@ -128,3 +128,26 @@ def test_playground_trains_samples_and_animates(url: str, tmp_path: Path) -> Non
         first = wait_for_image(page, "pg-frame-image", frame["src"])  # the starting noise
         assert first["src"] != frame["src"]
         page.screenshot(path=str(tmp_path / "playground.png"), full_page=True)
+
+
+def test_playground_trains_on_a_drawing_made_with_the_mouse(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Playground: train on points").click()
+        page.locator("#pg-data input").click()
+        page.get_by_role("option", name="Your drawing").click()
+        page.get_by_text("Your drawing (the drawing data set)").click()
+        page.locator("#pg-drawing button[aria-label=Brush]").click()
+        box = page.locator("#pg-drawing canvas").first.bounding_box()
+        x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.3
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        for i in range(30):  # a zigzag
+            page.mouse.move(x0 + i * box["width"] * 0.013, y0 + (i % 10) * box["height"] * 0.03, steps=2)
+        page.mouse.up()
+        steps = page.locator("#pg-steps input[type=number]")
+        steps.fill("200")
+        steps.press("Enter")
+        page.locator("#pg-train").click()
+        wait_for_text(page, "pg-status", "Trained 200 steps")
+        cloud = wait_for_image(page, "pg-cloud")
+        assert cloud["ok"] and cloud["min"] < 100

@@ -79,3 +79,43 @@ def test_views_before_training_say_what_to_do(serve) -> None:
                            ("/playground_loss", ()), ("/playground_export", ())):
         with pytest.raises(gradio_client.exceptions.AppError, match="Train a model first"):
             client.predict(*args, api_name=api_name)
+
+
+def sketch(path: Path, side: int = 256) -> Path:
+    """A white canvas with a black ring, as the sketchpad's composite would send it."""
+    from PIL import ImageDraw
+
+    image = Image.new("RGB", (side, side), "white")
+    ImageDraw.Draw(image).ellipse((40, 40, side - 40, side - 40), outline="black", width=10)
+    image.save(path)
+    return path
+
+
+def test_a_drawing_trains_into_its_own_shape(served, tmp_path) -> None:
+    from gradio_client import handle_file
+
+    _, client, _ = served
+    drawing = {"background": None, "layers": [], "composite": handle_file(str(sketch(tmp_path / "ring.png")))}
+    status, _, cloud, _ = client.predict("drawing", "", drawing, "cosine", 100, 200, 0, api_name="/playground_train")
+    assert "Trained** 200 steps" in status
+    recipe = json.loads(Path(client.predict(api_name="/playground_recipe")).read_text())
+    assert recipe["config"]["dataset"] == "drawing" and recipe["config"]["drawing"].startswith("128,128,")
+    strip, _ = client.predict("drawing", "", drawing, "cosine", 100, 0, api_name="/playground_forward")
+    first = picture(strip)[:, :240]  # t = 0: the ring itself, an empty centre
+    blue = first[..., 2].astype(int) - first[..., 0] > 60  # the particles
+    rows, cols = np.nonzero(blue)
+    centre = np.hypot(rows - 120, cols - 120)
+    assert len(rows) > 500 and np.percentile(centre, 5) > 25  # points on a ring, none at its centre
+
+
+def test_a_pixel_bomb_posted_as_a_drawing_is_refused(served, tmp_path) -> None:
+    from gradio_client import handle_file
+
+    from tests.test_hardening_two import bomb_png
+
+    _, client, _ = served
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(12000))
+    drawing = {"background": None, "layers": [], "composite": handle_file(str(path))}
+    with pytest.raises(gradio_client.exceptions.AppError, match="Drawing refused: the image is 12000x12000 pixels"):
+        client.predict("drawing", "", drawing, "cosine", 100, 200, 0, api_name="/playground_train")
