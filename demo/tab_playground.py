@@ -133,7 +133,8 @@ def make_playground_train(studio: Studio, budget: StateBudget):
                 if update.model is not None:
                     break
                 if update.samples is not None:
-                    status += f" · at step {update.step}: distance {update.distance:.3f}"
+                    if update.distance is not None:
+                        status += f" · at step {update.step}: distance {update.distance:.3f}"
                     yield Tick((gr.skip(), status, loss_frame(update.losses), cloud_picture(update.samples, data),
                                 gr.skip()), preview=True)
                 else:

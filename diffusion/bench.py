@@ -404,10 +404,10 @@ def bench_memory(latent_available: bool, quick: bool, threads: int) -> list[Row]
 
 
 # ----- the playground -----
-def bench_playground(steps: int | None = None, preview_every: int = 100) -> list[Row]:
+def bench_playground(steps: int | None = None, measure_every: int = 100) -> list[Row]:
     """Algorithm 1 on two moons at the default config: training steps per second (sampling and measuring
     excluded), the training time until the distance first reaches 2x the data floor (measured every
-    ``preview_every`` steps), and the distance at the end of the default budget."""
+    ``measure_every`` steps), and the distance at the end of the default budget."""
     from dataclasses import replace
 
     from diffusion.playground.training import PointConfig, noise_floor, train_points
@@ -415,7 +415,7 @@ def bench_playground(steps: int | None = None, preview_every: int = 100) -> list
     config = PointConfig() if steps is None else replace(PointConfig(), steps=steps)
     floor = noise_floor(config)
     target_step = target_train_s = target_wall_s = None
-    for update in train_points(config, preview_every=preview_every, snapshots=()):
+    for update in train_points(config, preview_every=10**9, measure_every=measure_every, snapshots=()):
         if update.distance is not None and target_step is None and update.distance <= 2 * floor:
             target_step, target_train_s, target_wall_s = update.step, update.wall_s - update.measure_s, update.wall_s
     model = update.model
@@ -425,7 +425,7 @@ def bench_playground(steps: int | None = None, preview_every: int = 100) -> list
     data = {"steps_per_s": rate, "train_s": train_s, "distance": model.distance, "floor": floor,
             "ratio": model.distance / floor}
     reached = (f"step {target_step}: {target_train_s:.1f} s of training ({target_wall_s:.1f} s with the "
-               f"{preview_every}-step measurements)" if target_step else "not reached")
+               f"{measure_every}-step measurements)" if target_step else "not reached")
     if target_step:
         data.update(target_step=target_step, target_train_s=target_train_s)
     return [

@@ -51,3 +51,12 @@ def test_speed_rows_cover_both_precisions(tiny_ddpm_dir, tiny_sd_dir):
     assert len(rows) == 3 * precisions  # DDIM 25, DPM++ 20, the latent model
     assert all(r.data["seconds"] > 0 for r in rows)
     assert sum("bf16" in r.name for r in rows) == 3 * (precisions - 1)
+
+
+def test_the_playground_rows_report_speed_and_the_time_to_target():
+    rows = bench.bench_playground(steps=300, measure_every=100)
+    assert [r.section for r in rows] == ["Playground"] * 3
+    data = rows[0].data
+    assert data["steps_per_s"] > 0 and data["train_s"] > 0 and data["floor"] > 0
+    assert data["ratio"] == data["distance"] / data["floor"]
+    assert "steps/s" in rows[0].value and ("step" in rows[1].value or rows[1].value == "not reached")

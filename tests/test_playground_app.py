@@ -119,3 +119,26 @@ def test_a_pixel_bomb_posted_as_a_drawing_is_refused(served, tmp_path) -> None:
     drawing = {"background": None, "layers": [], "composite": handle_file(str(path))}
     with pytest.raises(gradio_client.exceptions.AppError, match="Drawing refused: the image is 12000x12000 pixels"):
         client.predict("drawing", "", drawing, "cosine", 100, 200, 0, api_name="/playground_train")
+
+
+def test_a_cancelled_training_stops_within_a_chunk_and_the_app_keeps_serving(served) -> None:
+    import time
+
+    _, client, studio = served
+    before = studio.gate.steps_run
+    job = client.submit("moons", "", None, "cosine", 1000, 20_000, 0, api_name="/playground_train")
+    deadline = time.monotonic() + 60
+    while studio.gate.steps_run < before + 5 and time.monotonic() < deadline:
+        time.sleep(0.1)  # training runs: a gate step is a chunk of 25 optimiser steps
+    assert studio.gate.steps_run >= before + 5
+    job.cancel()
+    deadline = time.monotonic() + 30
+    while studio.gate.active and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    settled = studio.gate.steps_run
+    time.sleep(2)
+    assert studio.gate.steps_run == settled  # nothing ran after the cancel
+    assert settled - before < 20_000 // 25  # it did not run to the end
+    status, *_ = client.predict(*TRAIN, api_name="/playground_train")
+    assert "Trained** 300 steps" in status

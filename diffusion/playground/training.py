@@ -8,8 +8,8 @@
 The noisy input is the scheduler's own ``add_noise`` (DDPM Eq. 4), so training and sampling share one
 schedule. :func:`train_points` is a generator: it yields a :class:`TrainUpdate` every ``chunk`` steps
 (the app streams the loss curve from it, and the fair scheduler interleaves other users' work between
-chunks), and at a few early steps and every ``preview_every`` steps a fresh sample cloud with its distance to the data and a
-snapshot of the weights. Every random number (the data set, the weights' initialisation, batches,
+chunks), every few hundred steps a fresh sample cloud, and at a few steps a measured one (its distance to
+the data) with a snapshot of the weights. Every random number (the data set, the weights' initialisation, batches,
 t and eps) comes from CPU generators seeded by the config: the same :class:`PointConfig` gives the same
 weights, bit for bit, on the same CPU and library versions; its JSON is the recipe that replays it.
 """
@@ -50,6 +50,7 @@ MAX_TRAIN_STEPS = 20_000
 MAX_POINTS = 4096  # particles a user may sample at once
 TRAIN_POINTS = 4096  # the fixed training set
 EVAL_POINTS = 2000  # the sample cloud and the fresh data each measure uses
+PREVIEW_POINTS, PREVIEW_STEPS = 1000, 20  # the quick unmeasured look during training
 EVAL_STEPS = 100  # DDPM steps of the preview clouds (seeded: the distance is a function of the weights)
 
 
@@ -243,13 +244,14 @@ def sample_cloud(model: PointDenoiser, sched_config: dict, n: int, seed: int, sa
     return last.prev_sample.float().numpy()
 
 
-def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 1000,
+def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 250, measure_every: int = 1000,
                  snapshots: tuple[int, ...] = (100, 300, 1000)) -> Iterator[TrainUpdate]:
     """Train a :class:`PointDenoiser` on ``config`` (checked), yielding every ``chunk`` steps.
 
-    Every ``preview_every`` steps and at the end a sample cloud (:func:`sample_cloud`) is drawn and
-    measured; at the steps in ``snapshots`` and at the end the weights are kept with their cloud, for
-    "under- against well-trained".
+    At the steps in ``snapshots``, every ``measure_every`` steps and at the end a sample cloud
+    (:func:`sample_cloud`) is drawn and measured, and at the snapshots and the end the weights are kept with
+    their cloud, for "under- against well-trained". Every ``preview_every`` steps in between a quicker,
+    unmeasured cloud is drawn (PREVIEW_POINTS points, DDIM PREVIEW_STEPS steps), so the class sees it learn.
     """
     config = check_config(config)
     began = time.perf_counter()
@@ -296,11 +298,18 @@ def train_points(config: PointConfig, chunk: int = 25, preview_every: int = 1000
             result = PointModel(config, weights, tuple(kept), tuple(losses), distance, noise_floor(config),
                                 time.perf_counter() - began)
             yield TrainUpdate(step, config.steps, losses, result.train_s, measuring[0], cloud, distance, result)
-        elif step in snapshots or step % preview_every == 0:
+        elif step in snapshots or step % measure_every == 0:
             cloud, distance, weights = measure(step)
             if step in snapshots:
                 kept.append(Snapshot(step, weights, distance, cloud))
             yield TrainUpdate(step, config.steps, losses, time.perf_counter() - began, measuring[0], cloud, distance)
+        elif step % preview_every == 0:  # a quick look, not measured: 1,000 points, DDIM 20 steps
+            began_preview = time.perf_counter()
+            model.eval()
+            cloud = sample_cloud(model, sched_config, PREVIEW_POINTS, config.seed, "ddim", PREVIEW_STEPS)
+            model.train()
+            measuring[0] += time.perf_counter() - began_preview
+            yield TrainUpdate(step, config.steps, losses, time.perf_counter() - began, measuring[0], cloud)
         elif step % chunk == 0:
             yield TrainUpdate(step, config.steps, losses, time.perf_counter() - began, measuring[0])
 
