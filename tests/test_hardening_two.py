@@ -33,6 +33,7 @@ from diffusion.recipe import Recipe, make_recipe
 from diffusion.request import SampleRequest
 from diffusion.runtime import ComputeGate
 from diffusion.sample import main, parse_args
+from tests.conftest import settled_steps
 from tests.load import app_server
 
 GENERIC = "verbose error reporting"
@@ -177,11 +178,7 @@ def test_cancelled_jobs_stop_within_a_step_and_never_overlap(embedded) -> None:
     for job in jobs:
         job.cancel()
     # the step in flight may finish (one per cancelled job at most); then nothing more may run
-    deadline = time.monotonic() + 30
-    while studio.gate.active and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    settled = studio.gate.steps_run
+    settled = settled_steps(studio)
     time.sleep(3)
     print(f"\ncancel (in process): {at_cancel - before} steps (batch 64) before the cancels, {settled - at_cancel} "
           f"after; {studio.gate.steps_run - settled} in the next 3 s; peak concurrent steps {studio.gate.peak}")

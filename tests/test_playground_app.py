@@ -12,17 +12,15 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 
+from tests.conftest import settled_steps  # noqa: E402
+from tests.test_app import load as picture  # noqa: E402
+
 TRAIN = ("moons", "", None, "cosine", 100, 300, 0)  # dataset, word, drawing, schedule, T, steps, seed
 
 
 @pytest.fixture(scope="module")
 def served(serve):
     return serve(queue_size=8)
-
-
-def picture(result) -> np.ndarray:
-    path = result["path"] if isinstance(result, dict) else result
-    return np.asarray(Image.open(path))
 
 
 def test_every_playground_endpoint_works_in_order(served, tmp_path) -> None:
@@ -132,11 +130,7 @@ def test_a_cancelled_training_stops_within_a_chunk_and_the_app_keeps_serving(ser
         time.sleep(0.1)  # training runs: a gate step is a chunk of 25 optimiser steps
     assert studio.gate.steps_run >= before + 5
     job.cancel()
-    deadline = time.monotonic() + 30
-    while studio.gate.active and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    settled = studio.gate.steps_run
+    settled = settled_steps(studio)
     time.sleep(2)
     assert studio.gate.steps_run == settled  # nothing ran after the cancel
     assert settled - before < 20_000 // 25  # it did not run to the end
