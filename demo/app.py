@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from demo.tab_lab import build_lab_tab
+from demo.tab_lessons import build_lessons_tab
 from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_text import build_text_tab
@@ -33,6 +34,8 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
     exports = ExportDir()
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(INTRO)
+        with gr.Tab("Lessons", id="lessons"):
+            build_lessons_tab(studio, app)
         with gr.Tab("DDPM sampling", id="sampling"):
             build_sampling_tab(studio)
         with gr.Tab("Step lab", id="lab"):

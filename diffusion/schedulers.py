@@ -51,8 +51,8 @@ def get_sampler(name: str) -> SamplerSpec:
         raise ValueError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}") from None
 
 
-def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:
-    """A fresh scheduler of sampler ``name`` built from a model's scheduler config."""
+def make_scheduler(name: str, base_config: dict[str, Any], **extra: Any) -> SchedulerMixin:
+    """A fresh scheduler of sampler ``name`` built from a model's scheduler config (``extra``: more overrides)."""
     spec = get_sampler(name)
     overrides = dict(spec.overrides)
     if spec.scheduler_cls is DPMSolverMultistepScheduler and base_config.get("clip_sample", False):
@@ -60,10 +60,7 @@ def make_scheduler(name: str, base_config: dict[str, Any]) -> SchedulerMixin:
         # with dynamic thresholding, as Lu et al. 2022 recommend for pixel-space models.
         overrides.setdefault("thresholding", True)
         overrides.setdefault("sample_max_value", float(base_config.get("clip_sample_range", 1.0)))
-    if spec.scheduler_cls is DPMSolverMultistepScheduler and base_config.get("beta_schedule") == "squaredcos_cap_v2":
-        # the cosine schedule's last alpha-bar is almost 0: log-SNR -> -inf and DPM-Solver's first step blows up;
-        # diffusers' documented remedy is to clip lambda (log-SNR) at -5.1 for cosine schedules
-        overrides.setdefault("lambda_min_clipped", -5.1)
+    overrides.update(extra)
     return spec.scheduler_cls.from_config(base_config, **overrides)
 
 

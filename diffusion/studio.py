@@ -31,6 +31,10 @@ from diffusion.data.points import MAX_WORD_CHARS
 from diffusion.explain import StepTerms, step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
+from diffusion.data.mnist import HELD_OUT_SHEET, read_sheet
+from diffusion.data.shapes import HELD_OUT_PAIRS
+from diffusion.lab.cost import StepCost, step_cost
+from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.forward import (
     ForwardView,
     forward_process,
@@ -118,6 +122,8 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "EXTENT", "MAX_GRID", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
     "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
     "SampleProgress", "TrainUpdate", "cloud_picture", "run_frames",
+    # the lessons' own views
+    "HELD_OUT_PAIRS", "DenoisingError", "StepCost",
 ]
 
 
@@ -431,6 +437,37 @@ class Studio:
         model = self.load(model_id)
         return forward_strip(model, make_scheduler("ddpm", model.scheduler_config), image, timesteps,
                              whole_number(seed, "Seed", 0, MAX_SEED))
+
+    def denoising_error(self, model_id: str, images: Sequence[np.ndarray] | None = None, points: int = 20,
+                        shown: Sequence[int] = (50, 250, 500, 750, 950), seed: int = 0) -> DenoisingError:
+        """A pixel model's noise-prediction error at ``points`` evenly spaced t on held-out images (default: the
+        64 held-out MNIST digits shipped in assets/examples), with its x_t, predicted noise and predicted x_0
+        at the t in ``shown`` (:mod:`diffusion.lab.denoising`)."""
+        card = self.card(model_id)
+        if card.kind != "pixel":
+            raise ValueError("the denoising-error view is for pixel models (choose a DDPM)")
+        model = self.load(card.id)
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        T = len(scheduler.alphas_cumprod)
+        ts = [int(t) for t in np.linspace(0, T - 1, whole_number(points, "Points", 2, 100)).round()]
+        ts = sorted(set(ts) | {int(t) for t in shown if 0 <= int(t) < T})
+        digits = list(images) if images is not None else read_sheet(ASSETS / "examples" / HELD_OUT_SHEET)
+        if not 1 <= len(digits) <= 256:
+            raise ValueError(f"the denoising error is measured on 1 to 256 images, got {len(digits)}")
+        return denoising_error(model, scheduler, digits, ts, list(shown), whole_number(seed, "Seed", 0, MAX_SEED))
+
+    def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
+        """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""
+        card = self.card(model_id)
+        if card.kind != "latent-text":
+            raise ValueError(f"{card.id} reads no prompt (choose a text model)")
+        if len(str(prompt)) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt is limited to {MAX_PROMPT_CHARS} characters")
+        return model_reads(self.load(card.id), str(prompt))
+
+    def step_cost(self, model_id: str) -> StepCost:
+        """FLOPs and measured time of one UNet step for one image of ``model_id`` (:mod:`diffusion.lab.cost`)."""
+        return step_cost(self.load(model_id))
 
     def schedule(self, model_id: str) -> ScheduleCurves:
         """The model's training noise schedule (loads the model to read its scheduler config)."""

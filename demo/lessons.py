@@ -1,0 +1,164 @@
+"""The lessons' texts: a course through DDPM (Ho et al. 2020) and latent diffusion (Rombach et al. 2022).
+
+Each lesson is a short explanation with at most two equations (with the paper's equation numbers), a
+question for the class and its answer. The live views that go with them are built by
+:mod:`demo.tab_lessons`; the numbers quoted here come from this project's measurements, each with the
+command that printed it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Lesson:
+    title: str
+    text: str
+    question: str
+    answer: str
+
+
+LESSONS: tuple[Lesson, ...] = (
+    Lesson(
+        "1. The forward process",
+        r"""
+Diffusion starts by **destroying** data. A fixed schedule $\beta_1, \dots, \beta_T$ adds a little Gaussian noise at
+every step, and because Gaussians compose, any step can be reached in one jump:
+$$q(x_t \mid x_0) = \mathcal N\big(x_t;\ \sqrt{\bar\alpha_t}\,x_0,\ (1-\bar\alpha_t) I\big),\qquad \bar\alpha_t = \prod_{s \le t} (1 - \beta_s)\quad\text{(Ho et al. 2020, Eq. 4)}.$$
+$\bar\alpha_t$ is the fraction of signal *power* left; the signal-to-noise ratio is
+$\mathrm{SNR}(t) = \bar\alpha_t / (1 - \bar\alpha_t)$. At $t = T$ nothing of the digit is left: $x_T$ is a standard Gaussian,
+which is where sampling will start.
+""",
+        "At which t is the digit half gone, in the sense that signal and noise have equal power?",
+        r"Where $\bar\alpha_t = 0.5$, so SNR = 1. On the linear schedule of the embedded DDPM that is near $t \approx 250$ "
+        r"of 1,000 (the strip's note prints $\bar\alpha_t$ at each $t$): most of the 1,000 steps are spent at low SNR.",
+    ),
+    Lesson(
+        "2. What the network learns (Algorithm 1)",
+        r"""
+The network $\epsilon_\theta(x_t, t)$ never sees a clean image as its target. It is given a noisy image and asked which
+noise was added, with the simple objective
+$$L_\text{simple} = \mathbb E_{t, x_0, \epsilon}\,\big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\quad\text{(Eq. 14)}.$$
+From a noise estimate, a clean-image estimate follows: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$ (Eq. 15).
+The view measures the embedded model's own error against $t$ on digits it **never trained on**, and shows its noise
+and $\hat x_0$ at a few $t$. The Playground tab trains such a network live on 2-D points: its "Loss against t" view
+is the same curve for a model you just trained.
+""",
+        "Where is denoising easy and where is it impossible, and why is predicting zero a useful yardstick?",
+        r"Easy at large $t$: $x_t$ is almost pure noise, so $\epsilon \approx x_t$ and the error is near 0. Hard at small $t$: "
+        r"the noise is a faint film, indistinguishable from the digit's own fine detail, so the error approaches 1, which is "
+        r"what predicting $\epsilon_\theta = 0$ scores. Yet the *image* estimate $\hat x_0$ is best exactly there: a small "
+        r"noise error at small $t$ is a tiny image error, because $\sqrt{1-\bar\alpha_t}$ is small.",
+    ),
+    Lesson(
+        "3. Sampling, step by step (Algorithm 2)",
+        r"""
+Sampling runs the process backwards. Start from $x_T \sim \mathcal N(0, I)$ and for $t = T, \dots, 1$
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z,\qquad z \sim \mathcal N(0, I)\quad\text{(Algorithm 2, Eq. 11)}.$$
+Watch $\hat x_0$: early it is a blurry average of all digits (at low SNR the best guess is the mean), later it commits to
+one digit and only sharpens. The equation below the strip is the exact update of one step, with that step's numbers
+read off the diffusers scheduler.
+""",
+        "Why is the early $\\hat x_0$ blurry, even for a perfect network?",
+        r"At low SNR many clean digits are consistent with the same $x_t$. A network trained with squared error predicts the "
+        r"*mean* of all of them, $\mathbb E[x_0 \mid x_t]$, and a mean of different digits is a blur. As $t$ falls, fewer "
+        r"digits remain consistent and the mean sharpens into one of them.",
+    ),
+    Lesson(
+        "4. Fewer steps: DDIM and DPM-Solver++",
+        r"""
+The same trained network can be sampled with far fewer steps. DDIM (Song et al. 2021) takes deterministic jumps
+between any two noise levels (Eq. 12, $\eta = 0$); DPM-Solver++ (Lu et al. 2022) treats sampling as an ODE and solves
+it with a second-order method. The race aligns the samplers by **noise level**, not by step index.
+
+Measured on the embedded DDPM (`python -m diffusion.bench`, 500 samples each, FLD against held-out digits, lower is
+better; the floor, two real samples against each other, is 3.76):
+
+| sampler | steps | FLD | time per image |
+|---|---|---|---|
+| DDIM | 10 | 10.35 | 56 ms |
+| DDIM | 20 | 8.71 | 108 ms |
+| DDIM | 50 | 7.52 | 286 ms |
+| DPM-Solver++ 2M | 10 | 9.64 | 58 ms |
+| DPM-Solver++ 2M | 20 | 7.92 | 115 ms |
+""",
+        "DDIM with 50 steps is about as good as with 100 (7.52 against 7.60). Why does adding steps stop helping?",
+        r"Past some step count the discretisation error of the sampler is smaller than the network's own error: the "
+        r"remaining gap to the floor is the model's, not the sampler's. More steps then only cost time.",
+    ),
+    Lesson(
+        "5. Noise and determinism",
+        r"""
+Every random number in this app comes from one seeded generator, so **the same seed gives the same image**, bit for
+bit. DDIM's $\eta$ interpolates between a deterministic ODE ($\eta = 0$: the start noise alone decides the image) and
+DDPM-like sampling ($\eta = 1$: fresh noise $\sigma_t z$ at every step). The DDPM paper's reading: the sampler is a
+**denoising autoencoder doing MCMC**, a Langevin-like chain on the learned score, which is why DDPM's particles jitter
+while DDIM's glide (see the Playground's "DDPM against DDIM paths").
+""",
+        "With the same seed, do DDIM at $\\eta = 0$ and at $\\eta = 1$ give the same digit? Why, or why not?",
+        r"Usually not. Both start from the same $x_T$, but at $\eta = 1$ each step adds fresh noise drawn from the generator, "
+        r"so the path, and often the digit, changes. At $\eta = 0$ the map from $x_T$ to the image is a deterministic function.",
+    ),
+    Lesson(
+        "6. Latent space (LDM)",
+        r"""
+Latent diffusion (Rombach et al. 2022) runs the same process on a **compressed** image. An autoencoder maps
+$x$ (64x64x3) to $z = \mathcal E(x)$ (16x16x4, downsampling factor $f = 4$) and back, $\tilde x = \mathcal D(z)$; the UNet
+denoises $z$:
+$$L_\text{LDM} = \mathbb E_{\mathcal E(x), \epsilon, t}\,\big\lVert \epsilon - \epsilon_\theta(z_t, t)\big\rVert^2\quad\text{(Rombach et al. 2022, Eq. 2)}.$$
+Every step is cheaper because the tensor is 12 times smaller; the price is that no sample can be better than what the
+decoder can draw. The view shows an image, its reconstruction $\mathcal D(\mathcal E(x))$ with its PSNR, the four latent
+channels, and the measured cost of one UNet step of each embedded model.
+""",
+        "Where does the autoencoder lose detail, and why does that bound the whole model?",
+        r"At sharp edges and fine texture: the reconstruction error sits on the outlines. Every sample passes through "
+        r"$\mathcal D$, so nothing the decoder cannot reproduce can appear in a sample: this project measured the judge on "
+        r"reconstructions (the autoencoder ceiling, shape 0.965) above the model (0.905).",
+    ),
+    Lesson(
+        "7. Text conditioning",
+        r"""
+The prompt becomes tokens, the tokens become vectors (a text encoder), and the UNet reads them through
+**cross-attention**: each latent position asks "which words concern me?",
+$$\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\Big(\frac{QK^\top}{\sqrt d}\Big) V,\quad Q = W_Q \varphi(z_t),\ K = W_K \tau_\theta(y),\ V = W_V \tau_\theta(y)\quad\text{(Eq. 3)}.$$
+The maps show, per token, where the model looked at the last step. Words the tokenizer does not know are flagged: the
+model never sees them.
+""",
+        "Why does the colour word's map light up on the object and not on the background?",
+        r"Because during training, the colour word always co-occurred with pixels of that colour on the object: "
+        r"cross-attention learned to route the word's vector to the positions it describes. The padding and end tokens "
+        r"take the attention that no word claims.",
+    ),
+    Lesson(
+        "8. Classifier-free guidance",
+        r"""
+One network, trained with the caption dropped 10% of the time, predicts both $\epsilon_\theta(z_t, \varnothing)$ and
+$\epsilon_\theta(z_t, y)$. Guidance extrapolates from the first toward the second:
+$$\tilde\epsilon = \epsilon_\theta(z_t, \varnothing) + w\,\big(\epsilon_\theta(z_t, y) - \epsilon_\theta(z_t, \varnothing)\big)\quad\text{(Ho \& Salimans 2022, Eq. 6)}.$$
+The view decomposes one step. In numbers (`python -m diffusion.metrics.shapes_gate`, 200 prompts, exact match of
+colour, shape, size and position): $w = 1$: 0.825, $w = 2$: 0.900, $w = 4$: 0.905, $w = 7$: 0.895.
+""",
+        "Guidance raises prompt-following from 0.825 to 0.905. What does it cost?",
+        r"Two UNet passes per step (conditional and unconditional), and diversity: large $w$ pushes every sample toward "
+        r"the most typical image of the prompt, and past a point (here $w = 7$) quality falls again.",
+    ),
+    Lesson(
+        "9. Limits, honestly",
+        r"""
+What the models cannot do is part of the lesson:
+* **Composition.** 100 two-object prompts: both objects drawn in 37%, the relation right in 19% (the same weak spot as
+  Stable Diffusion's, scored 0.1-0.2 on spatial relations by T2I-CompBench).
+* **Held-out pairs.** Colour-shape pairs never seen together in training reach 0.82 exact match: the model composes
+  words it saw only apart.
+* **Memorisation.** A model can copy its training data; the DDPM gate measures the distance of each sample to its
+  nearest training digit against the held-out digits' own distances.
+* **What FLD measures.** The Fréchet distance between feature statistics of samples and real images (here a LeNet's
+  features): it rewards matching the distribution, not any single image, and its floor (two real samples) is not 0.
+""",
+        "A model scores a perfect FLD by returning its training images. How would you catch it?",
+        r"Compare each sample with its nearest training image and with the nearest *held-out* image: a copier is much "
+        r"closer to the training set than to unseen data, while a model that generalises is about equally far from both. "
+        r"FLD alone cannot tell, since copies have exactly the data's statistics.",
+    ),
+)

@@ -1,0 +1,364 @@
+"""Tab: Lessons. A guided course through both papers (``demo.lessons``), one ``gr.Step`` per lesson, each with
+"Show me" buttons that run the embedded models live through the Studio (no pre-rendered images), a question for
+the class with its answer revealed on click, and previous / next. ``?lesson=N`` opens lesson N.
+Every model handler is named after its ``api_name``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import gradio as gr
+import numpy as np
+from matplotlib.figure import Figure
+
+from demo.common import (
+    FIGURE_LOCK,
+    LATEX,
+    MODEL_CONCURRENCY,
+    LockedPlot,
+    Tick,
+    scheduled,
+    streamed,
+    user_errors,
+)
+from demo.figures import BLUE, GREY, schedule_figure
+from demo.lessons import LESSONS
+from demo.tab_lab import race_table
+from diffusion.studio import (
+    ASSETS,
+    GUIDANCE_SCALES,
+    HELD_OUT_PAIRS,
+    SampleRequest,
+    Studio,
+    attention_overlays,
+    make_grid,
+    race_grid,
+    race_milestones,
+    update_latex,
+)
+
+PIXEL, LATENT = "ddpm-mnist", "ldm-shapes"  # the embedded models every lesson runs on
+DIGIT = ASSETS / "examples" / "digit-3.png"
+SHAPES = ASSETS / "examples" / "shapes-red-circle.png"
+PICTURE = {"format": "png", "interactive": False, "elem_classes": ["pixelated"], "buttons": ["download", "fullscreen"]}
+
+
+def _image(path) -> np.ndarray:  # noqa: ANN001 - a path
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _enlarge(picture: np.ndarray, side: int = 96) -> np.ndarray:
+    """Small pictures (32x32 digits) repeated to about ``side`` pixels, crisp, for a projector."""
+    factor = max(1, side // max(picture.shape[:2]))
+    return picture.repeat(factor, 0).repeat(factor, 1)
+
+
+# ----- 1. the forward process -----
+def make_lesson_forward(studio: Studio):
+    def lesson_forward(seed: float) -> tuple:
+        with user_errors():
+            curves = studio.schedule(PIXEL)
+            T = len(curves.timesteps)
+            ts = [0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
+            strip = studio.forward_strip(PIXEL, _image(DIGIT), ts, seed)
+            figure = schedule_figure(curves, None, studio.schedule_family(T))
+        ab = [float(curves.alphas_cumprod[t]) for t in ts]
+        note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$, SNR = {a / max(1 - a, 1e-12):.3g}"
+                          for t, a in zip(ts, ab, strict=True))
+        return make_grid(np.stack([_enlarge(s) for s in strip]), ncols=len(ts)), figure, note
+
+    return scheduled(lesson_forward)
+
+
+# ----- 2. what the network learns -----
+def error_figure(timesteps: np.ndarray, error: np.ndarray, spread: np.ndarray) -> Figure:
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(9, 3.8), dpi=90)
+        ax = fig.subplots()
+        ax.fill_between(timesteps, error - spread, error + spread, color=BLUE, alpha=0.15, label="± 1 std over digits")
+        ax.plot(timesteps, error, color=BLUE, lw=2.6, marker="o", label=r"$\|\epsilon - \epsilon_\theta(x_t, t)\|^2$ per pixel")
+        ax.axhline(1.0, color=GREY, lw=1.8, ls="--", label=r"predicting $\epsilon_\theta = 0$")
+        ax.set_xlabel("t", fontsize=14)
+        ax.set_ylabel("noise-prediction error", fontsize=14)
+        ax.tick_params(labelsize=12)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=12)
+        fig.tight_layout()
+        return fig
+
+
+def make_lesson_denoising(studio: Studio):
+    def lesson_denoising() -> tuple:
+        with user_errors():
+            result = studio.denoising_error(PIXEL)
+        gallery = []
+        for t, (x_t, eps, x0) in zip(result.shown, result.examples, strict=True):
+            gallery += [(_enlarge(x_t), f"x_t, t = {t}"), (_enlarge(eps), f"predicted noise, t = {t}"),
+                        (_enlarge(x0), f"predicted x0, t = {t}")]
+        hard, easy = int(np.argmax(result.error)), int(np.argmin(result.error))
+        note = (f"Measured on {result.images} held-out digits (never trained on), one noise draw each: the error is "
+                f"{result.error[hard]:.3f} at $t = {result.timesteps[hard]}$ and {result.error[easy]:.4f} at "
+                f"$t = {result.timesteps[easy]}$.")
+        return error_figure(result.timesteps, result.error, result.spread), gallery, note
+
+    return scheduled(lesson_denoising)
+
+
+# ----- 3. sampling -----
+def make_lesson_sampling(studio: Studio):
+    @streamed
+    def lesson_sampling(seed: float) -> Iterator[tuple]:
+        with user_errors():
+            request = SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed)
+            for done, total, traj in studio.trajectory(PIXEL, request):
+                if done < total:
+                    yield Tick((gr.skip(), gr.skip(), f"Running: step {done}/{total}"))
+        picks = np.linspace(0, total - 1, 8).round().astype(int)
+        rows = [_enlarge(traj.steps[i].x_t) for i in picks] + [_enlarge(traj.steps[i].pred_x0) for i in picks]
+        middle = int(picks[len(picks) // 2])
+        return_note = (f"Top: $x_t$; bottom: $\\hat x_0$, at steps {', '.join(str(i + 1) for i in picks)} of {total} "
+                       f"(DDPM, seed {int(seed)}, {traj.wall_s:.2f} s). The update of step {middle + 1}:")
+        yield make_grid(np.stack(rows), ncols=len(picks)), update_latex(traj.terms[middle]), return_note
+
+    return lesson_sampling
+
+
+# ----- 4. fewer steps -----
+def make_lesson_race(studio: Studio):
+    @streamed
+    def lesson_race(seed: float) -> Iterator[tuple]:
+        with user_errors():
+            request = SampleRequest(sampler="ddim", steps=50, n=1, seed=seed)
+            shown = None
+            for lanes in studio.race(PIXEL, request):
+                if race_milestones(lanes) == shown:
+                    yield Tick((gr.skip(), gr.skip()))
+                    continue
+                shown = race_milestones(lanes)
+                yield race_grid(lanes), race_table(lanes)
+
+    return lesson_race
+
+
+# ----- 5. noise and determinism -----
+def make_lesson_determinism(studio: Studio):
+    @streamed
+    def lesson_determinism(seed: float) -> Iterator[tuple]:
+        runs = [("DDIM, eta = 0", 0.0), ("the same, again", 0.0), ("DDIM, eta = 0.5", 0.5), ("DDIM, eta = 1", 1.0)]
+        grids = []
+        with user_errors():
+            for title, eta in runs:
+                request = SampleRequest(sampler="ddim", steps=50, n=4, seed=seed, eta=eta)
+                for update in studio.generate(PIXEL, request, previews=0):
+                    if not update.done:
+                        yield Tick((gr.skip(), f"Running: {title}, step {update.step}/{update.num_steps}"))
+                grids.append((title, update.images))
+        same = np.array_equal(grids[0][1], grids[1][1])
+        changed = [int(np.sum(np.any(g[1] != grids[0][1], axis=(1, 2)))) for g in grids[2:]]
+        gallery = [(_enlarge(make_grid(images, ncols=4), 256), title) for title, images in grids]
+        note = (f"Seed {int(seed)}, 4 images each, one starting noise $x_T$ for all runs. Run twice: "
+                f"**{'identical, byte for byte' if same else 'DIFFERENT (a reproducibility bug)'}**. "
+                f"Images that differ from eta = 0: {changed[0]} of 4 at eta = 0.5, {changed[1]} of 4 at eta = 1.")
+        yield gallery, note
+
+    return lesson_determinism
+
+
+# ----- 6. latent space -----
+def make_lesson_latent(studio: Studio):
+    def lesson_latent() -> tuple:
+        with user_errors():
+            image = _image(SHAPES)
+            view = studio.forward_process(LATENT, image, 0, 0)
+            costs = [studio.step_cost(PIXEL), studio.step_cost(LATENT)]
+        original = np.asarray(image)
+        from PIL import Image
+
+        original = np.asarray(Image.fromarray(original).resize(view.x0.shape[1::-1], Image.Resampling.BICUBIC))
+        error = np.abs(original.astype(int) - view.x0.astype(int)).max(-1)
+        error_map = np.clip(error * 4, 0, 255).astype(np.uint8)  # x4: small errors made visible
+        gallery = [(_enlarge(original, 256), "x (64x64x3)"), (_enlarge(view.x0, 256), "D(E(x)): the reconstruction"),
+                   (_enlarge(error_map, 256), "|x - D(E(x))|, x4")]
+        if view.latents is not None:
+            gallery.append((view.latents, "z = E(x): 4 channels of 16x16"))
+        rows = ["| model | denoises | values | UNet parameters | FLOPs per step | time per step (here) |",
+                "|---|---|---|---|---|---|"]
+        rows += [f"| {c.model_id} | {'x'.join(str(s) for s in c.shape)} | {c.values:,} | {c.parameters / 1e6:.1f} M | "
+                 f"{c.flops / 1e6:.0f} MFLOP | {c.ms:.1f} ms |" for c in costs]
+        psnr = f"{view.reconstruction_psnr:.1f} dB" if view.reconstruction_psnr is not None else "n/a"
+        return gallery, (f"Reconstruction PSNR: **{psnr}**; the error sits on the outlines.\n\n" + "\n".join(rows)
+                         + "\n\nMeasured now with torch's flop counter, one image, one step (text models: the "
+                         "conditional branch; guidance doubles it).")
+
+    return scheduled(lesson_latent)
+
+
+# ----- 7. text conditioning -----
+def make_lesson_text(studio: Studio):
+    @streamed
+    def lesson_text(prompt: str, seed: float) -> Iterator[tuple]:
+        with user_errors():
+            tokens = studio.prompt_tokens(LATENT, prompt)
+            request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
+            for done, total, traj in studio.trajectory(LATENT, request):
+                if done < total:
+                    yield Tick((gr.skip(), f"Running: step {done}/{total}"))
+            if traj.tokens is None:
+                yield [], "This model records no cross-attention."
+                return
+            gallery = attention_overlays(traj.steps[-1], traj.tokens, "all")
+        unknown = (" Unknown words (the model never sees them): **" + ", ".join(tokens.unknown_words) + "**."
+                   if tokens.unknown_words else " Every word is in the vocabulary.")
+        yield gallery, f"Tokens: {' · '.join(tokens.tokens)}.{unknown} Maps at the last of {total} steps."
+
+    return lesson_text
+
+
+# ----- 8. guidance -----
+def make_lesson_guidance(studio: Studio):
+    @streamed
+    def lesson_guidance(prompt: str, seed: float) -> Iterator[tuple]:
+        with user_errors():
+            request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
+            for done, total, traj in studio.trajectory(LATENT, request):
+                if done < total:
+                    yield Tick((gr.skip(), f"Running: step {done}/{total}"))
+            index = total // 3  # early enough that guidance still shapes the image
+            view = studio.guidance_view(LATENT, traj.steps[index], GUIDANCE_SCALES)
+        parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"), (view.direction, "the direction ε(z_t, y) − ε(z_t, ∅)")]
+        parts += [(img, f"predicted x0 at w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
+        yield parts, (f"Step {index + 1} of {total}: the same pair of predictions, combined with each $w$. RMS of the "
+                      f"guidance direction: {view.direction_norm:.4f}.")
+
+    return lesson_guidance
+
+
+# ----- 9. limits -----
+def make_lesson_limits(studio: Studio):
+    @streamed
+    def lesson_limits(seed: float) -> Iterator[tuple]:
+        colour, shape = sorted(HELD_OUT_PAIRS)[0]
+        prompts = [f"a {colour} {shape}", "a red circle left of a blue square"]
+        gallery = []
+        with user_errors():
+            for prompt in prompts:
+                request = SampleRequest(sampler="ddim", steps=25, n=4, seed=seed, prompt=prompt, guidance_scale=4.0)
+                for update in studio.generate(LATENT, request, previews=0):
+                    if not update.done:
+                        yield Tick((gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
+                gallery.append((update.grid, prompt))
+        yield gallery, (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two "
+                        f"objects and a relation, the weak spot. Seed {int(seed)}, 4 images each.")
+
+    return lesson_limits
+
+
+# ----- the tab -----
+def _show_me(label: str, handler: Callable, inputs: list, outputs: list, api_name: str, elem_id: str) -> None:
+    button = gr.Button(f"Show me: {label}", variant="primary", elem_id=elem_id)
+    button.click(handler, inputs=inputs, outputs=outputs, api_name=api_name, **MODEL_CONCURRENCY)
+
+
+def _views(studio: Studio, number: int) -> None:
+    """The live view of lesson ``number`` (1-based): its controls, its Show me button(s) and its outputs."""
+    seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", render=False)
+    if number == 1:
+        seed.render()
+        strip = gr.Image(label="one digit at six noise levels", elem_id="lesson-1-view", **PICTURE)
+        plot = LockedPlot(label="the schedule: beta_t, alpha-bar_t and log-SNR")
+        note = gr.Markdown(latex_delimiters=LATEX)
+        _show_me("a digit at six noise levels", make_lesson_forward(studio), [seed], [strip, plot, note],
+                 "lesson_forward", "lesson-1-show")
+    elif number == 2:
+        plot = LockedPlot(label="the embedded DDPM's error against t", elem_id="lesson-2-view")
+        gallery = gr.Gallery(label="x_t, predicted noise and predicted x0 at five t", columns=6, height="auto",
+                             elem_classes=["pixelated"])
+        note = gr.Markdown(latex_delimiters=LATEX)
+        _show_me("the error against t on held-out digits", make_lesson_denoising(studio), [], [plot, gallery, note],
+                 "lesson_denoising", "lesson-2-show")
+    elif number == 3:
+        seed.render()
+        strip = gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE)
+        equation = gr.Markdown(latex_delimiters=LATEX)
+        note = gr.Markdown(latex_delimiters=LATEX)
+        _show_me("the reverse process, 50 DDPM steps", make_lesson_sampling(studio), [seed], [strip, equation, note],
+                 "lesson_sampling", "lesson-3-show")
+    elif number == 4:
+        seed.render()
+        grid = gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", elem_id="lesson-4-view",
+                        **PICTURE)
+        table = gr.Markdown()
+        _show_me("the sampler race", make_lesson_race(studio), [seed], [grid, table], "lesson_race", "lesson-4-show")
+    elif number == 5:
+        seed.render()
+        gallery = gr.Gallery(label="one seed, four runs", columns=4, height="auto", elem_classes=["pixelated"],
+                             elem_id="lesson-5-view")
+        note = gr.Markdown(latex_delimiters=LATEX)
+        _show_me("the same seed twice, and DDIM's eta", make_lesson_determinism(studio), [seed], [gallery, note],
+                 "lesson_determinism", "lesson-5-show")
+    elif number == 6:
+        gallery = gr.Gallery(label="the autoencoder", columns=4, height="auto", elem_classes=["pixelated"],
+                             elem_id="lesson-6-view")
+        note = gr.Markdown(latex_delimiters=LATEX)
+        _show_me("the autoencoder and the cost of a step", make_lesson_latent(studio), [], [gallery, note],
+                 "lesson_latent", "lesson-6-show")
+    elif number in (7, 8):
+        prompt = gr.Textbox(value="a red circle left of a blue square", label="Prompt", max_length=200)
+        seed.render()
+        gallery = gr.Gallery(label="per token: where the model looked" if number == 7 else "one step, decomposed",
+                             columns=6, height="auto", elem_classes=["pixelated"], elem_id=f"lesson-{number}-view")
+        note = gr.Markdown(latex_delimiters=LATEX)
+        if number == 7:
+            _show_me("cross-attention per word", make_lesson_text(studio), [prompt, seed], [gallery, note],
+                     "lesson_text", "lesson-7-show")
+        else:
+            _show_me("guidance at one step, w from 0 to 10", make_lesson_guidance(studio), [prompt, seed],
+                     [gallery, note], "lesson_guidance", "lesson-8-show")
+    elif number == 9:
+        seed.render()
+        gallery = gr.Gallery(label="where the model fails", columns=2, height="auto", elem_classes=["pixelated"],
+                             elem_id="lesson-9-view")
+        note = gr.Markdown()
+        _show_me("a held-out pair and a two-object prompt", make_lesson_limits(studio), [seed], [gallery, note],
+                 "lesson_limits", "lesson-9-show")
+
+
+def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
+    """``?lesson=N`` (1 to the number of lessons) opens lesson N; anything else leaves the first open."""
+    value = request.query_params.get("lesson", "") if request is not None else ""
+    try:
+        number = int(value)
+    except ValueError:
+        return gr.Walkthrough(selected=1)
+    return gr.Walkthrough(selected=number if 1 <= number <= len(LESSONS) else 1)
+
+
+def build_lessons_tab(studio: Studio, app: gr.Blocks) -> None:
+    # ----- layout -----
+    gr.Markdown("## Lessons\nA course through DDPM (Ho et al. 2020) and latent diffusion (Rombach et al. 2022). "
+                "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.")
+    with gr.Walkthrough(selected=1, elem_id="lessons") as walkthrough:
+        for number, lesson in enumerate(LESSONS, start=1):
+            with gr.Step(lesson.title, id=number, elem_id=f"lesson-{number}"):
+                gr.Markdown(lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
+                _views(studio, number)
+                with gr.Group():
+                    gr.Markdown(f"**Question for the class.** {lesson.question}", latex_delimiters=LATEX)
+                    reveal = gr.Button("Reveal the answer", size="sm", elem_id=f"lesson-{number}-reveal")
+                    answer = gr.Markdown(f"**Answer.** {lesson.answer}", latex_delimiters=LATEX, visible=False,
+                                         elem_id=f"lesson-{number}-answer")
+                with gr.Row():
+                    back = gr.Button("← Previous", interactive=number > 1)
+                    forward = gr.Button("Next →", interactive=number < len(LESSONS))
+                # ----- events (of this lesson) -----
+                reveal.click(lambda: gr.Markdown(visible=True), outputs=answer, api_visibility="private", queue=False)
+                back.click(lambda n=number: gr.Walkthrough(selected=max(1, n - 1)), outputs=walkthrough,
+                           api_visibility="private", queue=False)
+                forward.click(lambda n=number: gr.Walkthrough(selected=min(len(LESSONS), n + 1)), outputs=walkthrough,
+                              api_visibility="private", queue=False)
+    # ----- events -----
+    app.load(lesson_from_link, outputs=walkthrough, api_visibility="private", queue=False)
