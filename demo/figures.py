@@ -24,7 +24,7 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
     with FIGURE_LOCK:
         fig = Figure(figsize=(10, 2.7), dpi=90)
         axes = fig.subplots(1, 3)
-        series = [("betas", r"$\beta_t$"), ("alphas_cumprod", r"$\bar\alpha_t$ (signal kept)"),
+        series = [("betas", r"$\beta_t$ (log axis)"), ("alphas_cumprod", r"$\bar\alpha_t$ (signal kept)"),
                   ("log_snr", r"log SNR$(t)=\log\,\bar\alpha_t/(1-\bar\alpha_t)$")]
         for ax, (attr, title) in zip(axes, series, strict=True):
             for name, other in (family or {}).items():
@@ -33,6 +33,8 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
             ax.set_title(title)
             ax.set_xlabel("t")
             ax.grid(alpha=0.3)
+            if attr == "betas":  # cosine's beta spikes to 0.999 at the end: a log axis keeps the others readable
+                ax.set_yscale("log")
             if timestep is not None:
                 ax.axvline(timestep, color="crimson", lw=1.5)
         if family:
@@ -83,7 +85,7 @@ def schedule_picture(curves: ScheduleCurves, family: dict[str, ScheduleCurves] |
         panels = []
         t0, t1 = float(curves.timesteps[0]), float(curves.timesteps[-1])
         for ax in fig.axes:
-            (x0, y0), (x1, y1) = ax.transData.transform([(t0, 0.0), (t1, 0.0)])
+            (x0, _), (x1, _) = ax.transData.transform([(t0, 1.0), (t1, 1.0)])  # y = 1: valid on a log axis too
             box = ax.get_window_extent()
             scale = (x1 - x0) / (t1 - t0) if t1 != t0 else 0.0
             # display coordinates start at the bottom; picture rows at the top

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Lesson:
     title: str
+    short: str  # the walkthrough's label
     text: str
     question: str
     answer: str
@@ -22,6 +23,7 @@ class Lesson:
 LESSONS: tuple[Lesson, ...] = (
     Lesson(
         "1. The forward process",
+        "Forward",
         r"""
 Diffusion starts by **destroying** data. A fixed schedule $\beta_1, \dots, \beta_T$ adds a little Gaussian noise at
 every step, and because Gaussians compose, any step can be reached in one jump:
@@ -36,6 +38,7 @@ which is where sampling will start.
     ),
     Lesson(
         "2. What the network learns (Algorithm 1)",
+        "Learning",
         r"""
 The network $\epsilon_\theta(x_t, t)$ never sees a clean image as its target. It is given a noisy image and asked which
 noise was added, with the simple objective
@@ -53,6 +56,7 @@ is the same curve for a model you just trained.
     ),
     Lesson(
         "3. Sampling, step by step (Algorithm 2)",
+        "Sampling",
         r"""
 Sampling runs the process backwards. Start from $x_T \sim \mathcal N(0, I)$ and for $t = T, \dots, 1$
 $$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z,\qquad z \sim \mathcal N(0, I)\quad\text{(Algorithm 2, Eq. 11)}.$$
@@ -67,6 +71,7 @@ read off the diffusers scheduler.
     ),
     Lesson(
         "4. Fewer steps: DDIM and DPM-Solver++",
+        "Fewer steps",
         r"""
 The same trained network can be sampled with far fewer steps. DDIM (Song et al. 2021) takes deterministic jumps
 between any two noise levels (Eq. 12, $\eta = 0$); DPM-Solver++ (Lu et al. 2022) treats sampling as an ODE and solves
@@ -89,6 +94,7 @@ better; the floor, two real samples against each other, is 3.76):
     ),
     Lesson(
         "5. Noise and determinism",
+        "Determinism",
         r"""
 Every random number in this app comes from one seeded generator, so **the same seed gives the same image**, bit for
 bit. DDIM's $\eta$ interpolates between a deterministic ODE ($\eta = 0$: the start noise alone decides the image) and
@@ -102,6 +108,7 @@ while DDIM's glide (see the Playground's "DDPM against DDIM paths").
     ),
     Lesson(
         "6. Latent space (LDM)",
+        "Latent space",
         r"""
 Latent diffusion (Rombach et al. 2022) runs the same process on a **compressed** image. An autoencoder maps
 $x$ (64x64x3) to $z = \mathcal E(x)$ (16x16x4, downsampling factor $f = 4$) and back, $\tilde x = \mathcal D(z)$; the UNet
@@ -118,6 +125,7 @@ channels, and the measured cost of one UNet step of each embedded model.
     ),
     Lesson(
         "7. Text conditioning",
+        "Text",
         r"""
 The prompt becomes tokens, the tokens become vectors (a text encoder), and the UNet reads them through
 **cross-attention**: each latent position asks "which words concern me?",
@@ -132,6 +140,7 @@ model never sees them.
     ),
     Lesson(
         "8. Classifier-free guidance",
+        "Guidance",
         r"""
 One network, trained with the caption dropped 10% of the time, predicts both $\epsilon_\theta(z_t, \varnothing)$ and
 $\epsilon_\theta(z_t, y)$. Guidance extrapolates from the first toward the second:
@@ -145,6 +154,7 @@ colour, shape, size and position): $w = 1$: 0.825, $w = 2$: 0.900, $w = 4$: 0.90
     ),
     Lesson(
         "9. Limits, honestly",
+        "Limits",
         r"""
 What the models cannot do is part of the lesson:
 * **Composition.** 100 two-object prompts: both objects drawn in 37%, the relation right in 19% (the same weak spot as

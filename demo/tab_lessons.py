@@ -258,73 +258,66 @@ def make_lesson_limits(studio: Studio):
 
 
 # ----- the tab -----
-def _show_me(label: str, handler: Callable, inputs: list, outputs: list, api_name: str, elem_id: str) -> None:
-    button = gr.Button(f"Show me: {label}", variant="primary", elem_id=elem_id)
-    button.click(handler, inputs=inputs, outputs=outputs, api_name=api_name, **MODEL_CONCURRENCY)
+def _show_me(label: str, number: int, handler: Callable, inputs: list, outputs: Callable[[], list],
+             api_name: str) -> None:
+    """The lesson's Show me button, then its outputs (built by ``outputs``), then the event."""
+    button = gr.Button(f"Show me: {label}", variant="primary", elem_id=f"lesson-{number}-show")
+    shown = outputs()
+    button.click(handler, inputs=inputs, outputs=shown, api_name=api_name, **MODEL_CONCURRENCY)
+
+
+def _note() -> gr.Markdown:
+    return gr.Markdown(latex_delimiters=LATEX)
+
+
+def _gallery(label: str, number: int, columns: int) -> gr.Gallery:
+    return gr.Gallery(label=label, columns=columns, height="auto", elem_classes=["pixelated"],
+                      elem_id=f"lesson-{number}-view")
 
 
 def _views(studio: Studio, number: int) -> None:
-    """The live view of lesson ``number`` (1-based): its controls, its Show me button(s) and its outputs."""
+    """The live view of lesson ``number`` (1-based): its controls, its Show me button and its outputs."""
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", render=False)
     if number == 1:
         seed.render()
-        strip = gr.Image(label="one digit at six noise levels", elem_id="lesson-1-view", **PICTURE)
-        plot = LockedPlot(label="the schedule: beta_t, alpha-bar_t and log-SNR")
-        note = gr.Markdown(latex_delimiters=LATEX)
-        _show_me("a digit at six noise levels", make_lesson_forward(studio), [seed], [strip, plot, note],
-                 "lesson_forward", "lesson-1-show")
+        _show_me("a digit at six noise levels", number, make_lesson_forward(studio), [seed], lambda: [
+            gr.Image(label="one digit at six noise levels", elem_id="lesson-1-view", **PICTURE),
+            LockedPlot(label="the schedule: beta_t (log axis), alpha-bar_t and log-SNR"), _note()], "lesson_forward")
     elif number == 2:
-        plot = LockedPlot(label="the embedded DDPM's error against t", elem_id="lesson-2-view")
-        gallery = gr.Gallery(label="x_t, predicted noise and predicted x0 at five t", columns=6, height="auto",
-                             elem_classes=["pixelated"])
-        note = gr.Markdown(latex_delimiters=LATEX)
-        _show_me("the error against t on held-out digits", make_lesson_denoising(studio), [], [plot, gallery, note],
-                 "lesson_denoising", "lesson-2-show")
+        _show_me("the error against t on held-out digits", number, make_lesson_denoising(studio), [], lambda: [
+            LockedPlot(label="the embedded DDPM's error against t", elem_id="lesson-2-view"),
+            gr.Gallery(label="x_t, predicted noise and predicted x0 at five t", columns=6, height="auto",
+                       elem_classes=["pixelated"]), _note()], "lesson_denoising")
     elif number == 3:
         seed.render()
-        strip = gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE)
-        equation = gr.Markdown(latex_delimiters=LATEX)
-        note = gr.Markdown(latex_delimiters=LATEX)
-        _show_me("the reverse process, 50 DDPM steps", make_lesson_sampling(studio), [seed], [strip, equation, note],
-                 "lesson_sampling", "lesson-3-show")
+        _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
+            gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE), _note(),
+            _note()], "lesson_sampling")
     elif number == 4:
         seed.render()
-        grid = gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", elem_id="lesson-4-view",
-                        **PICTURE)
-        table = gr.Markdown()
-        _show_me("the sampler race", make_lesson_race(studio), [seed], [grid, table], "lesson_race", "lesson-4-show")
+        _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [
+            gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", elem_id="lesson-4-view",
+                     **PICTURE), gr.Markdown()], "lesson_race")
     elif number == 5:
         seed.render()
-        gallery = gr.Gallery(label="one seed, four runs", columns=4, height="auto", elem_classes=["pixelated"],
-                             elem_id="lesson-5-view")
-        note = gr.Markdown(latex_delimiters=LATEX)
-        _show_me("the same seed twice, and DDIM's eta", make_lesson_determinism(studio), [seed], [gallery, note],
-                 "lesson_determinism", "lesson-5-show")
+        _show_me("the same seed twice, and DDIM's eta", number, make_lesson_determinism(studio), [seed],
+                 lambda: [_gallery("one seed, four runs", number, 4), _note()], "lesson_determinism")
     elif number == 6:
-        gallery = gr.Gallery(label="the autoencoder", columns=4, height="auto", elem_classes=["pixelated"],
-                             elem_id="lesson-6-view")
-        note = gr.Markdown(latex_delimiters=LATEX)
-        _show_me("the autoencoder and the cost of a step", make_lesson_latent(studio), [], [gallery, note],
-                 "lesson_latent", "lesson-6-show")
+        _show_me("the autoencoder and the cost of a step", number, make_lesson_latent(studio), [],
+                 lambda: [_gallery("the autoencoder", number, 4), _note()], "lesson_latent")
     elif number in (7, 8):
         prompt = gr.Textbox(value="a red circle left of a blue square", label="Prompt", max_length=200)
         seed.render()
-        gallery = gr.Gallery(label="per token: where the model looked" if number == 7 else "one step, decomposed",
-                             columns=6, height="auto", elem_classes=["pixelated"], elem_id=f"lesson-{number}-view")
-        note = gr.Markdown(latex_delimiters=LATEX)
         if number == 7:
-            _show_me("cross-attention per word", make_lesson_text(studio), [prompt, seed], [gallery, note],
-                     "lesson_text", "lesson-7-show")
+            _show_me("cross-attention per word", number, make_lesson_text(studio), [prompt, seed],
+                     lambda: [_gallery("per token: where the model looked", number, 6), _note()], "lesson_text")
         else:
-            _show_me("guidance at one step, w from 0 to 10", make_lesson_guidance(studio), [prompt, seed],
-                     [gallery, note], "lesson_guidance", "lesson-8-show")
+            _show_me("guidance at one step, w from 0 to 10", number, make_lesson_guidance(studio), [prompt, seed],
+                     lambda: [_gallery("one step, decomposed", number, 6), _note()], "lesson_guidance")
     elif number == 9:
         seed.render()
-        gallery = gr.Gallery(label="where the model fails", columns=2, height="auto", elem_classes=["pixelated"],
-                             elem_id="lesson-9-view")
-        note = gr.Markdown()
-        _show_me("a held-out pair and a two-object prompt", make_lesson_limits(studio), [seed], [gallery, note],
-                 "lesson_limits", "lesson-9-show")
+        _show_me("a held-out pair and a two-object prompt", number, make_lesson_limits(studio), [seed],
+                 lambda: [_gallery("where the model fails", number, 2), gr.Markdown()], "lesson_limits")
 
 
 def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
@@ -343,8 +336,8 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks) -> None:
                 "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.")
     with gr.Walkthrough(selected=1, elem_id="lessons") as walkthrough:
         for number, lesson in enumerate(LESSONS, start=1):
-            with gr.Step(lesson.title, id=number, elem_id=f"lesson-{number}"):
-                gr.Markdown(lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
+            with gr.Step(f"{number}. {lesson.short}", id=number, elem_id=f"lesson-{number}"):
+                gr.Markdown(f"### {lesson.title}\n" + lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
                 _views(studio, number)
                 with gr.Group():
                     gr.Markdown(f"**Question for the class.** {lesson.question}", latex_delimiters=LATEX)
