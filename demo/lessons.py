@@ -49,10 +49,11 @@ and $\hat x_0$ at a few $t$. The Playground tab trains such a network live on 2-
 is the same curve for a model you just trained.
 """,
         "Where is denoising easy and where is it impossible, and why is predicting zero a useful yardstick?",
-        r"Easy at large $t$: $x_t$ is almost pure noise, so $\epsilon \approx x_t$ and the error is near 0. Hard at small $t$: "
-        r"the noise is a faint film, indistinguishable from the digit's own fine detail, so the error approaches 1, which is "
-        r"what predicting $\epsilon_\theta = 0$ scores. Yet the *image* estimate $\hat x_0$ is best exactly there: a small "
-        r"noise error at small $t$ is a tiny image error, because $\sqrt{1-\bar\alpha_t}$ is small.",
+        r"Easy at large $t$: $x_t$ is almost pure noise, so $\epsilon \approx x_t$ and the error is near 0. Hardest at small "
+        r"$t$: the noise is a faint film over the digit and must be told apart from the digit itself; predicting "
+        r"$\epsilon_\theta = 0$ would score 1. The embedded DDPM still gets about half of it right at $t = 0$ (the view "
+        r"prints the number), because MNIST's background is flat black and even faint noise shows on it. And the *image* "
+        r"estimate $\hat x_0$ is best exactly there: at small $t$ a noise error costs little, as $\sqrt{1-\bar\alpha_t}$ is small.",
     ),
     Lesson(
         "3. Sampling, step by step (Algorithm 2)",

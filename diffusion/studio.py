@@ -465,9 +465,10 @@ class Studio:
             raise ValueError(f"the prompt is limited to {MAX_PROMPT_CHARS} characters")
         return model_reads(self.load(card.id), str(prompt))
 
-    def step_cost(self, model_id: str) -> StepCost:
-        """FLOPs and measured time of one UNet step for one image of ``model_id`` (:mod:`diffusion.lab.cost`)."""
-        return step_cost(self.load(model_id))
+    def step_cost(self, model_id: str, in_pixels: bool = False) -> StepCost:
+        """FLOPs and measured time of one UNet step for one image of ``model_id``; ``in_pixels``: of the same UNet
+        architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`)."""
+        return step_cost(self.load(model_id), in_pixels=in_pixels)
 
     def schedule(self, model_id: str) -> ScheduleCurves:
         """The model's training noise schedule (loads the model to read its scheduler config)."""

@@ -32,8 +32,17 @@ class StepCost:
         return c * h * w
 
 
-def step_cost(model: Any, repeats: int = 5) -> StepCost:
+def step_cost(model: Any, repeats: int = 5, in_pixels: bool = False) -> StepCost:
+    """The cost of one UNet step of ``model``. ``in_pixels`` (latent models): the same UNet architecture built to
+    denoise the decoded image itself (H x W x 3, random weights: the cost depends only on the shapes), which is
+    what the autoencoder saves (Rombach et al. 2022, Sec. 3)."""
     unet = model.unet
+    if in_pixels:
+        if getattr(model, "vae", None) is None:
+            raise ValueError("only a latent model has a pixel-space counterpart")
+        side = unet.config.sample_size * model.vae_scale_factor
+        unet = type(unet).from_config({**unet.config, "sample_size": side, "in_channels": 3, "out_channels": 3})
+        unet = unet.to(next(model.unet.parameters())).eval()
     param = next(unet.parameters())
     size = unet.config.sample_size
     height, width = (size, size) if isinstance(size, int) else tuple(size)
@@ -56,5 +65,6 @@ def step_cost(model: Any, repeats: int = 5) -> StepCost:
             began = time.perf_counter()
             call()
             times.append((time.perf_counter() - began) * 1000)
-    return StepCost(model.card.id, (unet.config.in_channels, height, width), int(counter.get_total_flops()),
+    name = f"{model.card.id} in pixels" if in_pixels else model.card.id
+    return StepCost(name, (unet.config.in_channels, height, width), int(counter.get_total_flops()),
                     statistics.median(times), sum(p.numel() for p in unet.parameters()))
