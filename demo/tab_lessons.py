@@ -307,7 +307,8 @@ def _views(studio: Studio, number: int) -> None:
         _show_me("the autoencoder and the cost of a step", number, make_lesson_latent(studio), [],
                  lambda: [_gallery("the autoencoder", number, 4), _note()], "lesson_latent")
     elif number in (7, 8):
-        prompt = gr.Textbox(value="a red circle left of a blue square", label="Prompt", max_length=200)
+        default = "a large red circle top left" if number == 7 else "a blue star"  # one object: the model's strength
+        prompt = gr.Textbox(value=default, label="Prompt", max_length=200)
         seed.render()
         if number == 7:
             _show_me("cross-attention per word", number, make_lesson_text(studio), [prompt, seed],
