@@ -34,15 +34,16 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
     exports = ExportDir()
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
         gr.Markdown(INTRO)
-        with gr.Tab("Lessons", id="lessons"):
-            build_lessons_tab(studio, app)
-        with gr.Tab("DDPM sampling", id="sampling"):
-            build_sampling_tab(studio)
-        with gr.Tab("Step lab", id="lab"):
-            build_lab_tab(studio, budget, exports)
-        with gr.Tab("Playground: train on points", id="playground"):
-            build_playground_tab(studio, budget, exports)
-        with gr.Tab("Text to image (latent)", id="text"):
-            build_text_tab(studio)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Lessons", id="lessons"):
+                build_lessons_tab(studio, app, tabs)
+            with gr.Tab("DDPM sampling", id="sampling"):
+                build_sampling_tab(studio)
+            with gr.Tab("Step lab", id="lab"):
+                build_lab_tab(studio, budget, exports)
+            with gr.Tab("Playground: train on points", id="playground"):
+                build_playground_tab(studio, budget, exports)
+            with gr.Tab("Text to image (latent)", id="text"):
+                build_text_tab(studio)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
     return app

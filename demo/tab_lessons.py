@@ -276,6 +276,12 @@ def _gallery(label: str, number: int, columns: int) -> gr.Gallery:
                       elem_id=f"lesson-{number}-view")
 
 
+PLAYGROUND_LINKS = {  # lessons that continue in the Playground tab: what to do there
+    2: "Open the Playground: train a model on points yourself, then its \"Loss against t\" view",
+    5: "Open the Playground: after training, its \"DDPM against DDIM paths\" view",
+}
+
+
 def _views(studio: Studio, number: int) -> None:
     """The live view of lesson ``number`` (1-based): its controls, its Show me button and its outputs."""
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", render=False)
@@ -332,7 +338,8 @@ def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
     return gr.Walkthrough(selected=number if 1 <= number <= len(LESSONS) else 1)
 
 
-def build_lessons_tab(studio: Studio, app: gr.Blocks) -> None:
+def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs) -> None:
+    """The tab; ``tabs`` (the app's tabs) lets lessons 2 and 5 open the Playground."""
     # ----- layout -----
     gr.Markdown("## Lessons\nA course through DDPM (Ho et al. 2020) and latent diffusion (Rombach et al. 2022). "
                 "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.")
@@ -341,6 +348,10 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks) -> None:
             with gr.Step(f"{number}. {lesson.short}", id=number, elem_id=f"lesson-{number}"):
                 gr.Markdown(f"### {lesson.title}\n" + lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
                 _views(studio, number)
+                if number in PLAYGROUND_LINKS:
+                    link = gr.Button(PLAYGROUND_LINKS[number], variant="secondary", elem_id=f"lesson-{number}-playground")
+                    link.click(lambda: gr.Tabs(selected="playground"), outputs=tabs, api_visibility="private",
+                               queue=False)
                 with gr.Group():
                     gr.Markdown(f"**Question for the class.** {lesson.question}", latex_delimiters=LATEX)
                     reveal = gr.Button("Reveal the answer", size="sm", elem_id=f"lesson-{number}-reveal")

@@ -194,16 +194,21 @@ def playground_show(session: PlaygroundSession | None, frame: float) -> tuple:
 
 
 # ----- the other views -----
-def make_playground_forward(studio: Studio):
+def make_playground_forward(studio: Studio, exports: ExportDir):
     def playground_forward(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
                            seed: float) -> tuple:
         with user_errors():
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, 1, seed)
             ts, alpha_bar, clouds = studio.playground.forward(config, seed=seed)
+            T = config.num_train_timesteps
+            frames_t = sorted({round(t) for t in np.linspace(0, T - 1, 40)})
+            _, _, frames = studio.playground.forward(config, timesteps=frames_t, seed=seed)
+            gif = write_animation([cloud_picture(c) for c in frames] + [cloud_picture(frames[-1])] * 8,
+                                  exports.path("forward.gif"), fps=12)
         strip = make_grid(np.stack([cloud_picture(c, side=240) for c in clouds]), ncols=len(clouds))
         note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$" for t, a in zip(ts, alpha_bar, strict=True))
-        return strip, (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Eq. 4), one "
-                       f"$\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
+        return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Eq. 4), "
+                                 f"one $\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
 
     return scheduled(playground_forward)
 
@@ -329,6 +334,8 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
             forward = gr.Button("Show the forward process of the data")
             strip = gr.Image(label="q(x_t | x_0) at six t from 0 to T - 1", format="png", interactive=False,
                              elem_id="pg-forward-strip")
+            forward_animation = gr.Image(label="The forward process: data to noise (animation)", type="filepath",
+                                         elem_id="pg-forward-animation", **CLOUD)
             forward_note = gr.Markdown(latex_delimiters=LATEX)
         with gr.Tab("Noise field and score", id="pg-field"):
             gr.Markdown(SCORE, latex_delimiters=LATEX)
@@ -366,7 +373,8 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
                  api_name="playground_sample", **MODEL_CONCURRENCY)
     frame.change(playground_show, inputs=[session, frame], outputs=[frame_image, frame_note], api_name="playground_show",
                  show_progress="hidden")
-    forward.click(make_playground_forward(studio), inputs=[*form, seed], outputs=[strip, forward_note],
+    forward.click(make_playground_forward(studio, exports), inputs=[*form, seed],
+                  outputs=[strip, forward_animation, forward_note],
                   api_name="playground_forward", **MODEL_CONCURRENCY)
     show_field.click(make_playground_field(studio), inputs=[session, field_t, as_score], outputs=[field_plot, field_note],
                      api_name="playground_field", **MODEL_CONCURRENCY)

@@ -165,7 +165,17 @@ def test_lessons_open_from_a_link_show_live_views_and_reveal_answers(url: str) -
         assert grid["ok"] and grid["max"] > grid["min"]
         page.locator("#lesson-4-reveal").click()
         wait_for_text(page, "lesson-4-answer", "discretisation error")
-        page.get_by_role("button", name="Next →").click()
-        page.wait_for_selector("#lesson-5-show", state="visible", timeout=30_000)
+        page.locator("#lesson-4 button", has_text="Next →").click()
+        try:
+            page.wait_for_selector("#lesson-5-show", state="visible", timeout=30_000)
+        finally:
+            page.screenshot(path="/tmp/browser-lessons-next.png", full_page=True)
         page.locator("#lesson-5-show").click()
         wait_for_text(page, "lesson-5", "identical, byte for byte")
+
+
+def test_a_lesson_opens_the_playground(url: str) -> None:
+    with browser_page(url + "?lesson=2") as page:
+        page.wait_for_selector("#lesson-2-playground", state="visible", timeout=60_000)
+        page.locator("#lesson-2-playground").click()
+        page.wait_for_selector("#pg-train", state="visible", timeout=30_000)

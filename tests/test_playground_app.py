@@ -42,8 +42,9 @@ def test_every_playground_endpoint_works_in_order(served, tmp_path) -> None:
     assert len(Image.open(gif).getdata()) and getattr(Image.open(gif), "n_frames", 1) > 5
     shown, caption = client.predict(3, api_name="/playground_show")
     assert picture(shown).shape == (360, 360, 3) and "before step 4 of 10" in caption
-    strip, text = client.predict(*TRAIN[:5], 0, api_name="/playground_forward")
+    strip, animation, text = client.predict(*TRAIN[:5], 0, api_name="/playground_forward")
     assert picture(strip).shape[1] > 5 * 240 and "Eq. 4" in text
+    assert animation.endswith(".gif") and Image.open(animation).n_frames >= 40  # data to noise
     plot, note = client.predict(5, True, api_name="/playground_field")
     assert plot is not None and "score" in note
     assert client.predict(4, 0, 10, api_name="/playground_paths") is not None
@@ -98,7 +99,7 @@ def test_a_drawing_trains_into_its_own_shape(served, tmp_path) -> None:
     assert "Trained** 200 steps" in status
     recipe = json.loads(Path(client.predict(api_name="/playground_recipe")).read_text())
     assert recipe["config"]["dataset"] == "drawing" and recipe["config"]["drawing"].startswith("128,128,")
-    strip, _ = client.predict("drawing", "", drawing, "cosine", 100, 0, api_name="/playground_forward")
+    strip, _, _ = client.predict("drawing", "", drawing, "cosine", 100, 0, api_name="/playground_forward")
     first = picture(strip)[:, :240]  # t = 0: the ring itself, an empty centre
     blue = first[..., 2].astype(int) - first[..., 0] > 60  # the particles
     rows, cols = np.nonzero(blue)
