@@ -47,16 +47,18 @@ from diffusion.studio import (
     Studio,
     Trajectory,
     attention_overlays,
+    labelled_race_grid,
     make_grid,
-    race_grid,
     race_milestones,
+    read_image,
     trajectory_frames,
     trajectory_nbytes,
     update_latex,
     write_animation,
 )
 
-EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png"))
+# the example images (the sheet of held-out digits is the lessons' data, not an example to noise)
+EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png") if not p.name.startswith("held-out"))
 PANEL = {"format": "png", "interactive": False, "height": 240, "elem_classes": ["pixelated"],
          "buttons": ["download", "fullscreen"]}
 
@@ -395,7 +397,7 @@ def make_race(studio: Studio):
                     yield Tick((gr.skip(), gr.skip()))  # one step on, nothing new to draw (a cancel stops here)
                     continue
                 shown = race_milestones(lanes)
-                yield race_grid(lanes), race_table(lanes)
+                yield labelled_race_grid(lanes), race_table(lanes)
 
     return race
 
@@ -422,11 +424,12 @@ def make_schedules_show(studio: Studio):
             curves = studio.schedule(str(model_id))
             t = as_int(timestep, "t", 0, len(curves.timesteps) - 1)
             figure = schedule_figure(curves, t, studio.schedule_family(len(curves.timesteps)))
-            strip = None
-            if image is not None:
-                ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
-                frames = studio.forward_strip(str(model_id), image, [int(s) for s in ts], seed)
-                strip = make_grid(frames, ncols=len(frames))
+            if image is None:  # until the user loads one: an example that suits the model
+                digit = studio.card(str(model_id)).kind == "pixel"
+                image = read_image(next(p for p in EXAMPLES if ("digit" in p) == digit))
+            ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
+            frames = studio.forward_strip(str(model_id), image, [int(s) for s in ts], seed)
+            strip = make_grid(frames, ncols=len(frames))
         return figure, strip
 
     return scheduled(schedules_show)

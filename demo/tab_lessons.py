@@ -32,8 +32,8 @@ from diffusion.studio import (
     SampleRequest,
     Studio,
     attention_overlays,
+    labelled_race_grid,
     make_grid,
-    race_grid,
     race_milestones,
     update_latex,
 )
@@ -139,7 +139,7 @@ def make_lesson_race(studio: Studio):
                     yield Tick((gr.skip(), gr.skip()))
                     continue
                 shown = race_milestones(lanes)
-                yield race_grid(lanes), race_table(lanes)
+                yield labelled_race_grid(lanes), race_table(lanes)
 
     return lesson_race
 

@@ -26,13 +26,13 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.budget import StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
+from diffusion.data.mnist import HELD_OUT_SHEET, read_sheet
 from diffusion.data.points import DATASETS as POINT_DATASETS
 from diffusion.data.points import MAX_WORD_CHARS
+from diffusion.data.shapes import HELD_OUT_PAIRS
 from diffusion.explain import StepTerms, step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
-from diffusion.data.mnist import HELD_OUT_SHEET, read_sheet
-from diffusion.data.shapes import HELD_OUT_PAIRS
 from diffusion.lab.cost import StepCost, step_cost
 from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.forward import (
@@ -45,6 +45,7 @@ from diffusion.lab.race import (
     DEFAULT_RACE,
     RACE_LEVELS,
     RaceLane,
+    labelled_race_grid,
     race_grid,
     race_milestones,
 )
@@ -116,7 +117,8 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
-    "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "race_grid", "race_milestones",
+    "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
+    "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
     # the playground (studio.playground)
     "EXTENT", "MAX_GRID", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",

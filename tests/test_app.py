@@ -117,6 +117,9 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     assert load(result).shape == (22, 22) and "SDEdit from $t = 50$" in sd_status
     plot, strip = client.predict("ddpm-mnist", 50, handle_file(str(path)), 0, api_name="/schedules_show")
     assert load(strip).shape == (12, 6 * 10 + 2)
+    # before any upload the strip shows an example digit (it stayed empty before)
+    _, example = client.predict("ddpm-mnist", 50, None, 0, api_name="/schedules_show")
+    assert load(example).shape == (12, 6 * 10 + 2) and load(example)[2:10, 2:10].std() > 0
 
 
 def test_step_lab_needs_a_run_first(serve) -> None:
@@ -128,8 +131,10 @@ def test_step_lab_needs_a_run_first(serve) -> None:
 def test_sampler_race_endpoint_streams_to_a_full_grid(served) -> None:
     _, client, _ = served
     grid, table = client.predict("ddpm-mnist", 0, "", 1.0, api_name="/race")
-    # 4 lanes x 8 noise levels of 8x8 tiles (tiny model: DDPM runs its 100 timesteps)
-    assert load(grid).shape == (4 * 10 + 2, 8 * 10 + 2)
+    # 4 lanes x 8 noise levels of 8x8 tiles enlarged to 96 px, with row and column labels in the margins
+    # (tiny model: DDPM runs its 100 timesteps)
+    height, width, channels = load(grid).shape
+    assert channels == 3 and 10 < height - 4 * 96 < 60 and 40 < width - 8 * 96 < 200
     assert table.count("| done |") == 4 and "| ddpm | 100 | 100 |" in table
 
 

@@ -103,7 +103,7 @@ def test_trajectory_exports(studio, tmp_path):
 
 
 def test_sampler_race_aligns_lanes_by_noise_level(studio):
-    from diffusion.lab.race import RACE_LEVELS, align_by_noise, race_grid
+    from diffusion.lab.race import RACE_LEVELS, align_by_noise, labelled_race_grid, race_grid
 
     lanes_spec = (("ddpm", 100), ("ddim", 10), ("dpmpp-2m", 5), ("euler", 8))
     snapshots = []
@@ -126,6 +126,12 @@ def test_sampler_race_aligns_lanes_by_noise_level(studio):
         assert ab in ddpm.alpha_prod
     grid = race_grid(lanes, RACE_LEVELS)
     assert grid.shape == (4 * 10 + 2, len(RACE_LEVELS) * 10 + 2)
+    # the labelled grid reads without its caption: sampler names on the left, noise levels on top
+    labelled = labelled_race_grid(lanes, RACE_LEVELS, tile=96)
+    tiles = labelled[-4 * 96:, -len(RACE_LEVELS) * 96:]
+    assert labelled.ndim == 3 and tiles.shape == (4 * 96, len(RACE_LEVELS) * 96, 3)
+    assert (labelled[-4 * 96:, : labelled.shape[1] - len(RACE_LEVELS) * 96] < 100).any()  # row labels drawn
+    assert (labelled[: labelled.shape[0] - 4 * 96] < 100).any()  # column labels drawn
 
 
 def test_the_schedule_picture_is_drawn_once_and_only_its_marker_moves(studio) -> None:

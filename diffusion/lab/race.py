@@ -70,3 +70,33 @@ def race_grid(lanes: list[RaceLane], levels: np.ndarray = RACE_LEVELS, pad: int 
             tiles.append(lane.pred_x0[index] if reached else np.full_like(sample, 220))
     return make_grid(np.stack(tiles), ncols=len(levels), pad=pad)
 
+
+
+def labelled_race_grid(lanes: list[RaceLane], levels: np.ndarray = RACE_LEVELS, tile: int = 96,
+                       font_size: int = 16) -> np.ndarray:
+    """:func:`race_grid` drawn to be read without the text around it (a projected picture): tiles enlarged
+    to about ``tile`` pixels, each row labelled with its sampler and steps, each column with its alpha-bar.
+    uint8 RGB (H, W, 3)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    grid = race_grid(lanes, levels, pad=0)
+    rows, cols = len(lanes), len(levels)
+    h, w = grid.shape[0] // rows, grid.shape[1] // cols
+    factor = max(1, tile // max(h, w))
+    big = grid.repeat(factor, 0).repeat(factor, 1)
+    if big.ndim == 2:
+        big = np.repeat(big[..., None], 3, axis=-1)
+    font = ImageFont.load_default(size=font_size)
+    names = [f"{lane.sampler} {lane.steps}" for lane in lanes]
+    left = max(int(font.getlength(n)) for n in [*names, "alpha-bar:"]) + 12
+    top = font_size + 12
+    canvas = Image.new("RGB", (left + big.shape[1], top + big.shape[0]), "white")
+    canvas.paste(Image.fromarray(big), (left, top))
+    draw = ImageDraw.Draw(canvas)
+    th, tw = h * factor, w * factor
+    for r, name in enumerate(names):
+        draw.text((6, top + r * th + th // 2), name, fill="black", font=font, anchor="lm")
+    draw.text((6, top // 2), "alpha-bar:", fill="black", font=font, anchor="lm")  # the columns' quantity
+    for c, level in enumerate(levels):
+        draw.text((left + c * tw + tw // 2, top // 2), f"{level:g}", fill="black", font=font, anchor="mm")
+    return np.asarray(canvas)
