@@ -40,7 +40,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
-                build_lab_tab(studio, budget, exports)
+                build_lab_tab(studio, budget, exports, app)
             with gr.Tab("Playground: train on points", id="playground"):
                 build_playground_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):

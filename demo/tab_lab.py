@@ -192,7 +192,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     with gr.Row():
         run = gr.Button("Run the reverse process", variant="primary", scale=2)
         play = gr.Button("▶ Play", scale=1, elem_id="lab-play")
-        pause = gr.Button("Pause", scale=1)
+        pause = gr.Button("Pause", scale=1, elem_id="lab-pause")
         stop = gr.Button("Stop", variant="stop", scale=1, elem_id="lab-stop")
     status = gr.Markdown(elem_id="lab-status")
     c.slider.render()
@@ -448,8 +448,37 @@ def build_schedules(studio: Studio, c: Controls) -> None:
                api_name="schedules_show", **MODEL_CONCURRENCY)
 
 
+# Keyboard control of the reverse-process view (no mouse needed): left and right arrows step back and forward,
+# Home and End jump to the first and last step, the space bar plays and pauses. Keys typed into a text field are
+# left alone. Installed once per page by the app's load event (client side only, no server call).
+KEYBOARD_JS = """() => {
+  if (window.__labKeys) return; window.__labKeys = true;
+  document.addEventListener('keydown', (event) => {
+    const target = event.target;
+    if (target && (['INPUT', 'TEXTAREA', 'SELECT'].includes(target.tagName) || target.isContentEditable)) return;
+    const slider = document.querySelector('#lab-slider');
+    if (!slider || slider.offsetParent === null) return;  // the step lab's reverse process is not on screen
+    const box = slider.querySelector('input[type=number]');
+    if (!box || box.disabled) return;
+    const value = Number(box.value), low = Number(box.min || 1), high = Number(box.max || value);
+    const moves = {ArrowLeft: value - 1, ArrowRight: value + 1, Home: low, End: high};
+    if (event.key in moves) {
+      box.value = String(Math.min(high, Math.max(low, moves[event.key])));
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+      box.dispatchEvent(new Event('change', {bubbles: true}));
+      event.preventDefault();
+    } else if (event.key === ' ') {
+      const playing = window.__labPlaying === true;
+      document.querySelector(playing ? '#lab-pause' : '#lab-play')?.click();
+      window.__labPlaying = !playing;
+      event.preventDefault();
+    }
+  });
+}"""
+
+
 # ----- the tab -----
-def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> None:
+def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: gr.Blocks) -> None:
     cards = studio.cards()
     default = studio.cards("pixel")[0]
     # ----- layout -----
@@ -485,3 +514,4 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> No
             build_schedules(studio, c)
     # ----- events -----
     describe_model(studio, model, about)
+    app.load(None, js=KEYBOARD_JS)  # arrows, Home/End and space drive the reverse-process view

@@ -114,7 +114,10 @@ def test_playground_trains_samples_and_animates(url: str, tmp_path: Path) -> Non
         steps.fill("300")
         steps.press("Enter")
         page.locator("#pg-train").click()
-        wait_for_text(page, "pg-status", "Trained** 300 steps".replace("**", ""))
+        try:
+            wait_for_text(page, "pg-status", "Trained 300 steps")
+        finally:
+            page.screenshot(path="/tmp/browser-playground-train.png", full_page=True)  # for a failure's diagnosis
         assert "the floor" in page.locator("#pg-status").inner_text()
         cloud = wait_for_image(page, "pg-cloud")
         assert cloud["ok"] and (cloud["width"], cloud["height"]) == (360, 360) and cloud["min"] < 100
@@ -179,3 +182,21 @@ def test_a_lesson_opens_the_playground(url: str) -> None:
         page.wait_for_selector("#lesson-2-playground", state="visible", timeout=60_000)
         page.locator("#lesson-2-playground").click()
         page.wait_for_selector("#pg-train", state="visible", timeout=30_000)
+
+
+def test_the_step_lab_works_from_the_keyboard(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Step lab").click()
+        page.get_by_role("button", name="Run the reverse process").click()
+        wait_for_text(page, "lab-status", "Done")
+        wait_for_text(page, "lab-equation", "Step 50 of 50")
+        page.locator("#lab-status").click()  # focus the page, outside any text field
+        page.keyboard.press("Home")
+        wait_for_text(page, "lab-equation", "Step 1 of 50")
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        wait_for_text(page, "lab-equation", "Step 3 of 50")
+        page.keyboard.press("ArrowLeft")
+        wait_for_text(page, "lab-equation", "Step 2 of 50")
+        page.keyboard.press("Space")  # play: the steps advance on their own
+        wait_for_text(page, "lab-equation", "Step 50 of 50", timeout_s=60)
