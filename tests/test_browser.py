@@ -56,12 +56,17 @@ def test_stop_ends_a_long_run_within_a_step(serve) -> None:
         assert "Step 100/100" not in page.locator("#ddpm-status").inner_text()
 
 
+def run_the_step_lab(page) -> None:  # noqa: ANN001 - a Playwright page
+    """Open the step lab, run the reverse process with its defaults (50 steps) and wait for the last step."""
+    page.get_by_role("tab", name="Step lab").click()
+    page.get_by_role("button", name="Run the reverse process").click()
+    wait_for_text(page, "lab-status", "Done")
+    wait_for_text(page, "lab-equation", "Step 50 of 50")
+
+
 def test_step_slider_changes_the_shown_step(url: str) -> None:
     with browser_page(url) as page:
-        page.get_by_role("tab", name="Step lab").click()
-        page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "lab-status", "Done")
-        wait_for_text(page, "lab-equation", "Step 50 of 50")
+        run_the_step_lab(page)
         before = wait_for_image(page, "lab-x0")
         assert before["ok"] and (before["width"], before["height"]) == (8, 8)
         slider = page.locator("#lab-slider input[type=number]")
@@ -186,10 +191,7 @@ def test_a_lesson_opens_the_playground(url: str) -> None:
 
 def test_the_step_lab_works_from_the_keyboard(url: str) -> None:
     with browser_page(url) as page:
-        page.get_by_role("tab", name="Step lab").click()
-        page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_text(page, "lab-status", "Done")
-        wait_for_text(page, "lab-equation", "Step 50 of 50")
+        run_the_step_lab(page)
         page.locator("#lab-status").click()  # focus the page, outside any text field
         page.keyboard.press("Home")
         wait_for_text(page, "lab-equation", "Step 1 of 50")
