@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -42,6 +41,7 @@ from diffusion.data.points import (
 from diffusion.metrics.points import sliced_wasserstein
 from diffusion.playground.model import PointDenoiser
 from diffusion.playground.views import particle_steps
+from diffusion.request import MAX_SEED, real_number, whole_number
 
 FORMAT = "diffusion-classroom/point-recipe@1"
 SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}  # our name -> diffusers' beta_schedule
@@ -120,35 +120,25 @@ def unpack_mask(text: str) -> np.ndarray:
         raise ValueError("the drawing in the recipe is not a packed mask (H,W,base64)") from None
 
 
-def _whole(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value != int(value) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
-    return int(value)
-
-
 def check_config(config: PointConfig) -> PointConfig:
     """Every bound of a training run, checked once; form values normalised (300.0 -> 300)."""
     if config.dataset not in DATASETS:
         raise ValueError(f"unknown data set {config.dataset!r}; choose one of {', '.join(DATASETS)}")
     if config.schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
-    lr = config.learning_rate
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 1e-5 <= lr <= 0.1:
-        raise ValueError(f"learning rate must be in [1e-5, 0.1], got {lr!r}")
     if not isinstance(config.word, str) or not isinstance(config.drawing, str) or len(config.drawing) > 60_000:
         raise ValueError("word and drawing must be text (a drawing at most 60,000 characters)")
     checked = replace(
         config,
         word=check_word(config.word) if config.dataset == "word" else "",
         drawing=config.drawing if config.dataset == "drawing" else "",
-        num_train_timesteps=_whole(config.num_train_timesteps, "T (training timesteps)", 10, 1000),
-        steps=_whole(config.steps, "Training steps", 1, MAX_TRAIN_STEPS),
-        batch_size=_whole(config.batch_size, "Batch size", 1, 1024),
-        learning_rate=float(lr),
-        hidden=_whole(config.hidden, "Hidden width", 8, 256),
-        layers=_whole(config.layers, "Hidden layers", 1, 6),
-        seed=_whole(config.seed, "Seed", 0, 2**32 - 1),
+        num_train_timesteps=whole_number(config.num_train_timesteps, "T (training timesteps)", 10, 1000),
+        steps=whole_number(config.steps, "Training steps", 1, MAX_TRAIN_STEPS),
+        batch_size=whole_number(config.batch_size, "Batch size", 1, 1024),
+        learning_rate=real_number(config.learning_rate, "learning rate", 1e-5, 0.1),
+        hidden=whole_number(config.hidden, "Hidden width", 8, 256),
+        layers=whole_number(config.layers, "Hidden layers", 1, 6),
+        seed=whole_number(config.seed, "Seed", 0, MAX_SEED),
     )
     if checked.dataset == "drawing":
         if not checked.drawing:
