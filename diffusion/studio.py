@@ -71,7 +71,6 @@ from diffusion.loop import StepRecord
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
 from diffusion.playground.pictures import cloud_picture, run_frames
 from diffusion.playground.service import (
-    MAX_GRID,
     MAX_PATHS,
     SAMPLERS_HERE,
     Playground,
@@ -121,7 +120,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
     # the playground (studio.playground)
-    "EXTENT", "MAX_GRID", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
+    "EXTENT", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
     "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
     "SampleProgress", "TrainUpdate", "cloud_picture", "run_frames",
     # the lessons' own views

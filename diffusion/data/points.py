@@ -175,6 +175,11 @@ def word_set(word: str) -> PointSet:
     return PointSet.normalised("word", f"the word {word!r}", mask_sampler(word_mask(word)))
 
 
+def drawing_set(mask: np.ndarray) -> PointSet:
+    """The set of a drawing's ink mask (H, W) bool (:func:`drawing_mask`)."""
+    return PointSet.normalised("drawing", "your drawing", mask_sampler(mask))
+
+
 def point_set(name: str, word: str | None = None, drawing: np.ndarray | None = None) -> PointSet:
     """The set ``name`` (a key of :data:`DATASETS`); "word" needs ``word``, "drawing" a sketch image."""
     if name in BUILT_IN:
@@ -184,5 +189,5 @@ def point_set(name: str, word: str | None = None, drawing: np.ndarray | None = N
     if name == "drawing":
         if drawing is None:
             raise ValueError("draw something on the sketchpad first (or choose another data set)")
-        return PointSet.normalised("drawing", "your drawing", mask_sampler(drawing_mask(drawing)))
+        return drawing_set(drawing_mask(drawing))
     raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")

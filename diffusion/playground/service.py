@@ -177,10 +177,6 @@ class Playground:
         return loss_by_t(net, scheduler_config(model.config), fresh_data(model.config, draw=3), bins,
                          seed=model.config.seed)
 
-    def snapshots(self, model: PointModel) -> list[tuple[int, np.ndarray, float]]:
-        """(step, sample cloud, distance) for every snapshot taken in training, the final weights last."""
-        return [(s.step, s.cloud, s.distance) for s in model.snapshots]
-
     def export(self, model: PointModel, folder: Path) -> Path:
         """The model as a zipped diffusers folder (:func:`diffusion.playground.training.save_folder`) in
         ``folder``; returns the zip's path."""

@@ -35,7 +35,7 @@ from diffusion.data.points import (
     DATASETS,
     PointSet,
     check_word,
-    mask_sampler,
+    drawing_set,
     point_set,
 )
 from diffusion.metrics.points import sliced_wasserstein
@@ -98,7 +98,7 @@ class PointConfig:
         if self.dataset == "drawing":
             if not self.drawing:
                 raise ValueError("draw something on the sketchpad first (or choose another data set)")
-            return PointSet.normalised("drawing", "your drawing", mask_sampler(unpack_mask(self.drawing)))
+            return drawing_set(unpack_mask(self.drawing))
         return point_set(self.dataset, self.word)
 
 
