@@ -6,6 +6,7 @@ import gradio as gr
 
 from demo.tab_lab import build_lab_tab
 from demo.tab_lessons import build_lessons_tab
+from demo.tab_planner import build_planner_tab
 from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_text import build_text_tab
@@ -43,6 +44,8 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
                 build_lab_tab(studio, budget, exports, app)
             with gr.Tab("Playground: train on points", id="playground"):
                 build_playground_tab(studio, budget, exports)
+            with gr.Tab("Planner: paths in a maze", id="planner"):
+                build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
                 build_text_tab(studio)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

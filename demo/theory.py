@@ -89,3 +89,16 @@ PATHS = r"""
 the learned score: each particle jitters, and the same start ends in different places under different noise.
 DDIM with $\eta = 0$ (Song et al. 2021, Eq. 12) adds none: it follows an ODE, smooth and deterministic.
 """
+
+PLANNER = r"""
+### Beyond images: a diffusion model that plans (Janner et al. 2022, "Planning with Diffusion")
+A plan is a whole trajectory $\tau = (s_0, s_1, \dots, s_{H-1})$ of $H = 64$ positions, a two-channel 1-D signal.
+The same Algorithm 1 trains a temporal U-Net (diffusers' `UNet1DModel`) to predict the noise in
+$\tau_t = \sqrt{\bar\alpha_t}\,\tau_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4), on clear paths between random
+starts and goals. To plan from $s$ to $g$, start from noise and run the reverse process, but after every step
+write the known states back: $s_0 := s$, $s_{H-1} := g$. This is *inpainting* (Sec. 3.3): the network fills in
+the waypoints between. The network is told which of the three layouts it is in, never where the walls are: it
+learned where paths go from examples (none of them joins the pairs of cells the gate tests). Several samples for the same
+$s$ and $g$ can take different routes. The plans are judged by a validator: a plan *collides* when one of its
+segments meets a wall (crossed out in vermillion).
+"""

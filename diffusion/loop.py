@@ -23,7 +23,8 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class StepRecord:
-    """What one reverse step saw and produced; all tensors are (B, C, H, W), float.
+    """What one reverse step saw and produced; float tensors shaped like the state: (B, C, H, W) images and
+    latents, (n, 2) playground points, (B, 2, H) planner trajectories.
 
     ``sample`` is x_t, the input of the step (pixel models: [-1, 1] data scale plus noise;
     latent models: scaled latents); ``model_input`` is x_t as the network sees it, which
@@ -108,6 +109,7 @@ def denoise(
     guidance_scale: float | None = None,
     init_sample: torch.Tensor | None = None,
     start_index: int = 0,
+    constrain: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[StepRecord]:
     """Run the reverse process from ``noise`` (B, C, H, W, unit Gaussian), yielding each step.
 
@@ -118,6 +120,10 @@ def denoise(
     With ``init_sample`` (a clean x_0 in model space) the run starts at step ``start_index``
     of the schedule from x_t ~ q(x_t | x_0) = add_noise(x_0, noise, t) instead of pure noise:
     SDEdit (Meng et al. 2022), the "denoise from here" of the forward-process lab.
+
+    ``constrain(x)`` (optional) overwrites the known part of the state: it is applied to x_T and to every
+    step's x_{t-1}, so each record's ``sample`` and ``prev_sample`` already obey it. This is conditioning by
+    inpainting, as the trajectory planner fixes a plan's start and goal (Janner et al. 2022, Sec. 3.3).
     """
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     timesteps = scheduler.timesteps
@@ -131,6 +137,8 @@ def denoise(
         if hasattr(scheduler, "set_begin_index"):  # multistep / sigma schedulers track their position
             scheduler.set_begin_index(start_index)
         latents = scheduler.add_noise(init_sample.to(noise.dtype), noise, timesteps[:1])  # q_sample, DDPM Eq. 4
+    if constrain is not None:
+        latents = constrain(latents)
     step_kwargs: dict[str, object] = {"generator": generator}
     if eta is not None:
         step_kwargs["eta"] = eta
@@ -147,6 +155,7 @@ def denoise(
                 model_output, uncond, text = guidance(model_input, t)
             # 2. x_t -> x_{t-1}: the sampler's update (DDPM Algorithm 2 line 4, DDIM Eq. 12, ...)
             out = scheduler.step(model_output, t, latents, **step_kwargs)
+            prev_sample = out.prev_sample if constrain is None else constrain(out.prev_sample)
             pred_original_sample = getattr(out, "pred_original_sample", None)
             if pred_original_sample is None:
                 pred_original_sample = predict_original_sample(scheduler, latents, model_output,
@@ -159,9 +168,9 @@ def denoise(
             model_input=model_input,
             model_output=model_output,
             pred_original_sample=pred_original_sample,
-            prev_sample=out.prev_sample,
+            prev_sample=prev_sample,
             noise_pred_uncond=uncond,
             noise_pred_text=text,
             guidance_scale=guidance_scale,
         )
-        latents = out.prev_sample
+        latents = prev_sample

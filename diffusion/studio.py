@@ -69,6 +69,15 @@ from diffusion.loading import (
 )
 from diffusion.loop import StepRecord
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
+from diffusion.planner.service import (
+    LAYOUT_TITLES,
+    MAX_PLANS,
+    PLANNER_SAMPLERS,
+    PlannerDesk,
+    PlanProgress,
+    PlanRun,
+)
+from diffusion.planner.pictures import CELL as PLAN_CELL
 from diffusion.playground.pictures import cloud_picture, run_frames
 from diffusion.playground.service import (
     MAX_PATHS,
@@ -123,6 +132,8 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "EXTENT", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
     "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
     "SampleProgress", "TrainUpdate", "cloud_picture", "run_frames",
+    # the planner (studio.planner)
+    "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
     # the lessons' own views
     "HELD_OUT_PAIRS", "DenoisingError", "StepCost",
 ]
@@ -193,6 +204,8 @@ class Studio:
         self.follow_wait_s = 0.05
         # the playground: 2-D point models trained live (Algorithm 1), through the same gate
         self.playground = Playground(self.gate)
+        # the trajectory planner (Janner et al. 2022): plans in mazes, through the same gate
+        self.planner = PlannerDesk(self.gate)
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:
