@@ -75,6 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work-budget-s", type=float, default=None, metavar="S",
                    help="the most estimated compute one request may ask for (default: none; Space mode "
                         f"{SPACE_WORK_BUDGET_S:.0f})")
+    p.add_argument("--presenter", action="store_true",
+                   help="start every page in presenter mode: large type for a projector (a toggle in the page too)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     args = p.parse_args(argv)
     if not (args.state_mb > 0 and args.state_minutes > 0):  # also refuses nan
@@ -116,7 +118,7 @@ def main(args: argparse.Namespace) -> None:
         logging.getLogger("app").error(
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
     budget = StateBudget(max_bytes=int(args.state_mb * 2**20), ttl_s=args.state_minutes * 60)
-    app = build_app(studio, queue_size=args.queue_size, state_budget=budget)
+    app = build_app(studio, queue_size=args.queue_size, state_budget=budget, presenter=args.presenter)
     app.launch(server_name=host, server_port=port, share=args.share, max_file_size="5mb",
                css=CSS)
 

@@ -14,9 +14,9 @@ from diffusion.studio import ExportDir, StateBudget, Studio
 
 INTRO = """# Diffusion Classroom
 Diffusion models, demonstrated: sample digits from a DDPM trained for this app, watch the reverse
-process one step at a time, train a diffusion model live on 2-D points, and generate images from text
-with latent diffusion. Everything runs
-on this machine; the embedded models need no network."""
+process one step at a time, train a diffusion model live on 2-D points, plan paths through a maze by
+denoising them, and generate images from text with latent diffusion. Everything runs on this machine;
+the embedded models need no network."""
 
 
 # Gradio's cache of results and uploads: every 10 minutes, files older than an hour go (and all at exit).
@@ -28,16 +28,42 @@ CSS = """
 .model-card { font-size: 0.95em; }
 """
 
+# Presenter mode: type read from the back of a room at 1280x720 (body text 20 px, nothing under 14 px).
+# Gradio's theme defines each size as a CSS variable on :root; these override them for the whole page.
+PRESENTER_CSS = """
+body.presenter {
+  --text-xxs: 14px; --text-xs: 16px; --text-sm: 18px; --text-md: 20px; --text-lg: 22px; --text-xl: 26px;
+  --text-xxl: 30px; --body-text-size: 20px; --prose-text-size: 20px; --block-info-text-size: 18px;
+  --block-label-text-size: 18px; --block-title-text-size: 20px; --section-header-text-size: 20px;
+  --button-large-text-size: 22px; --button-medium-text-size: 20px; --button-small-text-size: 18px;
+  --checkbox-label-text-size: 18px; --input-text-size: 20px; --chatbot-text-size: 20px;
+}
+body.presenter .gradio-container { max-width: 100% !important; }
+"""
+# on at load with --presenter or ?presenter=1 in the address; the toggle follows
+PRESENTER_ON_LOAD = """(start) => {
+  const on = start || new URLSearchParams(window.location.search).get('presenter') === '1';
+  document.body.classList.toggle('presenter', on);
+  return on;
+}"""
+PRESENTER_TOGGLE = "(on) => { document.body.classList.toggle('presenter', on); return on; }"
+CSS += PRESENTER_CSS
 
-def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | None = None) -> gr.Blocks:
-    """The app; ``state_budget`` bounds the step-lab runs all sessions keep (default: 1 GiB, one hour)."""
+
+def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | None = None,
+              presenter: bool = False) -> gr.Blocks:
+    """The app; ``state_budget`` bounds the step-lab runs all sessions keep (default: 1 GiB, one hour);
+    ``presenter`` starts every page in presenter mode (large type)."""
     budget = state_budget if state_budget is not None else StateBudget()
     exports = ExportDir()
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
-        gr.Markdown(INTRO)
+        with gr.Row(equal_height=True):
+            gr.Markdown(INTRO)
+            toggle = gr.Checkbox(presenter, label="Presenter mode (large type for a projector)", scale=0,
+                                 min_width=220, elem_id="presenter-toggle")
         with gr.Tabs() as tabs:
             with gr.Tab("Lessons", id="lessons"):
-                build_lessons_tab(studio, app, tabs)
+                build_lessons_tab(studio, app, tabs, exports)
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
@@ -48,5 +74,8 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
                 build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
                 build_text_tab(studio)
+        # ----- events -----
+        app.load(None, inputs=toggle, outputs=toggle, js=PRESENTER_ON_LOAD)
+        toggle.change(None, inputs=toggle, outputs=toggle, js=PRESENTER_TOGGLE)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
     return app

@@ -16,19 +16,42 @@ from matplotlib.figure import Figure
 from demo.common import FIGURE_LOCK
 from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
 
+MIN_POINTS = 14  # the smallest text in a figure, for a projector at the back of a room
+# Okabe-Ito colours (safe for the common colour-vision deficiencies), each with its own line style
+LINE_STYLES = (("#E69F00", "--"), ("#56B4E9", ":"), ("#009E73", "-."), ("#CC79A7", (0, (5, 2, 1, 2))),
+               ("#D55E00", (0, (1, 1))))
+
+
+def readable(fig: Figure) -> Figure:
+    """Every text of ``fig`` at least :data:`MIN_POINTS` points (titles, axis labels, tick labels, legends,
+    now and for ticks made later), on an opaque white face so that the figure reads the same in dark mode;
+    then lay it out."""
+    fig.patch.set_facecolor("white")
+    fig.patch.set_alpha(1.0)
+    for ax in fig.axes:
+        for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
+            text.set_fontsize(max(MIN_POINTS, text.get_fontsize()))
+        ax.tick_params(labelsize=MIN_POINTS)
+        legend = ax.get_legend()
+        if legend is not None:
+            for text in legend.get_texts():
+                text.set_fontsize(max(MIN_POINTS, text.get_fontsize()))
+    fig.tight_layout()
+    return fig
+
 
 def schedule_figure(curves: ScheduleCurves, timestep: float | None,
                     family: dict[str, ScheduleCurves] | None = None) -> Figure:
     """beta_t, alpha-bar_t and log-SNR(t): the model's schedule (thick black), the classic ones (thin),
     the current step marked."""
     with FIGURE_LOCK:
-        fig = Figure(figsize=(10, 2.7), dpi=90)
+        fig = Figure(figsize=(13, 3.6), dpi=90)
         axes = fig.subplots(1, 3)
         series = [("betas", r"$\beta_t$ (log axis)"), ("alphas_cumprod", r"$\bar\alpha_t$ (signal kept)"),
                   ("log_snr", r"log SNR$(t)=\log\,\bar\alpha_t/(1-\bar\alpha_t)$")]
         for ax, (attr, title) in zip(axes, series, strict=True):
-            for name, other in (family or {}).items():
-                ax.plot(other.timesteps, getattr(other, attr), lw=1, alpha=0.7, label=name)
+            for (name, other), (colour, style) in zip((family or {}).items(), LINE_STYLES):
+                ax.plot(other.timesteps, getattr(other, attr), color=colour, ls=style, lw=1.6, label=name)
             ax.plot(curves.timesteps, getattr(curves, attr), color="black", lw=2.2, label="this model")
             ax.set_title(title)
             ax.set_xlabel("t")
@@ -38,9 +61,8 @@ def schedule_figure(curves: ScheduleCurves, timestep: float | None,
             if timestep is not None:
                 ax.axvline(timestep, color="crimson", lw=1.5)
         if family:
-            axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        return fig
+            axes[0].legend()
+        return readable(fig)
 
 
 @dataclass(frozen=True)
@@ -94,7 +116,7 @@ def schedule_picture(curves: ScheduleCurves, family: dict[str, ScheduleCurves] |
 
 
 # ----- the playground -----
-# Okabe-Ito colours (safe for the common colour-vision deficiencies); every pair also differs in line style.
+# Okabe-Ito; every pair of lines also differs in line style.
 BLUE, VERMILLION, GREY = "#0072B2", "#D55E00", "#999999"
 
 
@@ -120,8 +142,7 @@ def field_figure(field: NoiseField, data: np.ndarray | None, extent: float, show
         ax.quiver(field.points[..., 0], field.points[..., 1], arrows[..., 0], arrows[..., 1], color=BLUE,
                   angles="xy", pivot="tail", width=0.004)
         ax.set_xlabel(rf"$\bar\alpha_t$ = {field.alpha_bar:.4f}", fontsize=12)
-        fig.tight_layout()
-        return fig
+        return readable(fig)
 
 
 def paths_figure(paths: ParticlePaths, data: np.ndarray | None, extent: float) -> Figure:
@@ -142,8 +163,7 @@ def paths_figure(paths: ParticlePaths, data: np.ndarray | None, extent: float) -
                        label="start x_T")
             ax.scatter(p[-1, :, 0], p[-1, :, 1], marker="s", s=30, color="black", zorder=3, label="end x_0")
         left.legend(fontsize=10, loc="lower left")
-        fig.tight_layout()
-        return fig
+        return readable(fig)
 
 
 def loss_by_t_figure(timesteps: np.ndarray, loss: np.ndarray, alpha_bar: np.ndarray) -> Figure:
@@ -164,5 +184,4 @@ def loss_by_t_figure(timesteps: np.ndarray, loss: np.ndarray, alpha_bar: np.ndar
         lines = ax.get_legend_handles_labels()
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=11, loc="upper right")
-        fig.tight_layout()
-        return fig
+        return readable(fig)

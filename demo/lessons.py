@@ -162,8 +162,8 @@ What the models cannot do is part of the lesson:
   Stable Diffusion's, scored 0.1-0.2 on spatial relations by T2I-CompBench).
 * **Held-out pairs.** Colour-shape pairs never seen together in training reach 0.82 exact match: the model composes
   words it saw only apart.
-* **Memorisation.** A model can copy its training data; the DDPM gate measures the distance of each sample to its
-  nearest training digit against the held-out digits' own distances.
+* **Memorisation.** A model can copy its training data. Show me puts 16 new digits beside their nearest training
+  digits, and compares those distances with how far real digits the model never saw are from the training set.
 * **What FLD measures.** The Fréchet distance between feature statistics of samples and real images (here a LeNet's
   features): it rewards matching the distribution, not any single image, and its floor (two real samples) is not 0.
 """,

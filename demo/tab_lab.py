@@ -38,6 +38,7 @@ from diffusion.studio import (
     GUIDANCE_SCALES,
     IMAGE_LIMITS,
     MAX_LAB_IMAGES,
+    MAX_RECIPE_CHARS,
     MAX_STEPS,
     PANELS,
     RACE_LEVELS,
@@ -57,8 +58,9 @@ from diffusion.studio import (
     write_animation,
 )
 
-# the example images (the sheet of held-out digits is the lessons' data, not an example to noise)
-EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png") if not p.name.startswith("held-out"))
+# the example images (the sheets of held-out and training digits are the lessons' data, not examples to noise)
+EXAMPLES = sorted(str(p) for p in (ASSETS / "examples").glob("*.png")
+                  if not p.name.startswith(("held-out", "training")))
 PANEL = {"format": "png", "interactive": False, "height": 240, "elem_classes": ["pixelated"],
          "buttons": ["download", "fullscreen"]}
 
@@ -187,6 +189,32 @@ def make_lab_exports(exports: ExportDir):
     return lab_export, lab_recipe
 
 
+def make_lab_load_recipe(studio: Studio):
+    def lab_load_recipe(path: str | None) -> tuple:
+        """Set the controls from an uploaded recipe (JSON); the run follows, so the student sees the
+        teacher's exact run."""
+        if not path:
+            raise gr.Error("Choose a recipe file (JSON) exported by the step lab.")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_RECIPE_CHARS + 1)
+        with user_errors():
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ValueError("the recipe is not a UTF-8 text file") from None
+            recipe, notes = studio.read_recipe(text)
+            if not 1 <= recipe.request.n <= MAX_LAB_IMAGES:
+                raise ValueError(f"the step lab replays 1 to {MAX_LAB_IMAGES} images; the recipe has {recipe.request.n}")
+        r = recipe.request
+        note = (f"Recipe loaded: {recipe.model}, {r.sampler}, {r.steps} steps, seed {r.seed}"
+                + (f", prompt \"{r.prompt}\", guidance {r.guidance_scale:g}" if r.prompt else "") + ". Running it.")
+        if notes:
+            note += " The pixels may differ slightly: " + "; ".join(notes) + "."
+        return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, note)
+
+    return lab_load_recipe
+
+
 def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls) -> gr.Dependency:
     """The reverse process, one step at a time; returns the run event (the other views follow it)."""
     with gr.Row():
@@ -211,7 +239,9 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
             fmt = gr.Radio(["gif", "mp4"], value="gif", label="Format")
             animate = gr.Button("Make animation")
             recipe = gr.Button("Recipe (JSON)")
-        download = gr.File(label="Download", interactive=False)
+        download = gr.File(label="Download", interactive=False, elem_id="lab-download")
+        upload = gr.File(label="Load a recipe (JSON): replays its run exactly", file_types=[".json"], type="filepath",
+                         elem_id="lab-recipe-upload")
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run_event = run.click(make_lab_run(studio, budget),
@@ -228,6 +258,12 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     lab_export, lab_recipe = make_lab_exports(exports)
     animate.click(lab_export, inputs=[c.session, panel, fmt], outputs=download, api_name="lab_export")
     recipe.click(lab_recipe, inputs=c.session, outputs=download, api_name="lab_recipe")
+    upload.upload(make_lab_load_recipe(studio), inputs=upload,
+                  outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, status],
+                  api_name="lab_load_recipe").success(
+        make_lab_run(studio, budget), inputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images],
+        outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
+        api_visibility="private", **MODEL_CONCURRENCY)  # the API replays a recipe with /lab_load_recipe, /lab_run
     return run_event
 
 
@@ -488,7 +524,7 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
                             elem_id="lab-model")
         sampler = gr.Dropdown(SAMPLER_CHOICES, value="ddpm", label="Sampler", scale=1)
         steps = gr.Slider(1, MAX_STEPS, value=50, step=1, label="Steps", scale=2)
-        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1)
+        seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", scale=1, elem_id="lab-seed")
     about = gr.Markdown(card_note(default), elem_classes=["model-card"])
     with gr.Row():
         prompt = gr.Textbox(label="Prompt (text models only)", scale=3, elem_id="lab-prompt")

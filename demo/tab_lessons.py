@@ -22,23 +22,29 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import BLUE, GREY, schedule_figure
+from demo.figures import BLUE, GREY, readable, schedule_figure
+from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
 from diffusion.studio import (
     ASSETS,
     GUIDANCE_SCALES,
     HELD_OUT_PAIRS,
+    ExportDir,
+    NearestCopies,
     SampleRequest,
     Studio,
     attention_overlays,
+    data_url_bytes,
     labelled_race_grid,
     make_grid,
     race_milestones,
+    read_image,
     update_latex,
 )
 
 PIXEL, LATENT = "ddpm-mnist", "ldm-shapes"  # the embedded models every lesson runs on
+COPIES_SHOWN = 16  # lesson 9: new digits compared with the training set
 DIGIT = ASSETS / "examples" / "digit-3.png"
 SHAPES = ASSETS / "examples" / "shapes-red-circle.png"
 PICTURE = {"format": "png", "interactive": False, "elem_classes": ["pixelated"], "buttons": ["download", "fullscreen"]}
@@ -86,9 +92,8 @@ def error_figure(timesteps: np.ndarray, error: np.ndarray, spread: np.ndarray) -
         ax.tick_params(labelsize=12)
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=12)
-        fig.tight_layout()
-        return fig
+        ax.legend(fontsize=14)
+        return readable(fig)
 
 
 def make_lesson_denoising(studio: Studio):
@@ -239,6 +244,16 @@ def make_lesson_guidance(studio: Studio):
 
 
 # ----- 9. limits -----
+def copies_pictures(copies: NearestCopies) -> list[tuple[np.ndarray, str]]:
+    """Each sample beside its nearest training digit (a 2-pixel white gap), enlarged, with the distance."""
+    items = []
+    for sample, near, d in zip(copies.samples, copies.nearest, copies.distances, strict=True):
+        pair = np.concatenate([sample, np.full((sample.shape[0], 2), 255, np.uint8), near], axis=1)
+        mark = " · near copy" if d < copies.threshold else ""
+        items.append((_enlarge(pair), f"distance {d:.2f}{mark}"))
+    return items
+
+
 def make_lesson_limits(studio: Studio):
     @streamed
     def lesson_limits(seed: float) -> Iterator[tuple]:
@@ -250,21 +265,41 @@ def make_lesson_limits(studio: Studio):
                 request = SampleRequest(sampler="ddim", steps=25, n=4, seed=seed, prompt=prompt, guidance_scale=4.0)
                 for update in studio.generate(LATENT, request, previews=0):
                     if not update.done:
-                        yield Tick((gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
+                        yield Tick((gr.skip(), gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
                 gallery.append((update.grid, prompt))
-        yield gallery, (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two "
-                        f"objects and a relation, the weak spot. Seed {int(seed)}, 4 images each.")
+            # memorisation: fresh digits beside their nearest training digits
+            request = SampleRequest(sampler="ddim", steps=25, n=COPIES_SHOWN, seed=seed)
+            for update in studio.generate(PIXEL, request, previews=0):
+                if not update.done:
+                    yield Tick((gr.skip(), gr.skip(), f"Running: {COPIES_SHOWN} digits, step {update.step}/{update.num_steps}"))
+            digits = update.images
+            copies = studio.nearest_copies(digits) if digits.shape[1:] == (32, 32) else None
+        note = (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two objects "
+                f"and a relation, the weak spot. Seed {int(seed)}, 4 images each.\n\n")
+        if copies is None:  # another DDPM than the embedded digit model
+            yield gallery, [], note + (f"**Memorisation** compares 32x32 digits with the training digits; this DDPM makes "
+                                       f"{digits.shape[1]}x{digits.shape[2]} images.")
+            return
+        held = copies.held_out_distances
+        yield gallery, copies_pictures(copies), note + (
+            f"**Memorisation.** {COPIES_SHOWN} new digits, each beside its nearest of the 4,000 training digits (L2 over "
+            f"pixels in [0, 1]): median distance **{np.median(copies.distances):.2f}** (closest "
+            f"{copies.distances.min():.2f}). The {len(held)} held-out digits, never trained on, are this far from their "
+            f"nearest training digit: median **{np.median(held):.2f}**, closest {copies.threshold:.2f}. "
+            f"**{copies.near_copies} of {COPIES_SHOWN}** samples are nearer to a training digit than that closest "
+            "held-out digit (near copies): a copier would sit far below the held-out distances.")
 
     return lesson_limits
 
 
 # ----- the tab -----
 def _show_me(label: str, number: int, handler: Callable, inputs: list, outputs: Callable[[], list],
-             api_name: str) -> None:
-    """The lesson's Show me button, then its outputs (built by ``outputs``), then the event."""
+             api_name: str) -> list:
+    """The lesson's Show me button, then its outputs (built by ``outputs``, returned), then the event."""
     button = gr.Button(f"Show me: {label}", variant="primary", elem_id=f"lesson-{number}-show")
     shown = outputs()
     button.click(handler, inputs=inputs, outputs=shown, api_name=api_name, **MODEL_CONCURRENCY)
+    return shown
 
 
 def _note() -> gr.Markdown:
@@ -282,50 +317,97 @@ PLAYGROUND_LINKS = {  # lessons that continue in the Playground tab: what to do 
 }
 
 
-def _views(studio: Studio, number: int) -> None:
-    """The live view of lesson ``number`` (1-based): its controls, its Show me button and its outputs."""
+def _views(studio: Studio, number: int) -> list:
+    """The live view of lesson ``number`` (1-based): its controls, its Show me button and its outputs
+    (returned: the handout reads them)."""
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", render=False)
     if number == 1:
         seed.render()
-        _show_me("a digit at six noise levels", number, make_lesson_forward(studio), [seed], lambda: [
+        return _show_me("a digit at six noise levels", number, make_lesson_forward(studio), [seed], lambda: [
             gr.Image(label="one digit at six noise levels", elem_id="lesson-1-view", **PICTURE),
             LockedPlot(label="the schedule: beta_t (log axis), alpha-bar_t and log-SNR"), _note()], "lesson_forward")
     elif number == 2:
-        _show_me("the error against t on held-out digits", number, make_lesson_denoising(studio), [], lambda: [
+        return _show_me("the error against t on held-out digits", number, make_lesson_denoising(studio), [], lambda: [
             LockedPlot(label="the embedded DDPM's error against t", elem_id="lesson-2-view"),
             gr.Gallery(label="x_t, predicted noise and predicted x0 at five t", columns=6, height="auto",
                        elem_classes=["pixelated"]), _note()], "lesson_denoising")
     elif number == 3:
         seed.render()
-        _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
+        return _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
             gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE), _note(),
             _note()], "lesson_sampling")
     elif number == 4:
         seed.render()
-        _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [
+        return _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [
             gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", elem_id="lesson-4-view",
                      **PICTURE), gr.Markdown()], "lesson_race")
     elif number == 5:
         seed.render()
-        _show_me("the same seed twice, and DDIM's eta", number, make_lesson_determinism(studio), [seed],
+        return _show_me("the same seed twice, and DDIM's eta", number, make_lesson_determinism(studio), [seed],
                  lambda: [_gallery("one seed, four runs", number, 4), _note()], "lesson_determinism")
     elif number == 6:
-        _show_me("the autoencoder and the cost of a step", number, make_lesson_latent(studio), [],
+        return _show_me("the autoencoder and the cost of a step", number, make_lesson_latent(studio), [],
                  lambda: [_gallery("the autoencoder", number, 4), _note()], "lesson_latent")
     elif number in (7, 8):
         default = "a large red circle top left" if number == 7 else "a blue star"  # one object: the model's strength
         prompt = gr.Textbox(value=default, label="Prompt", max_length=200)
         seed.render()
         if number == 7:
-            _show_me("cross-attention per word", number, make_lesson_text(studio), [prompt, seed],
+            return _show_me("cross-attention per word", number, make_lesson_text(studio), [prompt, seed],
                      lambda: [_gallery("per token: where the model looked", number, 6), _note()], "lesson_text")
         else:
-            _show_me("guidance at one step, w from 0 to 10", number, make_lesson_guidance(studio), [prompt, seed],
+            return _show_me("guidance at one step, w from 0 to 10", number, make_lesson_guidance(studio), [prompt, seed],
                      lambda: [_gallery("one step, decomposed", number, 6), _note()], "lesson_guidance")
     elif number == 9:
         seed.render()
-        _show_me("a held-out pair and a two-object prompt", number, make_lesson_limits(studio), [seed],
-                 lambda: [_gallery("where the model fails", number, 2), gr.Markdown()], "lesson_limits")
+        return _show_me("a held-out pair, a two-object prompt and the nearest training digits", number,
+                        make_lesson_limits(studio), [seed],
+                        lambda: [_gallery("where the model fails", number, 2),
+                                 gr.Gallery(label="memorisation: each new digit (left) beside its nearest training digit",
+                                            columns=8, height="auto", elem_classes=["pixelated"],
+                                            elem_id="lesson-9-copies"), _note()], "lesson_limits")
+    return []
+
+
+# ----- the handout -----
+def _picture_of(value: object) -> np.ndarray | None:
+    """A shown picture as uint8: an image's array, a gallery item's file, or a plot's PNG data URL."""
+    if isinstance(value, np.ndarray):
+        return value
+    if isinstance(value, str) and value:  # a gallery file in gradio's cache
+        return read_image(value)
+    plot = getattr(value, "plot", None)
+    if isinstance(plot, str) and plot.startswith("data:image/png;base64,"):
+        return read_image(data_url_bytes(plot))
+    return None
+
+
+def make_lessons_handout(views: list[tuple[int, gr.components.Component]], exports: ExportDir):
+    def lessons_handout(*values: object) -> str:
+        """The handout (one HTML file) of every lesson with what the class generated in its views."""
+        shown: dict[int, LessonPictures] = {}
+        with user_errors():
+            for (number, component), value in zip(views, values, strict=True):
+                got = shown.setdefault(number, LessonPictures())
+                if value is None or value == "":
+                    continue
+                label = getattr(component, "label", None) or f"lesson {number}"
+                if isinstance(component, gr.Markdown):
+                    got.notes.append(str(value))
+                elif isinstance(component, gr.Gallery):
+                    for item, caption in value:
+                        picture = _picture_of(item)
+                        if picture is not None:
+                            got.pictures.append((picture, caption or label))
+                else:
+                    picture = _picture_of(value)
+                    if picture is not None:
+                        got.pictures.append((picture, label))
+            path = exports.path("diffusion-classroom-handout.html")
+            path.write_text(handout_html(LESSONS, shown), encoding="utf-8")
+        return str(path)
+
+    return lessons_handout
 
 
 def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
@@ -338,8 +420,9 @@ def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
     return gr.Walkthrough(selected=number if 1 <= number <= len(LESSONS) else 1)
 
 
-def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs) -> None:
+def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs, exports: ExportDir) -> None:
     """The tab; ``tabs`` (the app's tabs) lets lessons 2 and 5 open the Playground."""
+    views: list[tuple[int, gr.components.Component]] = []  # every lesson's outputs, for the handout
     # ----- layout -----
     gr.Markdown("## Lessons\nA course through DDPM (Ho et al. 2020) and latent diffusion (Rombach et al. 2022). "
                 "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.")
@@ -347,7 +430,7 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs) -> None:
         for number, lesson in enumerate(LESSONS, start=1):
             with gr.Step(f"{number}. {lesson.short}", id=number, elem_id=f"lesson-{number}"):
                 gr.Markdown(f"### {lesson.title}\n" + lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
-                _views(studio, number)
+                views += [(number, component) for component in _views(studio, number)]
                 if number in PLAYGROUND_LINKS:
                     link = gr.Button(PLAYGROUND_LINKS[number], variant="secondary", elem_id=f"lesson-{number}-playground")
                     link.click(lambda: gr.Tabs(selected="playground"), outputs=tabs, api_visibility="private",
@@ -366,5 +449,10 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs) -> None:
                            api_visibility="private", queue=False)
                 forward.click(lambda n=number: gr.Walkthrough(selected=min(len(LESSONS), n + 1)), outputs=walkthrough,
                               api_visibility="private", queue=False)
+    with gr.Row():
+        handout = gr.Button("Export handout (HTML): every lesson with the pictures generated here", elem_id="lessons-handout")
+        handout_file = gr.File(label="Handout", interactive=False, elem_id="lessons-handout-file")
     # ----- events -----
     app.load(lesson_from_link, outputs=walkthrough, api_visibility="private", queue=False)
+    handout.click(make_lessons_handout(views, exports), inputs=[component for _, component in views],
+                  outputs=handout_file, api_name="lessons_handout")

@@ -26,7 +26,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.budget import StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
-from diffusion.data.mnist import HELD_OUT_SHEET, read_sheet
+from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
 from diffusion.data.points import DATASETS as POINT_DATASETS
 from diffusion.data.points import MAX_WORD_CHARS
 from diffusion.data.shapes import HELD_OUT_PAIRS
@@ -35,6 +35,7 @@ from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animati
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
 from diffusion.lab.cost import StepCost, step_cost
 from diffusion.lab.denoising import DenoisingError, denoising_error
+from diffusion.lab.memorisation import NearestCopies, nearest_copies
 from diffusion.lab.forward import (
     ForwardView,
     forward_process,
@@ -95,7 +96,7 @@ from diffusion.playground.training import (
 )
 from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
 from diffusion.prompts import PromptTokens, model_reads, token_labels
-from diffusion.recipe import make_recipe
+from diffusion.recipe import MAX_RECIPE_CHARS, Recipe, make_recipe
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
 from diffusion.request import (
     MAX_BATCH,
@@ -121,10 +122,10 @@ from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 logger = logging.getLogger(__name__)
 
 __all__ = [  # what the UI may use: the Studio and plain values
-    "ASSETS", "DEFAULT_RACE", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
+    "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
-    "PromptTokens", "RaceLane", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
+    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
@@ -135,7 +136,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     # the planner (studio.planner)
     "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
     # the lessons' own views
-    "HELD_OUT_PAIRS", "DenoisingError", "StepCost",
+    "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost",
 ]
 
 
@@ -361,6 +362,21 @@ class Studio:
         assert final.images is not None
         return final.images
 
+    # ----- recipes -----
+    def read_recipe(self, text: str) -> tuple[Recipe, list[str]]:
+        """A recipe (JSON text, :class:`diffusion.recipe.Recipe`) checked against this app: its model is served
+        here and its scheduler config is the one this model and sampler build (``ValueError`` otherwise). The
+        notes say what may make a replay differ from the original: other library versions or precision."""
+        recipe = Recipe.from_json(text)
+        card = self.card(recipe.model)
+        model = self.load(card.id)
+        recipe.check_scheduler_config(model.scheduler_config)
+        notes = recipe.version_mismatches()
+        here = precision_name(model.autocast_dtype)
+        if recipe.precision != here:
+            notes.append(f"precision: recipe {recipe.precision}, here {here}")
+        return recipe, notes
+
     # ----- the step lab -----
     def trajectory(self, model_id: str, request: SampleRequest,
                    images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
@@ -469,6 +485,16 @@ class Studio:
         if not 1 <= len(digits) <= 256:
             raise ValueError(f"the denoising error is measured on 1 to 256 images, got {len(digits)}")
         return denoising_error(model, scheduler, digits, ts, list(shown), whole_number(seed, "Seed", 0, MAX_SEED))
+
+    def nearest_copies(self, samples: np.ndarray) -> NearestCopies:
+        """Memorisation: each digit sample (n, 32, 32) uint8 beside its nearest of the 4,000 training digits, with
+        the 64 shipped held-out digits' own distances as the yardstick (:mod:`diffusion.lab.memorisation`)."""
+        samples = np.asarray(samples)
+        if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[1:] != (32, 32) or not 1 <= len(samples) <= 256:
+            raise ValueError(f"memorisation compares 1 to 256 uint8 digits of 32x32, got {samples.dtype} {samples.shape}")
+        train = np.stack(read_sheet(ASSETS / "examples" / TRAINING_SHEET))
+        held_out = np.stack(read_sheet(ASSETS / "examples" / HELD_OUT_SHEET))
+        return nearest_copies(samples, train, held_out)
 
     def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
         """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""

@@ -56,6 +56,20 @@ def image_info(page, elem_id: str) -> dict:
     )
 
 
+def image_pixels(page, elem_id: str) -> list[int]:
+    """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser."""
+    return page.evaluate(
+        """(id) => {
+            const img = document.querySelector(`#${id} img`);
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+            return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
+        }""",
+        elem_id,
+    )
+
+
 def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_s: float = 120) -> dict:
     page.wait_for_function(
         """([id, prev]) => { const img = document.querySelector(`#${id} img`);

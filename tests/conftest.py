@@ -81,7 +81,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
         app = build_app(studio, queue_size=queue_size, state_budget=state_budget)
         port = free_port()
         app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                   max_file_size="5mb")
+                   max_file_size="5mb", css=CSS)
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         started.append((app, client))
         return app, client, studio

@@ -122,6 +122,28 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     assert load(example).shape == (12, 6 * 10 + 2) and load(example)[2:10, 2:10].std() > 0
 
 
+def test_an_uploaded_recipe_sets_the_controls_to_replay_the_run_exactly(served, tmp_path) -> None:
+    from gradio_client import handle_file
+
+    _, client, _ = served
+    _, x_t, _, x0, *_ = client.predict("ddpm-mnist", "ddim", 4, 11, "", 1.0, 2, api_name="/lab_run")
+    recipe = client.predict(api_name="/lab_recipe")
+    client.predict("ddpm-mnist", "ddpm", 6, 3, "", 1.0, 1, api_name="/lab_run")  # the student's own run
+    values = client.predict(handle_file(recipe), api_name="/lab_load_recipe")
+    assert values[:7] == ("ddpm-mnist", "ddim", 4, 11, "", 1.0, 2) and "Recipe loaded" in values[7]
+    _, again_x_t, _, again_x0, *_ = client.predict(*values[:7], api_name="/lab_run")
+    assert np.array_equal(load(again_x0), load(x0)) and np.array_equal(load(again_x_t), load(x_t))
+    bad = tmp_path / "bad.json"
+    for text, message in (("{", "not valid JSON"), ('{"format": "x"}', "not a Diffusion Classroom recipe"),
+                          (Path(recipe).read_text().replace('"ddpm-mnist"', '"no-such-model"'), "no-such-model")):
+        bad.write_text(text)
+        with pytest.raises(gradio_client.exceptions.AppError, match=message):
+            client.predict(handle_file(str(bad)), api_name="/lab_load_recipe")
+    bad.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(gradio_client.exceptions.AppError, match="UTF-8"):
+        client.predict(handle_file(str(bad)), api_name="/lab_load_recipe")
+
+
 def test_step_lab_needs_a_run_first(serve) -> None:
     _, client, _ = serve(queue_size=4)
     with pytest.raises(gradio_client.exceptions.AppError, match="Run the reverse process first"):

@@ -10,6 +10,7 @@ import pytest
 from tests.browser import (
     browser_page,
     chromium_path,
+    image_pixels,
     wait_for_image,
     wait_for_text,
 )
@@ -75,6 +76,33 @@ def test_step_slider_changes_the_shown_step(url: str) -> None:
         wait_for_text(page, "lab-equation", "Step 3 of 50")
         after = wait_for_image(page, "lab-x0", before["src"])
         assert after["src"] != before["src"]
+
+
+def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> None:
+    with browser_page(url) as page:
+        run_the_step_lab(page)  # the teacher's run: DDPM, 50 steps, seed 0
+        teacher = wait_for_image(page, "lab-x0")
+        original = image_pixels(page, "lab-x0")
+        page.get_by_text("Export: animation and recipe").click()
+        page.get_by_role("button", name="Recipe (JSON)").click()
+        page.wait_for_selector("#lab-download a", timeout=60_000)
+        href = page.locator("#lab-download a").first.get_attribute("href")
+        recipe = tmp_path / "recipe.json"
+        recipe.write_bytes(page.request.get(href).body())
+        assert '"seed": 0' in recipe.read_text()
+        seed = page.locator("#lab-seed input")  # a student's own run
+        seed.fill("5")
+        seed.press("Enter")
+        page.get_by_role("button", name="Run the reverse process").click()
+        student = wait_for_image(page, "lab-x0", teacher["src"])
+        wait_for_text(page, "lab-status", "Done")
+        assert image_pixels(page, "lab-x0") != original
+        page.locator("#lab-recipe-upload input[type=file]").set_input_files(str(recipe))
+        wait_for_text(page, "lab-status", "Recipe loaded")
+        wait_for_text(page, "lab-status", "Done")
+        wait_for_image(page, "lab-x0", student["src"])
+        assert page.locator("#lab-seed input").input_value() == "0"
+        assert image_pixels(page, "lab-x0") == original
 
 
 def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
@@ -202,3 +230,77 @@ def test_the_step_lab_works_from_the_keyboard(url: str) -> None:
         wait_for_text(page, "lab-equation", "Step 2 of 50")
         page.keyboard.press("Space")  # play: the steps advance on their own
         wait_for_text(page, "lab-equation", "Step 50 of 50", timeout_s=60)
+
+
+def test_planner_plans_between_two_clicks_on_the_maze(url: str) -> None:
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Planner: paths in a maze").click()
+        maze = wait_for_image(page, "plan-maze")
+        assert maze["ok"]
+        box = page.locator("#plan-maze img").bounding_box()
+        # the U-maze is 9 x 9 cells: click cell (row 1, column 6) for the start, then (row 7, column 2) for the goal
+        page.mouse.click(box["x"] + box["width"] * 6.5 / 9, box["y"] + box["height"] * 1.5 / 9)
+        page.wait_for_function("() => document.querySelector('#plan-sx input').value == '6.5'", timeout=30_000)
+        page.mouse.click(box["x"] + box["width"] * 2.5 / 9, box["y"] + box["height"] * 7.5 / 9)
+        page.wait_for_function("() => document.querySelector('#plan-gy input').value == '7.5'", timeout=30_000)
+        assert page.locator("#plan-gx input").input_value() == "2.5"
+        page.locator("#plan-go").click()
+        try:
+            wait_for_text(page, "plan-status", "plans clear")
+        finally:
+            page.screenshot(path="/tmp/browser-planner.png", full_page=True)  # for a failure's diagnosis
+        result = wait_for_image(page, "plan-result")
+        assert result["ok"] and result["min"] < 100
+        assert page.evaluate("() => document.querySelector('#plan-animation img').src").endswith(".gif")
+        assert page.locator("#plan-table").inner_text().count("yes") >= 8  # clear of walls, reaches the goal
+        slider = page.locator("#plan-step input[type=number]")
+        slider.fill("5")
+        slider.press("Enter")
+        step = wait_for_image(page, "plan-step-image")
+        assert step["ok"] and step["width"] > 2 * maze["width"]
+
+
+BODY_TEXT_PX = """() => {
+    const p = [...document.querySelectorAll('#lessons .prose p')].find(e => e.offsetParent !== null);
+    return parseFloat(getComputedStyle(p).fontSize);
+}"""
+
+
+def test_presenter_mode_sets_type_for_a_projector(url: str) -> None:
+    with browser_page(url, width=1280, height=720) as page:
+        page.wait_for_selector("#lessons .prose p", timeout=60_000)
+        normal = page.evaluate(BODY_TEXT_PX)
+        page.locator("#presenter-toggle input").check()
+        page.wait_for_function("() => document.body.classList.contains('presenter')", timeout=30_000)
+        large = page.evaluate(BODY_TEXT_PX)
+        assert large >= 18 > normal, (normal, large)
+        page.screenshot(path="/tmp/browser-presenter.png")
+        page.locator("#presenter-toggle input").uncheck()
+        page.wait_for_function("() => !document.body.classList.contains('presenter')", timeout=30_000)
+        assert page.evaluate(BODY_TEXT_PX) == normal
+    with browser_page(url + "?presenter=1", width=1280, height=720) as page:  # a link opens it in presenter mode
+        page.wait_for_function("() => document.body.classList.contains('presenter')", timeout=60_000)
+        assert page.evaluate(BODY_TEXT_PX) >= 18
+        assert page.locator("#presenter-toggle input").is_checked()
+
+
+def test_every_lesson_shows_its_live_view_and_the_handout_keeps_them(url: str) -> None:
+    with browser_page(url) as page:
+        for number in range(1, 10):
+            page.wait_for_selector(f"#lesson-{number}-show", state="visible", timeout=60_000)
+            page.locator(f"#lesson-{number}-show").click()
+            try:
+                view = wait_for_image(page, f"lesson-{number}-view")
+            finally:
+                page.screenshot(path=f"/tmp/browser-lesson-{number}.png", full_page=True)  # for a failure's diagnosis
+            assert view["ok"] and view["max"] > view["min"], number  # a real picture, not a blank
+            if number < 9:
+                page.locator(f"#lesson-{number} button", has_text="Next →").click()
+        page.locator("#lessons-handout").click()
+        page.wait_for_selector("#lessons-handout-file a", timeout=60_000)
+        href = page.locator("#lessons-handout-file a").first.get_attribute("href")
+        text = page.request.get(href).text()
+    assert text.startswith("<!DOCTYPE html>") and "Not shown in class" not in text  # every lesson's pictures
+    for number in range(1, 10):
+        section = text.split(f'<section id="lesson-{number}">')[1].split("</section>")[0]
+        assert "data:image/png;base64," in section, number

@@ -57,6 +57,25 @@ def test_the_shipped_ddpm_has_learned_the_noise_where_it_can(tmp_path) -> None:
     assert cost.shape == (1, 32, 32) and cost.flops > 1e6 and cost.ms > 0
 
 
+def test_the_shipped_ddpm_draws_new_digits_not_copies_of_its_training_set() -> None:
+    """Lesson 9's memorisation view on the real model: samples stay about as far from the training digits as real
+    held-out digits are, and near copies are rare (the DDPM gate measured 4 in 1,000)."""
+    from diffusion.registry import Registry
+    from diffusion.studio import SampleRequest, Studio
+
+    studio = Studio(Registry.default(), device="cpu", cache_bytes=0)
+    digits = studio.sample("ddpm-mnist", SampleRequest(sampler="ddim", steps=25, n=16, seed=0))
+    copies = studio.nearest_copies(digits)
+    assert copies.nearest.shape == copies.samples.shape == (16, 32, 32) and copies.held_out_distances.shape == (64,)
+    assert copies.near_copies <= 2
+    assert np.median(copies.distances) > 0.6 * np.median(copies.held_out_distances)
+    # a copier is caught: training digits themselves are at distance 0, all near copies
+    train = copies.nearest[:4]
+    assert studio.nearest_copies(train).near_copies == 4
+    with pytest.raises(ValueError, match="32x32"):
+        studio.nearest_copies(np.zeros((2, 8, 8), np.uint8))
+
+
 @pytest.mark.parametrize("api_name, args", [
     ("/lesson_forward", (0,)),
     ("/lesson_denoising", ()),
@@ -94,3 +113,94 @@ def test_a_latent_step_costs_less_than_the_same_unet_on_pixels(studio) -> None:
     assert abs(pixels.parameters - latent.parameters) < 0.01 * latent.parameters  # the same architecture
     with pytest.raises(ValueError, match="latent model"):
         studio.step_cost("local/tiny-ddpm", in_pixels=True)
+
+
+def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour() -> None:
+    from diffusers import DDPMScheduler
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    from demo.figures import MIN_POINTS, field_figure, loss_by_t_figure, paths_figure, schedule_figure
+    from demo.tab_lessons import error_figure
+    from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
+
+    curves = ScheduleCurves.of(DDPMScheduler(num_train_timesteps=100))
+    family = {name: ScheduleCurves.of(DDPMScheduler(num_train_timesteps=100, beta_schedule=schedule))
+              for name, schedule in (("linear", "linear"), ("cosine", "squaredcos_cap_v2"))}
+    grid = np.stack(np.meshgrid(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5)), -1)
+    path = np.cumsum(np.random.default_rng(0).normal(size=(11, 3, 2)), 0)
+    ts = np.linspace(0, 99, 10)
+    figures = [
+        schedule_figure(curves, 40.0, family),
+        field_figure(NoiseField(10, 0.9, grid, grid, grid), grid.reshape(-1, 2), 3.2, True),
+        paths_figure(ParticlePaths(path, path + 1, path - 1, 10), None, 3.2),
+        loss_by_t_figure(ts, 1 - ts / 100, curves.alphas_cumprod),
+        error_figure(ts, 1 - ts / 100, np.full(10, 0.1)),
+    ]
+    for fig in figures:
+        FigureCanvasAgg(fig).draw()  # makes the tick labels
+        texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert texts
+        small = [(t.get_text(), t.get_fontsize()) for t in texts if t.get_fontsize() < MIN_POINTS]
+        assert not small, small
+        assert fig.patch.get_facecolor()[:3] == (1.0, 1.0, 1.0) and fig.patch.get_alpha() == 1.0  # dark mode
+    # the classic schedules beside the model's: each line has its own style, not only its own colour
+    styles = [line.get_linestyle() for line in figures[0].axes[1].get_lines()[:-2]]
+    assert len(styles) == 2 and len(set(styles)) == 2
+
+
+VOID = {"meta", "img", "br", "hr", "input", "link"}
+
+
+def check_html(text: str) -> list[str]:
+    """Every element closed in order (void elements aside); returns the start tags seen."""
+    from html.parser import HTMLParser
+
+    class Checker(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str] = []
+            self.seen: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list) -> None:
+            self.seen.append(tag)
+            if tag not in VOID:
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag: str) -> None:
+            assert self.stack and self.stack[-1] == tag, (tag, self.stack[-3:])
+            self.stack.pop()
+
+    checker = Checker()
+    checker.feed(text)
+    checker.close()
+    assert not checker.stack, checker.stack
+    return checker.seen
+
+
+def test_the_handout_is_one_valid_html_file_with_every_lesson_and_its_pictures() -> None:
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from demo.handout import LessonPictures, handout_html
+
+    picture = np.zeros((12, 20, 3), np.uint8)
+    picture[:, 10:] = 255
+    shown = {1: LessonPictures([(picture, "one digit at six noise levels")], ["$t = 0$: a note with *emphasis*"]),
+             4: LessonPictures([(picture[..., 0], "the race")], [])}
+    text = handout_html(LESSONS, shown)
+    tags = check_html(text)
+    assert text.startswith("<!DOCTYPE html>") and "script" not in tags and "http" not in text.split("<body>")[0]
+    for number, lesson in enumerate(LESSONS, start=1):
+        assert f'<section id="lesson-{number}">' in text and lesson.title in text
+    assert text.count("<details><summary>Answer</summary>") == len(LESSONS)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 2
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[0]))))
+    assert np.array_equal(decoded, picture)  # embedded losslessly
+    assert "<em>emphasis</em>" in text and "$t = 0$" in text  # Markdown rendered, LaTeX kept as text
+    assert text.count("Not shown in class") == len(LESSONS) - 2
+    assert "<script>" not in handout_html(LESSONS, {2: LessonPictures([], ["<script>alert(1)</script>"])})

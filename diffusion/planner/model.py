@@ -4,8 +4,9 @@ Diffusion", Diffuser).
 A plan is a whole trajectory tau = (s_0, ..., s_{H-1}) of 2-D positions, a (2, H) signal denoised at once
 by diffusers' temporal ``UNet1DModel`` (1-D residual blocks over the horizon, as Diffuser's temporal U-Net
 and diffusers' value-guided RL pipeline use). The layout is told to the network as constant one-hot input
-channels (one model for all layouts). The model predicts the noise (DDPM Eq. 14) on positions
-normalised to [-1, 1] (:meth:`diffusion.data.mazes.Maze.normalise`).
+channels (one model for all layouts). The model predicts the clean trajectory tau_0 (as Diffuser's maze
+planner; the noise-predicting form of DDPM Eq. 14 is a training option) on positions normalised to [-1, 1]
+(:meth:`diffusion.data.mazes.Maze.normalise`).
 
 Conditioning is inpainting (Janner et al. 2022, Sec. 3.3): the start and goal are known states, written
 into x_T and into every step's x_{t-1}, so the network only ever fills in the waypoints between them.
@@ -60,11 +61,12 @@ def build_unet(n_layouts: int = len(LAYOUT_NAMES), horizon: int = HORIZON,
     )
 
 
-def build_scheduler(num_train_timesteps: int = 100) -> DDPMScheduler:
+def build_scheduler(num_train_timesteps: int = 100, prediction_type: str = "sample") -> DDPMScheduler:
     """The cosine schedule (Nichol & Dhariwal 2021), as Diffuser; x_0 estimates clipped to [-1, 1], the
-    maze's extent."""
+    maze's extent. The network predicts the clean trajectory tau_0 ("sample") rather than the noise, as the maze
+    configuration released with Diffuser does."""
     return DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule="squaredcos_cap_v2",
-                         prediction_type="epsilon", clip_sample=True, clip_sample_range=1.0)
+                         prediction_type=prediction_type, clip_sample=True, clip_sample_range=1.0)
 
 
 def layout_channels(layouts: torch.Tensor, n_layouts: int, horizon: int) -> torch.Tensor:
@@ -116,7 +118,8 @@ class Planner:
         return self.layouts.index(name)
 
     def eps_theta(self, x: torch.Tensor, t: torch.Tensor, layouts: torch.Tensor) -> torch.Tensor:
-        """The network's noise estimate for plans x_t (B, 2, H) in the layouts (B,)."""
+        """The network's output for plans x_t (B, 2, H) in the layouts (B,): tau_0 or the noise, as the
+        scheduler's ``prediction_type`` says."""
         channels = layout_channels(layouts, len(self.layouts), x.shape[-1]).to(x.dtype)
         dtype = next(self.unet.parameters()).dtype
         t = t.reshape(-1).expand(x.shape[0]) if torch.is_tensor(t) else torch.full((x.shape[0],), int(t))

@@ -27,6 +27,7 @@ from diffusion.data.mazes import (
     maze,
     shortest_length,
 )
+from diffusion.loop import predicted_noise
 from diffusion.planner.model import Planner, to_cells
 from diffusion.planner.pictures import plans_picture, step_picture
 from diffusion.registry import ASSETS
@@ -143,6 +144,7 @@ class PlannerDesk:
         start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
         g = torch.Generator().manual_seed(seed)
         records = planner.steps(layout, start, goal, n, sampler, steps, g)
+        scheduler = DDPMScheduler.from_config(planner.scheduler_config)  # its alpha-bar, for eps from any prediction
         began = time.perf_counter()
         x_t, pred_x0, eps, ts = [], [], [], []
         for record in self.gate.steps(records):
@@ -151,11 +153,12 @@ class PlannerDesk:
                 x_t.append(to_cells(layout, record.sample))
             x_t.append(to_cells(layout, record.prev_sample))
             pred_x0.append(to_cells(layout, record.pred_original_sample))
-            eps.append(np.swapaxes(record.model_output.float().numpy(), -1, -2))
+            noise = predicted_noise(scheduler, record.model_input, record.model_output, int(round(record.timestep)))
+            eps.append(np.swapaxes(noise.float().numpy(), -1, -2))
             ts.append(record.timestep)
             if not record.is_last:
                 yield PlanProgress(record.index + 1, record.num_steps)
-        alphas = DDPMScheduler.from_config(planner.scheduler_config).alphas_cumprod.numpy()
+        alphas = scheduler.alphas_cumprod.numpy()
         final = x_t[-1]
         checks = [check_plan(layout, p, start, goal) for p in final]
         run = PlanRun(layout, start, goal, sampler, np.stack(x_t).astype(np.float32),

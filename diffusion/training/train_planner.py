@@ -1,5 +1,5 @@
 """Train the maze trajectory planner ``planner-mazes`` (Janner et al. 2022, Diffuser; DDPM Algorithm 1 on
-whole trajectories).
+whole trajectories, predicting the clean trajectory by default as Diffuser does for mazes).
 
 Follows diffusers' ``examples/*/train_*.py``: ``parse_args()`` / ``main(args)`` with HF accelerate, so the
 same script runs on this CPU, one GPU or several (``accelerate launch -m diffusion.training.train_planner
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr_warmup_steps", type=int, default=200)
     p.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 128])
     p.add_argument("--num_train_timesteps", type=int, default=100)
+    p.add_argument("--prediction_type", default="sample", choices=["sample", "epsilon"],
+                   help="what the network predicts: the clean trajectory (Diffuser's maze setting) or the noise")
     p.add_argument("--ema_max_decay", type=float, default=0.999)
     p.add_argument("--ema_power", type=float, default=0.75)
     p.add_argument("--eval_pairs", type=int, default=20, help="held-out pairs per layout checked at each checkpoint")
@@ -103,7 +105,7 @@ def main(args: argparse.Namespace) -> None:
         drop_last=True, generator=torch.Generator("cpu").manual_seed(args.seed),
     )
     unet = build_unet(len(args.layouts), args.horizon, tuple(args.block_out_channels))
-    noise_scheduler = build_scheduler(args.num_train_timesteps)
+    noise_scheduler = build_scheduler(args.num_train_timesteps, args.prediction_type)
     ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power,
                    model_cls=UNet1DModel, model_config=unet.config)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=args.learning_rate, weight_decay=0.0)
@@ -132,9 +134,10 @@ def main(args: argparse.Namespace) -> None:
             noisy = fix_ends(noisy, clean[:, :, 0], clean[:, :, -1])  # the known start and goal, as when sampling
             net_input = torch.cat([noisy, layout_channels(layouts, n_layouts, clean.shape[-1])], 1)
             with accelerator.autocast():
-                eps_theta = unet(net_input, timesteps).sample
-            # the inpainted ends carry no noise to predict: the loss is on the waypoints between them
-            loss = F.mse_loss(eps_theta[:, :, 1:-1].float(), noise[:, :, 1:-1])
+                prediction = unet(net_input, timesteps).sample
+            target = clean if args.prediction_type == "sample" else noise
+            # the inpainted ends are known: the loss is on the waypoints between them
+            loss = F.mse_loss(prediction[:, :, 1:-1].float(), target[:, :, 1:-1])
             accelerator.backward(loss)
             accelerator.clip_grad_norm_(unet.parameters(), 1.0)
             optimizer.step()
