@@ -389,7 +389,7 @@ def make_lessons_handout(views: list[tuple[int, gr.components.Component]], expor
         with user_errors():
             for (number, component), value in zip(views, values, strict=True):
                 got = shown.setdefault(number, LessonPictures())
-                if value is None or value == "":
+                if value is None or (isinstance(value, (str, list)) and not value):
                     continue
                 label = getattr(component, "label", None) or f"lesson {number}"
                 if isinstance(component, gr.Markdown):

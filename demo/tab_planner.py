@@ -94,11 +94,16 @@ def run_summary(run: PlanRun) -> str:
 
 def step_caption(run: PlanRun, index: int) -> str:
     t, a = float(run.timesteps[index]), float(run.alpha_bar[index])
-    return (f"Step {index + 1} of {len(run.timesteps)}, $t = {t:.0f}$, $\\bar\\alpha_t = {a:.4f}$. Left: the noisy plan "
-            f"$\\tau_t$ (ends written back). Middle: the network's noise estimate $\\epsilon_\\theta(\\tau_t, t)$ per "
-            f"waypoint. Right: $\\hat\\tau_0 = (\\tau_t - \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon_\\theta) / "
-            f"\\sqrt{{\\bar\\alpha_t}} = (\\tau_t - {np.sqrt(1 - a):.3f}\\,\\epsilon_\\theta) / {np.sqrt(a):.3f}$ (Eq. 15), "
-            "clipped to the maze.")
+    head = (f"Step {index + 1} of {len(run.timesteps)}, $t = {t:.0f}$, $\\bar\\alpha_t = {a:.4f}$. Left: the noisy plan "
+            "$\\tau_t$ (ends written back). ")
+    if run.prediction_type == "sample":  # the network predicts the clean plan; the noise follows from Eq. 4
+        return head + (f"Right: the network's prediction $\\hat\\tau_0$, clipped to the maze. Middle: the noise it "
+                       f"implies, $\\hat\\epsilon = (\\tau_t - \\sqrt{{\\bar\\alpha_t}}\\,\\hat\\tau_0) / "
+                       f"\\sqrt{{1-\\bar\\alpha_t}} = (\\tau_t - {np.sqrt(a):.3f}\\,\\hat\\tau_0) / "
+                       f"{np.sqrt(1 - a):.3f}$ (Eq. 4 solved for the noise).")
+    return head + (f"Middle: the network's noise estimate $\\epsilon_\\theta(\\tau_t, t)$. Right: "
+                   f"$\\hat\\tau_0 = (\\tau_t - {np.sqrt(1 - a):.3f}\\,\\epsilon_\\theta) / {np.sqrt(a):.3f}$ "
+                   "(Eq. 15), clipped to the maze.")
 
 
 # ----- handlers -----
@@ -205,7 +210,7 @@ def build_planner_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -
                 gx = gr.Number(gx0, label="goal x", minimum=0, maximum=9, step=0.1, elem_id="plan-gx")
                 gy = gr.Number(gy0, label="goal y", minimum=0, maximum=9, step=0.1, elem_id="plan-gy")
             with gr.Row():
-                plans = gr.Slider(1, MAX_PLANS, value=8, step=1, label="Plans (samples)")
+                plans = gr.Slider(1, MAX_PLANS, value=8, step=1, label="Plans (samples)", elem_id="plan-count")
                 seed = gr.Number(value=0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed")
             with gr.Row():
                 sampler = gr.Dropdown([(SAMPLERS[s].title, s) for s in PLANNER_SAMPLERS], value="ddim", label="Sampler")

@@ -93,9 +93,10 @@ DDIM with $\eta = 0$ (Song et al. 2021, Eq. 12) adds none: it follows an ODE, sm
 PLANNER = r"""
 ### Beyond images: a diffusion model that plans (Janner et al. 2022, "Planning with Diffusion")
 A plan is a whole trajectory $\tau = (s_0, s_1, \dots, s_{H-1})$ of $H = 64$ positions, a two-channel 1-D signal.
-The same Algorithm 1 trains a temporal U-Net (diffusers' `UNet1DModel`) to predict the noise in
-$\tau_t = \sqrt{\bar\alpha_t}\,\tau_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4), on clear paths between random
-starts and goals. To plan from $s$ to $g$, start from noise and run the reverse process, but after every step
+The same Algorithm 1 trains a temporal U-Net (diffusers' `UNet1DModel`) on clear paths between random starts and
+goals, noised as $\tau_t = \sqrt{\bar\alpha_t}\,\tau_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4); like Diffuser's maze
+planner it predicts the clean plan $\hat\tau_0$ rather than $\epsilon$ (each determines the other through Eq. 4).
+To plan from $s$ to $g$, start from noise and run the reverse process, but after every step
 write the known states back: $s_0 := s$, $s_{H-1} := g$. This is *inpainting* (Sec. 3.3): the network fills in
 the waypoints between. The network is told which of the three layouts it is in, never where the walls are: it
 learned where paths go from examples (none of them joins the pairs of cells the gate tests). Several samples for the same

@@ -57,7 +57,10 @@ def image_info(page, elem_id: str) -> dict:
 
 
 def image_pixels(page, elem_id: str) -> list[int]:
-    """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser."""
+    """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser (once it has loaded)."""
+    page.wait_for_function(
+        "(id) => { const img = document.querySelector(`#${id} img`); return img && img.complete && img.naturalWidth > 0; }",
+        arg=elem_id, timeout=60_000)
     return page.evaluate(
         """(id) => {
             const img = document.querySelector(`#${id} img`);
@@ -76,6 +79,13 @@ def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_
                              return img && img.complete && img.naturalWidth > 0 && img.src !== prev; }""",
         arg=[elem_id, previous_src], timeout=timeout_s * 1000)
     return image_info(page, elem_id)
+
+
+def wait_for_new_text(page, elem_id: str, old: str, text: str, timeout_s: float = 120) -> None:
+    """Wait until #elem_id's text differs from ``old`` and contains ``text`` (a status that repeats its wording)."""
+    page.wait_for_function(
+        "([id, old, t]) => { const s = document.querySelector(`#${id}`)?.innerText || ''; return s !== old && s.includes(t); }",
+        arg=[elem_id, old, text], timeout=timeout_s * 1000)
 
 
 def wait_for_text(page, elem_id: str, text: str, timeout_s: float = 120) -> None:
@@ -126,6 +136,22 @@ def screenshots(url: str, out: Path) -> list[Path]:
         page.wait_for_function("() => document.querySelector('#pg-animation img')?.complete", timeout=60_000)
         page.screenshot(path=str(out / "screenshot-playground.png"), full_page=True)
         saved.append(out / "screenshot-playground.png")
+        # the planner: the pillars room, 16 plans from corner to corner, then one step of one plan
+        page.get_by_role("tab", name="Planner: paths in a maze").click()
+        page.locator("#plan-layout input").click()
+        page.get_by_role("option", name="Open room with pillars").click()
+        page.wait_for_function("() => document.querySelector('#plan-gx input').value == '7.5'", timeout=60_000)
+        plans = page.locator("#plan-count input[type=number]")
+        plans.fill("16")
+        plans.press("Enter")
+        page.locator("#plan-go").click()
+        wait_for_text(page, "plan-status", "plans clear", 300)
+        step = page.locator("#plan-step input[type=number]")
+        step.fill("10")
+        step.press("Enter")
+        wait_for_image(page, "plan-step-image", timeout_s=60)
+        page.screenshot(path=str(out / "screenshot-planner.png"), full_page=True)
+        saved.append(out / "screenshot-planner.png")
         page.get_by_role("tab", name="Text to image (latent)").click()
         page.get_by_role("button", name="Generate").click()
         wait_for_text(page, "text-status", "UNet calls", 300)

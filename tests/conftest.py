@@ -63,7 +63,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     """Start the real app in-process on tiny models; returns (app, client, studio)."""
     from gradio_client import Client
 
-    from demo.app import build_app
+    from demo.app import CSS, build_app
     from diffusion.registry import Registry
     from diffusion.studio import Studio
 

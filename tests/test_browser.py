@@ -12,6 +12,7 @@ from tests.browser import (
     chromium_path,
     image_pixels,
     wait_for_image,
+    wait_for_new_text,
     wait_for_text,
 )
 
@@ -93,9 +94,10 @@ def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> 
         seed = page.locator("#lab-seed input")  # a student's own run
         seed.fill("5")
         seed.press("Enter")
+        done = page.locator("#lab-status").inner_text()
         page.get_by_role("button", name="Run the reverse process").click()
+        wait_for_new_text(page, "lab-status", done, "Done")
         student = wait_for_image(page, "lab-x0", teacher["src"])
-        wait_for_text(page, "lab-status", "Done")
         assert image_pixels(page, "lab-x0") != original
         page.locator("#lab-recipe-upload input[type=file]").set_input_files(str(recipe))
         wait_for_text(page, "lab-status", "Recipe loaded")
@@ -237,13 +239,26 @@ def test_planner_plans_between_two_clicks_on_the_maze(url: str) -> None:
         page.get_by_role("tab", name="Planner: paths in a maze").click()
         maze = wait_for_image(page, "plan-maze")
         assert maze["ok"]
-        box = page.locator("#plan-maze img").bounding_box()
-        # the U-maze is 9 x 9 cells: click cell (row 1, column 6) for the start, then (row 7, column 2) for the goal
-        page.mouse.click(box["x"] + box["width"] * 6.5 / 9, box["y"] + box["height"] * 1.5 / 9)
-        page.wait_for_function("() => document.querySelector('#plan-sx input').value == '6.5'", timeout=30_000)
-        page.mouse.click(box["x"] + box["width"] * 2.5 / 9, box["y"] + box["height"] * 7.5 / 9)
-        page.wait_for_function("() => document.querySelector('#plan-gy input').value == '7.5'", timeout=30_000)
-        assert page.locator("#plan-gx input").input_value() == "2.5"
+        # where the picture's pixels are on the page (the image is fitted into its box, as gradio reads clicks)
+        left, top, scale = page.evaluate("""() => {
+            const img = document.querySelector('#plan-maze img'); const b = img.getBoundingClientRect();
+            const r = Math.min(b.width / img.naturalWidth, b.height / img.naturalHeight, 1);
+            return [b.left + (b.width - img.naturalWidth * r) / 2, b.top + (b.height - img.naturalHeight * r) / 2, r];
+        }""")
+
+        def click_cell(x: float, y: float) -> None:  # cell units: 56 pixels a cell
+            page.mouse.click(left + x * 56 * scale, top + y * 56 * scale)
+
+        # the U-maze is 9 x 9 cells: the start in cell (row 1, column 6), then the goal in (row 7, column 2)
+        def near(elem_id: str, value: float) -> str:  # a click lands within a pixel or two
+            return f"() => Math.abs(parseFloat(document.querySelector('#{elem_id} input').value) - {value}) < 0.05"
+
+        click_cell(6.5, 1.5)
+        page.wait_for_function(near("plan-sx", 6.5), timeout=30_000)
+        assert page.evaluate(near("plan-sy", 1.5))
+        click_cell(2.5, 7.5)
+        page.wait_for_function(near("plan-gx", 2.5), timeout=30_000)
+        assert page.evaluate(near("plan-gy", 7.5))
         page.locator("#plan-go").click()
         try:
             wait_for_text(page, "plan-status", "plans clear")

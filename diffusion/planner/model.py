@@ -4,7 +4,8 @@ Diffusion", Diffuser).
 A plan is a whole trajectory tau = (s_0, ..., s_{H-1}) of 2-D positions, a (2, H) signal denoised at once
 by diffusers' temporal ``UNet1DModel`` (1-D residual blocks over the horizon, as Diffuser's temporal U-Net
 and diffusers' value-guided RL pipeline use). The layout is told to the network as constant one-hot input
-channels (one model for all layouts). The model predicts the clean trajectory tau_0 (as Diffuser's maze
+channels (one model for all layouts), and each waypoint's position also as Fourier features
+(:func:`network_input`). The model predicts the clean trajectory tau_0 (as Diffuser's maze
 planner; the noise-predicting form of DDPM Eq. 14 is a training option) on positions normalised to [-1, 1]
 (:meth:`diffusion.data.mazes.Maze.normalise`).
 
@@ -31,19 +32,29 @@ from diffusion.schedulers import make_scheduler
 
 logger = logging.getLogger(__name__)
 
-PLANNER_FILE = "planner.json"  # the folder's own record: layouts (channel order) and horizon
+PLANNER_FILE = "planner.json"  # the folder's own record: layouts (channel order), horizon, position features
 FORMAT = "planner@1"
+# Fourier features of each waypoint's position (Tancik et al. 2020), at these periods in cells: a network fed raw
+# coordinates learns smooth functions of them first (spectral bias) and never learned where single-cell pillars
+# stand (measured: 7% of plans clear in the room of pillars after 4,000 steps, against 80% in the U-maze)
+FOURIER_PERIODS = (1.0, 2.0, 4.0, 8.0)
+
+
+def feature_channels(n_layouts: int, periods: tuple[float, ...] = FOURIER_PERIODS) -> int:
+    """The network's input channels: 2 positions, one per layout, and sin/cos of x and y per period."""
+    return 2 + n_layouts + 4 * len(periods)
 
 
 def build_unet(n_layouts: int = len(LAYOUT_NAMES), horizon: int = HORIZON,
-               block_out_channels: tuple[int, ...] = (32, 64, 128)) -> UNet1DModel:
+               block_out_channels: tuple[int, ...] = (32, 64, 128),
+               periods: tuple[float, ...] = FOURIER_PERIODS) -> UNet1DModel:
     """Diffuser's temporal U-Net as diffusers builds it for value-guided planning: residual 1-D blocks
     (kernel 5, GroupNorm 8, Mish), a sinusoidal time embedding through an MLP, the horizon halved at each
-    level but the last. Input: 2 position channels + ``n_layouts`` layout channels; output: 2 (noise)."""
+    level but the last. Input: :func:`feature_channels`; output: 2 (the clean plan, or the noise)."""
     n = len(block_out_channels)
     return UNet1DModel(
         sample_size=horizon,
-        in_channels=2 + n_layouts,
+        in_channels=feature_channels(n_layouts, periods),
         out_channels=2,
         block_out_channels=tuple(block_out_channels),
         down_block_types=("DownResnetBlock1D",) * n,
@@ -75,6 +86,20 @@ def layout_channels(layouts: torch.Tensor, n_layouts: int, horizon: int) -> torc
     return one_hot[:, :, None].expand(-1, -1, horizon)
 
 
+def network_input(x: torch.Tensor, layouts: torch.Tensor, n_layouts: int, grid: tuple[int, int],
+                  periods: tuple[float, ...]) -> torch.Tensor:
+    """What the network reads for plans x (B, 2, H) normalised to [-1, 1] in mazes of ``grid`` (rows, cols) cells:
+    x itself, the one-hot layout (B, n_layouts, H), and sin and cos of 2 pi p / P for each coordinate p in cells
+    and each period P in ``periods`` (B, 4 len(periods), H)."""
+    rows, cols = grid
+    cells = (x + 1) / 2 * torch.tensor([cols, rows], dtype=x.dtype, device=x.device)[None, :, None]
+    features = [x, layout_channels(layouts, n_layouts, x.shape[-1]).to(x.dtype)]
+    for period in periods:
+        angle = 2 * torch.pi * cells / period
+        features += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(features, 1)
+
+
 def fix_ends(x: torch.Tensor, start: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
     """Inpainting (Janner et al. 2022, Sec. 3.3): x (B, 2, H) with s_0 := start and s_{H-1} := goal (B, 2)."""
     x = x.clone()
@@ -91,6 +116,7 @@ class Planner:
     scheduler_config: dict
     layouts: tuple[str, ...]
     horizon: int
+    periods: tuple[float, ...] = FOURIER_PERIODS
 
     @classmethod
     def from_folder(cls, folder: Path | str, dtype: torch.dtype = torch.float32) -> Planner:
@@ -102,14 +128,20 @@ class Planner:
             raise ValueError(f"{folder} is not a planner folder ({PLANNER_FILE} format {record.get('format')!r})")
         unet = UNet1DModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype).eval()
         scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
-        return cls(unet, dict(scheduler.config), tuple(record["layouts"]), int(record["horizon"]))
+        periods = tuple(float(p) for p in record.get("fourier_periods", ()))
+        layouts = tuple(record["layouts"])
+        if unet.config.in_channels != feature_channels(len(layouts), periods):
+            raise ValueError(f"{folder}: the UNet reads {unet.config.in_channels} channels, the record says "
+                             f"{feature_channels(len(layouts), periods)}")
+        return cls(unet, dict(scheduler.config), layouts, int(record["horizon"]), periods)
 
     def save(self, folder: Path | str) -> Path:
         folder = Path(folder)
         self.unet.save_pretrained(folder / "unet", safe_serialization=True)
         DDPMScheduler.from_config(self.scheduler_config).save_pretrained(folder / "scheduler")
         (folder / PLANNER_FILE).write_text(json.dumps(
-            {"format": FORMAT, "layouts": list(self.layouts), "horizon": self.horizon}, indent=2) + "\n")
+            {"format": FORMAT, "layouts": list(self.layouts), "horizon": self.horizon,
+             "fourier_periods": list(self.periods)}, indent=2) + "\n")
         return folder
 
     def layout_id(self, name: str) -> int:
@@ -120,10 +152,11 @@ class Planner:
     def eps_theta(self, x: torch.Tensor, t: torch.Tensor, layouts: torch.Tensor) -> torch.Tensor:
         """The network's output for plans x_t (B, 2, H) in the layouts (B,): tau_0 or the noise, as the
         scheduler's ``prediction_type`` says."""
-        channels = layout_channels(layouts, len(self.layouts), x.shape[-1]).to(x.dtype)
+        grid = maze(self.layouts[int(layouts[0])]).shape
+        features = network_input(x, layouts, len(self.layouts), grid, self.periods)
         dtype = next(self.unet.parameters()).dtype
         t = t.reshape(-1).expand(x.shape[0]) if torch.is_tensor(t) else torch.full((x.shape[0],), int(t))
-        out = self.unet(torch.cat([x, channels], 1).to(dtype), t).sample
+        out = self.unet(features.to(dtype), t).sample
         return out.to(x.dtype)
 
     def steps(self, layout: str, start: np.ndarray, goal: np.ndarray, n: int, sampler: str, steps: int,

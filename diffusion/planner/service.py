@@ -63,6 +63,7 @@ class PlanRun:
     shortest: float
     straight_collides: bool
     wall_s: float
+    prediction_type: str = "sample"  # what the network predicts: the clean plan ("sample") or the noise
 
     @property
     def nbytes(self) -> int:
@@ -165,7 +166,7 @@ class PlannerDesk:
                       np.stack(pred_x0).astype(np.float32), np.stack(eps).astype(np.float32),
                       np.array(ts, np.float32), alphas[np.array(ts, int)].astype(np.float32), checks,
                       shortest_length(layout, start, goal), bool(maze(layout).segments_hit(start[None], goal[None])[0]),
-                      time.perf_counter() - began)
+                      time.perf_counter() - began, str(scheduler.config.prediction_type))
         yield PlanProgress(len(ts), len(ts), run)
 
     def final_picture(self, run: PlanRun) -> np.ndarray:

@@ -30,7 +30,7 @@ from diffusers.training_utils import EMAModel
 
 from diffusion.data.mazes import HORIZON, LAYOUT_NAMES, maze, training_set
 from diffusion.metrics.planner_gate import run_gate
-from diffusion.planner.model import Planner, build_scheduler, build_unet, fix_ends, layout_channels
+from diffusion.planner.model import FOURIER_PERIODS, Planner, build_scheduler, build_unet, fix_ends, network_input
 from diffusion.training.common import (
     add_run_args,
     resume,
@@ -59,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="what the network predicts: the clean trajectory (Diffuser's maze setting) or the noise")
     p.add_argument("--ema_max_decay", type=float, default=0.999)
     p.add_argument("--ema_power", type=float, default=0.75)
+    p.add_argument("--fourier_periods", type=float, nargs="*", default=list(FOURIER_PERIODS),
+                   help="periods (cells) of the position features the network reads; none: raw positions only")
     p.add_argument("--eval_pairs", type=int, default=20, help="held-out pairs per layout checked at each checkpoint")
     add_run_args(p, checkpointing_steps=1000)
     p.set_defaults(mixed_precision="no")  # 1-D convolutions on 64 waypoints: bf16 saves nothing on this CPU
@@ -89,10 +91,10 @@ def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
 def export(accelerator: Accelerator, unet: torch.nn.Module, ema: EMAModel, args: argparse.Namespace,
            scheduler_config: dict) -> Planner:
     """The EMA weights as a planner folder ``output_dir/planner``."""
-    ema_unet = build_unet(len(args.layouts), args.horizon, tuple(args.block_out_channels))
+    ema_unet = build_unet(len(args.layouts), args.horizon, tuple(args.block_out_channels), tuple(args.fourier_periods))
     ema_unet.load_state_dict(accelerator.unwrap_model(unet).state_dict(), strict=True)
     ema.copy_to(ema_unet.parameters())
-    planner = Planner(ema_unet.eval(), scheduler_config, tuple(args.layouts), args.horizon)
+    planner = Planner(ema_unet.eval(), scheduler_config, tuple(args.layouts), args.horizon, tuple(args.fourier_periods))
     planner.save(args.output_dir / "planner")
     return planner
 
@@ -104,7 +106,7 @@ def main(args: argparse.Namespace) -> None:
         torch.utils.data.TensorDataset(paths, index), batch_size=args.train_batch_size, shuffle=True,
         drop_last=True, generator=torch.Generator("cpu").manual_seed(args.seed),
     )
-    unet = build_unet(len(args.layouts), args.horizon, tuple(args.block_out_channels))
+    unet = build_unet(len(args.layouts), args.horizon, tuple(args.block_out_channels), tuple(args.fourier_periods))
     noise_scheduler = build_scheduler(args.num_train_timesteps, args.prediction_type)
     ema = EMAModel(unet.parameters(), decay=args.ema_max_decay, use_ema_warmup=True, power=args.ema_power,
                    model_cls=UNet1DModel, model_config=unet.config)
@@ -124,6 +126,10 @@ def main(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     running = 0.0
     n_layouts = len(args.layouts)
+    grids = {maze(name).shape for name in args.layouts}
+    if len(grids) != 1:
+        raise SystemExit(f"the layouts must share one grid size to train together, got {sorted(grids)}")
+    grid = grids.pop()
     while global_step < args.max_train_steps:
         unet.train()
         for clean, layouts in loader:
@@ -132,7 +138,7 @@ def main(args: argparse.Namespace) -> None:
             timesteps = torch.randint(0, args.num_train_timesteps, (clean.shape[0],), device=clean.device)
             noisy = noise_scheduler.add_noise(clean, noise, timesteps)  # DDPM Eq. 4
             noisy = fix_ends(noisy, clean[:, :, 0], clean[:, :, -1])  # the known start and goal, as when sampling
-            net_input = torch.cat([noisy, layout_channels(layouts, n_layouts, clean.shape[-1])], 1)
+            net_input = network_input(noisy, layouts, n_layouts, grid, tuple(args.fourier_periods))
             with accelerator.autocast():
                 prediction = unet(net_input, timesteps).sample
             target = clean if args.prediction_type == "sample" else noise
