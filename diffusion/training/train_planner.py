@@ -28,7 +28,7 @@ from diffusers import UNet1DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
-from diffusion.data.mazes import HORIZON, LAYOUT_NAMES, maze, training_set
+from diffusion.data.mazes import HORIZON, LAYOUT_NAMES, layout_fingerprint, maze, training_set
 from diffusion.metrics.planner_gate import run_gate
 from diffusion.planner.model import FOURIER_PERIODS, Planner, build_scheduler, build_unet, fix_ends, network_input
 from diffusion.training.common import (
@@ -73,7 +73,8 @@ def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     if cache.exists():
         data = np.load(cache)
         if (list(data["layouts"]) == args.layouts and int(data["per_layout"]) == args.paths_per_layout
-                and int(data["seed"]) == args.seed and data["paths"].shape[-1] == args.horizon):
+                and int(data["seed"]) == args.seed and data["paths"].shape[-1] == args.horizon
+                and str(data.get("walls", "")) == layout_fingerprint(args.layouts)):
             return torch.from_numpy(data["paths"]), torch.from_numpy(data["index"])
     began = time.perf_counter()
     paths, index = [], []
@@ -83,7 +84,7 @@ def load_data(args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
         index.append(np.full(len(cells), i, np.int64))
     paths_np, index_np = np.concatenate(paths), np.concatenate(index)
     np.savez(cache, paths=paths_np, index=index_np, layouts=np.array(args.layouts), per_layout=args.paths_per_layout,
-             seed=args.seed)
+             seed=args.seed, walls=layout_fingerprint(args.layouts))
     logger.info("made %d training paths in %.0fs", len(paths_np), time.perf_counter() - began)
     return torch.from_numpy(paths_np), torch.from_numpy(index_np)
 
