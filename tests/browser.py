@@ -73,6 +73,22 @@ def image_pixels(page, elem_id: str) -> list[int]:
     )
 
 
+def wait_for_pixels(page, elem_id: str, expected: list[int], timeout_s: float = 120) -> None:
+    """Wait until the first <img> inside #elem_id, decoded, has exactly the RGBA bytes ``expected`` (streamed
+    previews come and go before the final picture: polling the picture itself avoids guessing which is shown)."""
+    page.wait_for_function(
+        """([id, want]) => {
+            const img = document.querySelector(`#${id} img`);
+            if (!img || !img.complete || !img.naturalWidth) return false;
+            const c = document.createElement('canvas');
+            c.width = img.naturalWidth; c.height = img.naturalHeight;
+            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+            return d.length === want.length && d.every((v, i) => v === want[i]);
+        }""",
+        arg=[elem_id, expected], timeout=timeout_s * 1000)
+
+
 def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_s: float = 120) -> dict:
     page.wait_for_function(
         """([id, prev]) => { const img = document.querySelector(`#${id} img`);

@@ -127,7 +127,7 @@ class Planner:
         if record.get("format") != FORMAT:
             raise ValueError(f"{folder} is not a planner folder ({PLANNER_FILE} format {record.get('format')!r})")
         unet = UNet1DModel.from_pretrained(folder / "unet", use_safetensors=True, torch_dtype=dtype).eval()
-        scheduler = DDPMScheduler.from_pretrained(folder / "scheduler")
+        scheduler = DDPMScheduler.from_config(DDPMScheduler.load_config(folder / "scheduler"))  # JSON only
         periods = tuple(float(p) for p in record.get("fourier_periods", ()))
         layouts = tuple(record["layouts"])
         if unet.config.in_channels != feature_channels(len(layouts), periods):
