@@ -94,11 +94,12 @@ def plans_picture(maze: Maze, plans: Sequence[np.ndarray] = (), collides: Sequen
             (x0, y0), (x1, y1) = points[first_hits[i]], points[first_hits[i] + 1]
             _cross(draw, ((x0 + x1) / 2, (y0 + y1) / 2), COLLIDES)
     _ends(draw, start, goal)
-    if label:
+    if label:  # at the bottom left: the app's image label covers the top left
         font = _font(max(18, CELL // 2))
-        box = draw.textbbox((8, 6), label, font=font)
+        at = (8, image.height - CELL // 2 - 14)
+        box = draw.textbbox(at, label, font=font)
         draw.rectangle([box[0] - 4, box[1] - 3, box[2] + 4, box[3] + 3], fill=(255, 255, 255))
-        draw.text((8, 6), label, fill=(0, 0, 0), font=font)
+        draw.text(at, label, fill=(0, 0, 0), font=font)
     return np.asarray(image)
 
 
@@ -108,7 +109,7 @@ def noise_picture(eps: np.ndarray, height: int, width: int = 420, limit: float =
     image = Image.new("RGB", (width, height), FLOOR)
     draw = ImageDraw.Draw(image)
     font = _font(20)
-    left, right, top, bottom = 44, width - 12, 40, height - 40
+    left, right, top, bottom = 44, width - 12, 40, height - 76
 
     def y_px(v: float) -> float:
         return top + (limit - np.clip(v, -limit, limit)) / (2 * limit) * (bottom - top)
@@ -125,9 +126,9 @@ def noise_picture(eps: np.ndarray, height: int, width: int = 420, limit: float =
         else:  # dashed, so the two differ without colour
             for a in range(0, n - 1, 2):
                 draw.line(points[a:a + 2], fill=colour, width=3)
-    draw.text((left, 8), "predicted noise: x (solid), y (dashed)", fill=(0, 0, 0), font=font)
-    draw.text((left, bottom + 8), "waypoint 0", fill=(60, 60, 60), font=font)
-    draw.text((right - 110, bottom + 8), f"waypoint {n - 1}", fill=(60, 60, 60), font=font)
+    draw.text((left, bottom + 6), "waypoint 0", fill=(60, 60, 60), font=font)
+    draw.text((right - 110, bottom + 6), f"waypoint {n - 1}", fill=(60, 60, 60), font=font)
+    draw.text((left, bottom + 38), "predicted noise: x solid, y dashed", fill=(0, 0, 0), font=font)
     return np.asarray(image)
 
 

@@ -28,7 +28,7 @@ from diffusion.data.mazes import (
     shortest_length,
 )
 from diffusion.loop import predicted_noise
-from diffusion.planner.model import Planner, to_cells
+from diffusion.planner.model import Planner, fix_ends, to_cells
 from diffusion.planner.pictures import plans_picture, step_picture
 from diffusion.registry import ASSETS
 from diffusion.request import MAX_SEED, real_number, whole_number
@@ -148,13 +148,19 @@ class PlannerDesk:
         scheduler = DDPMScheduler.from_config(planner.scheduler_config)  # its alpha-bar, for eps from any prediction
         began = time.perf_counter()
         x_t, pred_x0, eps, ts = [], [], [], []
+        m = maze(layout)
+        ends = [torch.as_tensor(m.normalise(p), dtype=torch.float32).expand(n, 2) for p in (start, goal)]
         for record in self.gate.steps(records):
             report_progress(record.index + 1, record.num_steps)
             if not x_t:
                 x_t.append(to_cells(layout, record.sample))
             x_t.append(to_cells(layout, record.prev_sample))
-            pred_x0.append(to_cells(layout, record.pred_original_sample))
-            noise = predicted_noise(scheduler, record.model_input, record.model_output, int(round(record.timestep)))
+            # the ends are known states: the network's output there is never trained (nor used), so the estimate
+            # shown takes the known start and goal, and the noise shown is the one it implies
+            x0 = fix_ends(record.pred_original_sample, *ends)
+            pred_x0.append(to_cells(layout, x0))
+            output = x0 if scheduler.config.prediction_type == "sample" else record.model_output
+            noise = predicted_noise(scheduler, record.model_input, output, int(round(record.timestep)))
             eps.append(np.swapaxes(noise.float().numpy(), -1, -2))
             ts.append(record.timestep)
             if not record.is_last:
