@@ -57,7 +57,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
     budget = state_budget if state_budget is not None else StateBudget()
     exports = ExportDir()
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False):
             gr.Markdown(INTRO)
             toggle = gr.Checkbox(presenter, label="Presenter mode (large type for a projector)", scale=0,
                                  min_width=220, elem_id="presenter-toggle")
