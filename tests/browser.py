@@ -38,16 +38,25 @@ def browser_page(url: str, width: int = 1280, height: int = 1000) -> Iterator[ob
             browser.close()
 
 
+# The first <img> inside #id decoded by the browser: `img`, and its RGBA bytes `d` (null while none is loaded).
+# Each check below is a JavaScript function of (id, ...) that starts with this.
+DECODE = """
+    const img = document.querySelector(`#${id} img`);
+    let d = null;
+    if (img && img.complete && img.naturalWidth) {
+        const c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        d = ctx.getImageData(0, 0, c.width, c.height).data;
+    }
+"""
+
+
 def image_info(page, elem_id: str) -> dict:
     """Decoded size and a blankness check of the first <img> inside #elem_id."""
     return page.evaluate(
-        """(id) => {
-            const img = document.querySelector(`#${id} img`);
-            if (!img || !img.complete || !img.naturalWidth) return {ok: false};
-            const c = document.createElement('canvas');
-            c.width = img.naturalWidth; c.height = img.naturalHeight;
-            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-            const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        "(id) => {" + DECODE + """
+            if (!d) return {ok: false};
             let min = 255, max = 0;
             for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); }
             return {ok: true, width: img.naturalWidth, height: img.naturalHeight, min, max, src: img.src};
@@ -58,35 +67,19 @@ def image_info(page, elem_id: str) -> dict:
 
 def image_pixels(page, elem_id: str) -> list[int]:
     """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser (once it has loaded)."""
-    page.wait_for_function(
-        "(id) => { const img = document.querySelector(`#${id} img`); return img && img.complete && img.naturalWidth > 0; }",
-        arg=elem_id, timeout=60_000)
-    return page.evaluate(
-        """(id) => {
-            const img = document.querySelector(`#${id} img`);
-            const c = document.createElement('canvas');
-            c.width = img.naturalWidth; c.height = img.naturalHeight;
-            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-            return Array.from(ctx.getImageData(0, 0, c.width, c.height).data);
-        }""",
-        elem_id,
-    )
+    page.wait_for_function("(id) => {" + DECODE + "return d !== null; }", arg=elem_id, timeout=60_000)
+    return page.evaluate("(id) => {" + DECODE + "return Array.from(d); }", elem_id)
 
 
-def wait_for_pixels(page, elem_id: str, expected: list[int], timeout_s: float = 120) -> None:
-    """Wait until the first <img> inside #elem_id, decoded, has exactly the RGBA bytes ``expected`` (streamed
-    previews come and go before the final picture: polling the picture itself avoids guessing which is shown)."""
+def wait_for_pixels(page, elem_id: str, expected: list[int], equal: bool = True, timeout_s: float = 120) -> None:
+    """Wait until the first <img> inside #elem_id, decoded, has exactly the RGBA bytes ``expected`` (``equal``
+    False: until it has other bytes). Streamed previews come and go before the final picture: polling the picture
+    itself avoids guessing which one is shown."""
     page.wait_for_function(
-        """([id, want]) => {
-            const img = document.querySelector(`#${id} img`);
-            if (!img || !img.complete || !img.naturalWidth) return false;
-            const c = document.createElement('canvas');
-            c.width = img.naturalWidth; c.height = img.naturalHeight;
-            const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
-            const d = ctx.getImageData(0, 0, c.width, c.height).data;
-            return d.length === want.length && d.every((v, i) => v === want[i]);
-        }""",
-        arg=[elem_id, expected], timeout=timeout_s * 1000)
+        "([id, want, equal]) => {" + DECODE + """
+            if (d === null) return false;
+            return (d.length === want.length && d.every((v, i) => v === want[i])) === equal; }""",
+        arg=[elem_id, expected, equal], timeout=timeout_s * 1000)
 
 
 def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_s: float = 120) -> dict:
