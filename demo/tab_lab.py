@@ -215,6 +215,18 @@ def make_lab_load_recipe(studio: Studio):
     return lab_load_recipe
 
 
+def make_lab_replay(studio: Studio, budget: StateBudget):
+    """The run of an uploaded recipe, read from the file itself on the server (not from the controls, which
+    the browser may not have updated yet when the run starts)."""
+    load, run = make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
+
+    @streamed
+    def lab_replay(path: str | None) -> Iterator[tuple]:
+        yield from run(*load(path)[:7])
+
+    return lab_replay
+
+
 def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls) -> gr.Dependency:
     """The reverse process, one step at a time; returns the run event (the other views follow it)."""
     with gr.Row():
@@ -261,7 +273,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     upload.upload(make_lab_load_recipe(studio), inputs=upload,
                   outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, status],
                   api_name="lab_load_recipe").success(
-        make_lab_run(studio, budget), inputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images],
+        make_lab_replay(studio, budget), inputs=upload,
         outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
         api_visibility="private", **MODEL_CONCURRENCY)  # the API replays a recipe with /lab_load_recipe, /lab_run
     return run_event

@@ -10,7 +10,6 @@ import pytest
 from tests.browser import (
     browser_page,
     chromium_path,
-    image_pixels,
     wait_for_image,
     wait_for_new_text,
     wait_for_pixels,
@@ -81,11 +80,18 @@ def test_step_slider_changes_the_shown_step(url: str) -> None:
 
 
 def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> None:
+    import numpy as np
+    from gradio_client import Client
+    from PIL import Image
+
+    # the teacher's run, as the API returns it: its predicted x0, decoded as the browser decodes it (RGBA)
+    client = Client(url, verbose=False)
+    _, _, _, x0, *_ = client.predict("ddpm-mnist", "ddpm", 50, 0, "", 1.0, 1, api_name="/lab_run")
+    teacher = np.asarray(Image.open(x0).convert("RGBA")).ravel().tolist()
+    client.close()
     with browser_page(url) as page:
-        run_the_step_lab(page)  # the teacher's run: DDPM, 50 steps, seed 0
-        wait_for_image(page, "lab-x0")
-        page.wait_for_timeout(1500)  # the run is over: let the last picture replace the streamed previews
-        original = image_pixels(page, "lab-x0")
+        run_the_step_lab(page)  # the same run in the page: DDPM, 50 steps, seed 0
+        wait_for_pixels(page, "lab-x0", teacher)
         page.get_by_text("Export: animation and recipe").click()
         page.get_by_role("button", name="Recipe (JSON)").click()
         page.wait_for_selector("#lab-download a", timeout=60_000)
@@ -100,12 +106,12 @@ def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> 
         done = page.locator("#lab-status").inner_text()
         page.get_by_role("button", name="Run the reverse process").click()
         wait_for_new_text(page, "lab-status", done, "Done")
-        wait_for_pixels(page, "lab-x0", original, equal=False)  # the student's own digit
+        wait_for_pixels(page, "lab-x0", teacher, equal=False)  # the student's own digit
         page.locator("#lab-recipe-upload input[type=file]").set_input_files(str(recipe))
         wait_for_text(page, "lab-status", "Recipe loaded")
         wait_for_text(page, "lab-status", "Done")
         assert page.locator("#lab-seed input").input_value() == "0"
-        wait_for_pixels(page, "lab-x0", original)  # the teacher's picture, byte for byte
+        wait_for_pixels(page, "lab-x0", teacher)  # the teacher's picture, byte for byte
 
 
 def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
