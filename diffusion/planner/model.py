@@ -164,10 +164,8 @@ class Planner:
         """``n`` plans from ``start`` to ``goal`` (cell units, (2,) for all or (n, 2) one per plan) through the
         one loop, with a fresh scheduler of ``sampler``: the records hold x_t (n, 2, H) in normalised units,
         ends fixed at every step. The noise x_T ~ N(0, I) is drawn from ``generator``."""
-        m = maze(layout)
         index = torch.full((n,), self.layout_id(layout))
-        s = torch.as_tensor(np.broadcast_to(m.normalise(start), (n, 2)).copy(), dtype=torch.float32)
-        g = torch.as_tensor(np.broadcast_to(m.normalise(goal), (n, 2)).copy(), dtype=torch.float32)
+        s, g = known_ends(layout, start, goal, n)
         noise = torch.randn(n, 2, self.horizon, generator=generator)  # x_T ~ N(0, I)
         scheduler = make_scheduler(sampler, self.scheduler_config)
 
@@ -176,6 +174,13 @@ class Planner:
 
         return denoise(eps, scheduler, noise, steps, generator, eta=eta,
                        constrain=lambda x: fix_ends(x, s, g))
+
+
+def known_ends(layout: str, start: np.ndarray, goal: np.ndarray, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start and goal (cell units, (2,) or (n, 2)) as the normalised (n, 2) tensors inpainting writes."""
+    m = maze(layout)
+    return tuple(torch.as_tensor(np.broadcast_to(m.normalise(p), (n, 2)).copy(), dtype=torch.float32)
+                 for p in (start, goal))  # type: ignore[return-value]
 
 
 def to_cells(layout: str, x: torch.Tensor | np.ndarray) -> np.ndarray:

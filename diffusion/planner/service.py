@@ -28,7 +28,7 @@ from diffusion.data.mazes import (
     shortest_length,
 )
 from diffusion.loop import predicted_noise
-from diffusion.planner.model import Planner, fix_ends, to_cells
+from diffusion.planner.model import Planner, fix_ends, known_ends, to_cells
 from diffusion.planner.pictures import plans_picture, step_picture
 from diffusion.registry import ASSETS
 from diffusion.request import MAX_SEED, real_number, whole_number
@@ -148,8 +148,7 @@ class PlannerDesk:
         scheduler = DDPMScheduler.from_config(planner.scheduler_config)  # its alpha-bar, for eps from any prediction
         began = time.perf_counter()
         x_t, pred_x0, eps, ts = [], [], [], []
-        m = maze(layout)
-        ends = [torch.as_tensor(m.normalise(p), dtype=torch.float32).expand(n, 2) for p in (start, goal)]
+        ends = known_ends(layout, start, goal, n)
         for record in self.gate.steps(records):
             report_progress(record.index + 1, record.num_steps)
             if not x_t:
