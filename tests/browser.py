@@ -52,23 +52,20 @@ DECODE = """
 """
 
 
-def image_info(page, elem_id: str) -> dict:
-    """Decoded size and a blankness check of the first <img> inside #elem_id."""
-    return page.evaluate(
-        "(id) => {" + DECODE + """
-            if (!d) return {ok: false};
-            let min = 255, max = 0;
-            for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); }
-            return {ok: true, width: img.naturalWidth, height: img.naturalHeight, min, max, src: img.src};
-        }""",
-        elem_id,
-    )
+# The decoded size and pixel range of that <img>, or null while none is loaded or its src is still `prev`.
+IMAGE_INFO = DECODE + """
+    if (!d || img.src === prev) return null;
+    let min = 255, max = 0;
+    for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); }
+    return {ok: true, width: img.naturalWidth, height: img.naturalHeight, min, max, src: img.src};
+"""
 
 
 def image_pixels(page, elem_id: str) -> list[int]:
     """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser (once it has loaded)."""
-    page.wait_for_function("(id) => {" + DECODE + "return d !== null; }", arg=elem_id, timeout=60_000)
-    return page.evaluate("(id) => {" + DECODE + "return Array.from(d); }", elem_id)
+    handle = page.wait_for_function("(id) => {" + DECODE + "return d && Array.from(d); }", arg=elem_id,
+                                    timeout=60_000)  # one check: see wait_for_image
+    return handle.json_value()
 
 
 def wait_for_pixels(page, elem_id: str, expected: list[int], equal: bool = True, timeout_s: float = 120) -> None:
@@ -83,11 +80,12 @@ def wait_for_pixels(page, elem_id: str, expected: list[int], equal: bool = True,
 
 
 def wait_for_image(page, elem_id: str, previous_src: str | None = None, timeout_s: float = 120) -> dict:
-    page.wait_for_function(
-        """([id, prev]) => { const img = document.querySelector(`#${id} img`);
-                             return img && img.complete && img.naturalWidth > 0 && img.src !== prev; }""",
-        arg=[elem_id, previous_src], timeout=timeout_s * 1000)
-    return image_info(page, elem_id)
+    """Wait for a loaded <img> inside #elem_id whose src is not ``previous_src``; return its decoded size and
+    pixel range. Waiting and decoding are one check in the browser: a streamed update can swap the picture
+    between two separate calls (a CI failure: the picture had loaded, then was not decodable a moment later)."""
+    handle = page.wait_for_function(
+        "([id, prev]) => {" + IMAGE_INFO + "}", arg=[elem_id, previous_src], timeout=timeout_s * 1000)
+    return handle.json_value()
 
 
 def wait_for_new_text(page, elem_id: str, old: str, text: str, timeout_s: float = 120) -> None:
