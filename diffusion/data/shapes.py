@@ -57,6 +57,8 @@ POSITIONS: dict[tuple[int, int], str] = {
 }
 CELL_CENTRES = (12.0, 32.0, 52.0)
 RELATIONS: tuple[str, ...] = ("left of", "right of", "above", "below")
+#: "a left of b" says the same as "b right of a".
+INVERSE_RELATION: dict[str, str] = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 HELD_OUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     {("purple", "star"), ("green", "heart"), ("orange", "triangle"), ("cyan", "diamond")})
 
@@ -201,11 +203,26 @@ def random_two_object_scene(rng: np.random.Generator, background: str | None = N
         # two large objects in side-by-side cells could touch: keep every object separable
         if not (a[2] == b[2] == "large" and abs(ra - rb) + abs(ca - cb) == 1):
             break
-    true = [rel for rel, ok in (("left of", ca < cb), ("right of", ca > cb),
-                                ("above", ra < rb), ("below", ra > rb)) if ok]
-    relation = _pick(rng, true)
+    relation = _pick(rng, true_relations((ra, ca), (rb, cb)))
     objs = (place(*a, ra, ca, rng), place(*b, rb, cb, rng))
     return Scene(objs, background, relation)
+
+
+def true_relations(a: tuple[int, int], b: tuple[int, int]) -> list[str]:
+    """Every relation r for which "a r b" holds between two grid cells (row, col): one or two of them."""
+    (ra, ca), (rb, cb) = a, b
+    return [rel for rel, ok in (("left of", ca < cb), ("right of", ca > cb), ("above", ra < rb), ("below", ra > rb))
+            if ok]
+
+
+def restate(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The same two-object picture described another true way: any relation that holds (a diagonal pair
+    is both "left of" and "above"), named from either object ("a red circle left of a blue square" is
+    also "a blue square right of a red circle"). The objects and pixels do not change."""
+    a, b = scene.objects
+    if rng.random() < 0.5:
+        a, b = b, a
+    return Scene((a, b), scene.background, _pick(rng, true_relations((a.row, a.col), (b.row, b.col))))
 
 
 # ----- captions -----

@@ -98,6 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "can say where the object goes")
     p.add_argument("--timestep_bias_portion", type=float, default=0.25)
     p.add_argument("--timestep_bias_multiplier", type=float, default=3.0)
+    p.add_argument("--restate_relations", action="store_true",
+                   help="describe each two-object scene by any relation that holds, from either object")
     add_run_args(p, checkpointing_steps=1000)
     return p.parse_args(argv)
 
@@ -194,10 +196,16 @@ def timestep_weights(args: argparse.Namespace, num_timesteps: int) -> torch.Tens
     return weights / weights.sum()
 
 
-def training_caption(scene: shapes.Scene, rng: np.random.Generator, position_only_prob: float) -> str:
-    """A random wording of the scene's caption, or (one object, with ``position_only_prob``) its position alone."""
+def training_caption(scene: shapes.Scene, rng: np.random.Generator, position_only_prob: float,
+                     restate_relations: bool = False) -> str:
+    """A random wording of the scene's caption, or (one object, with ``position_only_prob``) its position alone.
+
+    ``restate_relations``: a two-object scene is described by any relation that holds, from either object
+    (:func:`diffusion.data.shapes.restate`), so every picture teaches both "left of" and "right of"."""
     if len(scene.objects) == 1 and position_only_prob > 0 and rng.random() < position_only_prob:
         return shapes.position_phrase(scene.objects[0].position, rng, terse=rng.random() < 0.5)
+    if len(scene.objects) == 2 and restate_relations:
+        scene = shapes.restate(scene, rng)
     return shapes.random_caption(scene, rng)
 
 
@@ -253,7 +261,7 @@ def main(args: argparse.Namespace) -> None:
     vae = AutoencoderKL.from_pretrained(args.vae, use_safetensors=True).eval().requires_grad_(False)
     scaling_factor = vae.config.scaling_factor
     scenes = bank_scenes(args.bank_size, args.seed, args.two_object_prob)
-    bank_path = args.output_dir / f"bank-{args.bank_size}-{args.seed}.safetensors"
+    bank_path = args.output_dir / f"bank-{args.bank_size}-{args.seed}-{args.two_object_prob:g}.safetensors"
     if bank_path.exists():
         bank = load_file(bank_path)
         means, stds = bank["means"], bank["stds"]
@@ -299,7 +307,8 @@ def main(args: argparse.Namespace) -> None:
         idx = rng.integers(len(scenes), size=args.train_batch_size)
         # Drop 10% of captions to "" so that one network learns eps(x, c) and eps(x, "") (CFG).
         captions = ["" if rng.random() < args.caption_dropout
-                    else training_caption(scenes[i], rng, args.position_caption_prob) for i in idx]
+                    else training_caption(scenes[i], rng, args.position_caption_prob, args.restate_relations)
+                    for i in idx]
         ids = tokenizer(captions, padding="max_length", max_length=args.max_length, truncation=True,
                         return_tensors="pt").input_ids.to(accelerator.device)
         index = torch.from_numpy(idx)
