@@ -203,6 +203,9 @@ def make_lab_load_recipe(studio: Studio):
             except UnicodeDecodeError:
                 raise ValueError("the recipe is not a UTF-8 text file") from None
             recipe, notes = studio.read_recipe(text)
+            if recipe.request.attend_excite:
+                raise ValueError("this recipe samples with Attend-and-Excite, which the step lab does not run; "
+                                 "replay it with: python -m diffusion.sample --recipe FILE")
             if not 1 <= recipe.request.n <= MAX_LAB_IMAGES:
                 raise ValueError(f"the step lab replays 1 to {MAX_LAB_IMAGES} images; the recipe has {recipe.request.n}")
         r = recipe.request

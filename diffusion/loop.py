@@ -50,6 +50,7 @@ class StepRecord:
     noise_pred_text: torch.Tensor | None = None
     guidance_scale: float | None = None
     cross_attention: AttentionMaps | None = None  # text models, when recorded: the prompt's attention
+    excite: object | None = None  # text models with Attend-and-Excite: the step's diffusion.excite.ExciteStep
 
     @property
     def is_last(self) -> bool:
@@ -110,6 +111,7 @@ def denoise(
     init_sample: torch.Tensor | None = None,
     start_index: int = 0,
     constrain: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    refine: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
 ) -> Iterator[StepRecord]:
     """Run the reverse process from ``noise`` (B, C, H, W, unit Gaussian), yielding each step.
 
@@ -124,6 +126,9 @@ def denoise(
     ``constrain(x)`` (optional) overwrites the known part of the state: it is applied to x_T and to every
     step's x_{t-1}, so each record's ``sample`` and ``prev_sample`` already obey it. This is conditioning by
     inpainting, as the trajectory planner fixes a plan's start and goal (Janner et al. 2022, Sec. 3.3).
+
+    ``refine(x_t, t, index)`` (optional) edits x_t before the step's prediction, with gradients of its own:
+    Attend-and-Excite's latent update (:mod:`diffusion.excite`). The record's ``sample`` is the edited x_t.
     """
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     timesteps = scheduler.timesteps
@@ -143,6 +148,8 @@ def denoise(
     if eta is not None:
         step_kwargs["eta"] = eta
     for index, t in enumerate(timesteps):
+        if refine is not None:
+            latents = refine(latents, t, index)  # 0. z_t -> z_t' (needs autograd: outside inference mode)
         # Inference mode is thread-local: enter it inside each step, never across a ``yield``
         # (a streaming UI may resume this generator on another thread).
         with torch.inference_mode():

@@ -8,7 +8,7 @@ decoding from model space to images.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -18,9 +18,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.attention import AttentionMaps, AttentionStore, recording
+from diffusion.excite import ExciteConfig, ExciteStep, make_refiner, subject_indices
 from diffusion.images import prepare_image, to_uint8
 from diffusion.loop import StepRecord, denoise
-from diffusion.prompts import encode_prompt
+from diffusion.prompts import encode_prompt, token_labels
 from diffusion.request import SampleRequest, make_generator
 from diffusion.schedulers import get_sampler, make_scheduler
 
@@ -121,14 +122,40 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
         guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
         return guided, noise_pred_uncond, noise_pred_text
 
+    excited: list[ExciteStep] = []
+    refine = None
+    if request.attend_excite:
+        refine = attend_and_excite(model, prompts if prompts is not None else [request.prompt] * request.n,
+                                   text, size, request.steps, excited)
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     for record in denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
                           guidance=guidance if do_guidance else None,
                           guidance_scale=request.guidance_scale if do_guidance else None,
-                          init_sample=init_sample, start_index=start_index):
+                          init_sample=init_sample, start_index=start_index, refine=refine):
         if record_attention:
             record.cross_attention = maps.pop()
+        if excited and excited[-1].index == record.index:
+            record.excite = excited[-1]
         yield record
+
+
+def attend_and_excite(model: Any, prompts: Sequence[str], text: torch.Tensor, latent_size: int, steps: int,
+                      log: list[ExciteStep]) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+    """The Attend-and-Excite ``refine`` hook for these prompts (:mod:`diffusion.excite`): their object words
+    (the shapes world's nouns) are excited; ``text`` (B, L, D) are the prompts' embeddings."""
+    autocast_dtype = getattr(model, "autocast_dtype", None)
+    subjects, ends = [], []
+    for prompt in prompts:
+        tokens = token_labels(model, prompt)
+        subjects.append(subject_indices(tokens))
+        ends.append(len(tokens) - 1)
+    states = text.clone()  # outside inference mode: a tensor autograd may save
+
+    def conditional(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with unet_precision(model.device, autocast_dtype):
+            return model.unet(z, t, encoder_hidden_states=states).sample
+
+    return make_refiner(conditional, latent_size, subjects, ends, ExciteConfig.for_steps(steps), steps, log)
 
 
 def decode_latents(model: Any, latents: torch.Tensor) -> torch.Tensor:

@@ -114,8 +114,9 @@ MAX_RECIPE_CHARS = 1 << 20
 MAX_RECIPE_IMAGES = 64
 TOP_LEVEL = {"format", "model", "request", "precision", "scheduler_config", "versions"}
 REQUEST_TYPES: dict[str, type] = {"sampler": str, "steps": int, "n": int, "seed": int, "eta": float,
-                                  "prompt": str, "negative_prompt": str, "guidance_scale": float}
-_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number"}
+                                  "prompt": str, "negative_prompt": str, "guidance_scale": float,
+                                  "attend_excite": bool}
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 
 def _object(value: Any, what: str, allowed: set[str] | None) -> dict[str, Any]:
@@ -128,7 +129,10 @@ def _object(value: Any, what: str, allowed: set[str] | None) -> dict[str, Any]:
 
 def _typed(value: Any, kind: type, what: str) -> Any:
     """``value`` if it is of ``kind`` (booleans are never numbers; a whole float is not an int)."""
-    ok = (not isinstance(value, bool)) and (isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    else:
+        ok = (not isinstance(value, bool)) and (isinstance(value, (int, float)) if kind is float else isinstance(value, kind))
     if not ok:
         raise ValueError(f"{what} must be {_TYPE_NAMES[kind]}, got {json.dumps(value)[:40]}")
     return float(value) if kind is float else value

@@ -33,6 +33,8 @@ class SampleRequest:
     ``seed`` in [0, 2^32 - 1]; ``steps`` in [1, num_train_timesteps]; ``n`` images; ``eta`` in
     [0, 1] (DDIM only); ``guidance_scale`` in [0, 30] (text models; 1 means no guidance). A request
     built from form values may hold whole floats; :func:`check_request` returns the checked one.
+    ``attend_excite``: nudge the first steps' latents so that every object word is attended to
+    (text models; :mod:`diffusion.excite`).
     """
 
     sampler: str = "ddim"
@@ -43,6 +45,7 @@ class SampleRequest:
     prompt: str = ""
     negative_prompt: str = ""
     guidance_scale: float = 1.0
+    attend_excite: bool = False
 
 
 def _number(value: object, message: str, lo: float, hi: float, whole: bool) -> float:
@@ -84,6 +87,10 @@ def check_request(request: SampleRequest, max_steps: int = MAX_STEPS, max_batch:
             raise ValueError(f"prompts are limited to {MAX_PROMPT_CHARS} characters")
     if not conditional and (request.prompt or request.negative_prompt):
         raise ValueError(f"{model_id} is unconditional: it takes no prompt")
+    if not isinstance(request.attend_excite, bool):
+        raise ValueError(f"attend_excite must be true or false, got {request.attend_excite!r}")
+    if request.attend_excite and not conditional:
+        raise ValueError(f"{model_id} is unconditional: Attend-and-Excite needs a prompt's words")
     return replace(
         request,
         steps=whole_number(request.steps, "Steps", 1, min(max_steps, MAX_STEPS)),

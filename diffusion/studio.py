@@ -182,6 +182,11 @@ class Run:
         return self.card.kind == "latent-text"
 
 
+#: Attend-and-Excite's cost per edited step in UNet passes of one image: a forward and a backward pass (about
+#: two forwards) on the conditional prompt, and a forward that measures the result (diffusion.excite).
+EXCITE_PASSES = 4
+
+
 class Studio:
     """Registry + model store + every entry point the app and the CLI use."""
 
@@ -239,13 +244,15 @@ class Studio:
 
     def check_budget(self, card: ModelCard, requests: Sequence[SampleRequest]) -> None:
         """``ValueError`` saying what fits when the requests together need more estimated compute than
-        :attr:`work_budget_s`: images x steps x the card's cost per image-step (x2 with guidance)."""
+        :attr:`work_budget_s`: images x steps x the card's cost per image-step (x2 with guidance, plus
+        Attend-and-Excite's extra passes on the steps it edits)."""
         if self.work_budget_s is None:
             return
 
         def seconds(r: SampleRequest) -> float:
             guided = 2 if card.kind == "latent-text" and r.guidance_scale > 1 else 1
-            return r.n * r.steps * card.image_step_ms * guided / 1000
+            excite = EXCITE_PASSES * max(1, r.steps // 2) if r.attend_excite else 0
+            return r.n * (r.steps * guided + excite) * card.image_step_ms / 1000
 
         need = sum(seconds(r) for r in requests)
         if need <= self.work_budget_s:

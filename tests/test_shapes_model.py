@@ -166,3 +166,4 @@ def test_cross_attention_of_colour_and_shape_words_lands_on_the_object():
             m = maps[traj.tokens.index(word)]
             ratios[kind].append(float((m * mask).sum() / m.sum() / mask.mean()))
     assert np.mean(ratios["colour"]) > 2.0 and np.mean(ratios["shape"]) > 2.0, ratios
+
