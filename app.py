@@ -78,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--presenter", action="store_true",
                    help="start every page in presenter mode: large type for a projector (a toggle in the page too)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where the model work runs: in this process (default) or on Ray Serve replicas "
+                        "(pip install -r requirements-scale.txt)")
+    p.add_argument("--ray-address", default=None, metavar="HOST:PORT",
+                   help="a running Ray cluster's head (or 'auto'); default: start Ray on this machine")
+    p.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas, each with its own models")
+    p.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs each replica requests")
+    p.add_argument("--replica-gpus", type=float, default=0.0, help="GPUs each replica requests")
     args = p.parse_args(argv)
     if not (args.state_mb > 0 and args.state_minutes > 0):  # also refuses nan
         p.error("--state-mb and --state-minutes must be positive")
@@ -85,7 +93,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--cache-mb must be 0 or more")
     if args.work_budget_s is not None and not args.work_budget_s > 0:
         p.error("--work-budget-s must be positive")
+    if args.backend == "local" and (args.ray_address is not None or args.replicas != 1 or args.replica_cpus != 1.0
+                                    or args.replica_gpus != 0.0):
+        p.error("--ray-address, --replicas, --replica-cpus and --replica-gpus need --backend ray")
     return args
+
+
+def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict) -> Studio:
+    """The Studio whose model work runs on Ray Serve replicas (exit code 2 with one line when it cannot)."""
+    try:
+        from diffusion.ray_backend import RayOptions, RayStudio, StudioSettings
+    except ImportError as error:
+        sys.stderr.write(f"app.py: --backend ray needs Ray Serve ({error}): pip install -r requirements-scale.txt\n")
+        raise SystemExit(2) from None
+    from diffusion.studio import BackendError
+
+    try:
+        options = RayOptions(args.ray_address, args.replicas, args.replica_cpus, args.replica_gpus)
+        settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
+                                  studio_kwargs["cache_bytes"], studio_kwargs["work_budget_s"], 1, 0)
+        return RayStudio(registry, options, settings, **studio_kwargs)
+    except (ValueError, BackendError) as error:
+        sys.stderr.write(f"app.py: {error}\n")
+        raise SystemExit(2) from None
 
 
 def main(args: argparse.Namespace) -> None:
@@ -108,10 +138,11 @@ def main(args: argparse.Namespace) -> None:
         raise SystemExit(2) from None
     space = args.space_mode or bool(os.environ.get("SPACE_ID"))
     budget_s = args.work_budget_s if args.work_budget_s is not None else (SPACE_WORK_BUDGET_S if space else None)
-    studio = Studio(registry, device=args.device, precision=args.precision,
-                    speedups=Speedups(channels_last=args.channels_last, compile=args.compile),
-                    cache_bytes=int(args.cache_mb * 2**20), work_budget_s=budget_s,
-                    hub_models_at_once=1 if space else None)
+    studio_kwargs = dict(device=args.device, precision=args.precision,
+                         speedups=Speedups(channels_last=args.channels_last, compile=args.compile),
+                         cache_bytes=int(args.cache_mb * 2**20), work_budget_s=budget_s,
+                         hub_models_at_once=1 if space else None)
+    studio = Studio(registry, **studio_kwargs) if args.backend == "local" else ray_studio(args, registry, studio_kwargs)
     if space:
         logging.getLogger("app").info("Space mode: one hub model at a time, %.0f s of compute a request", budget_s)
     for model_id in studio.store.missing_embedded():

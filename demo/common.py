@@ -17,6 +17,7 @@ import gradio as gr
 from diffusion.studio import (
     MAX_SEED,
     SAMPLERS,
+    BackendError,
     FairScheduler,
     ModelCard,
     ModelLoadError,
@@ -64,7 +65,7 @@ def user_errors() -> Iterator[None]:
     """Turn the model module's readable errors into ``gr.Error`` messages for the user."""
     try:
         yield
-    except (ValueError, KeyError, ModelLoadError, FloatingPointError) as error:
+    except (ValueError, KeyError, ModelLoadError, FloatingPointError, BackendError) as error:
         message = error.args[0] if error.args else str(error)
         raise gr.Error(str(message)) from error
 

@@ -66,5 +66,10 @@ def make_scheduler(name: str, base_config: dict[str, Any], **extra: Any) -> Sche
 
 def max_steps_for(base_config: dict[str, Any]) -> int:
     """The largest step count a scheduler accepts: the number of training timesteps T (diffusers'
-    default is 1000)."""
-    return int(base_config.get("num_train_timesteps", 1000))
+    default is 1000), less the ``steps_offset`` of "leading" spacing: Stable Diffusion's configs
+    (offset 1) shift every timestep up by one, so T steps would ask for timestep T, one past the last
+    (an IndexError inside the scheduler, found by a 100-step DDPM run of an SD-style model with T = 100)."""
+    steps = int(base_config.get("num_train_timesteps", 1000))
+    if base_config.get("timestep_spacing", "leading") == "leading":
+        steps -= int(base_config.get("steps_offset", 0) or 0)
+    return max(1, steps)

@@ -126,7 +126,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
-    "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
+    "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
     # the playground (studio.playground)
@@ -138,6 +138,11 @@ __all__ = [  # what the UI may use: the Studio and plain values
     # the lessons' own views
     "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost",
 ]
+
+
+class BackendError(RuntimeError):
+    """The model work could not be done where it runs (a Ray Serve replica died, the cluster was lost): a
+    readable message that says what to do; the request itself was fine (diffusion.ray_backend)."""
 
 
 @dataclass
@@ -342,7 +347,7 @@ class Studio:
         prompt = model_reads(model, request.prompt) if run.text else None
         init, start = None, 0
         if init_image is not None:
-            t = whole_number(start_timestep or 0, "t", 0, max_steps_for(model.scheduler_config) - 1)
+            t = whole_number(start_timestep or 0, "t", 0, int(model.scheduler_config.get("num_train_timesteps", 1000)) - 1)
             init = encode_image(model, init_image).repeat(request.n, 1, 1, 1)
             start = start_index(run.scheduler, request.steps, t)
         every = max(1, request.steps // previews) if previews > 0 else 0

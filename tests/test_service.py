@@ -92,3 +92,16 @@ def test_invalid_requests_are_refused_before_any_model_call(studio, request_, me
 def test_unknown_model_is_refused(studio) -> None:
     with pytest.raises(ValueError, match="unknown model"):
         list(studio.generate("nope", SampleRequest()))
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_every_timestep_of_an_sd_style_schedule_runs(studio, sampler) -> None:
+    """Stable Diffusion's scheduler config ("leading" spacing, steps_offset 1, as tiny-sd's) shifts each
+    timestep up by one: T steps asked for timestep T and crashed inside diffusers (IndexError). The most
+    steps allowed is now T - 1, and T gets the readable message (found by the Ray backend's test)."""
+    *_, final = studio.generate("local/tiny-sd", SampleRequest(sampler, 99, 1, 0, prompt="a star"), previews=0)
+    assert final.images.shape[0] == 1
+    with pytest.raises(ValueError, match="Steps must be a whole number between 1 and 99"):
+        list(studio.generate("local/tiny-sd", SampleRequest(sampler, 100, 1, 0, prompt="a star")))
+    *_, lanes = studio.race("local/tiny-sd", SampleRequest(seed=1, prompt="a star"), (("ddpm", 1000),))
+    assert lanes[0].steps == 99 and lanes[0].done  # the race's "all timesteps" lane

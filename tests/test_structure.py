@@ -92,3 +92,15 @@ def test_every_from_pretrained_uses_safetensors_and_no_remote_code() -> None:
         for line in text.splitlines():
             if ".from_pretrained(" in line and not line.lstrip().startswith(("#", '"', "'")):
                 assert "use_safetensors=True" in line, f"{path}: {line.strip()}"
+
+
+def test_ray_is_optional_and_imported_only_by_its_backend() -> None:
+    """Only diffusion/ray_backend.py imports Ray, and app.py imports that module only for --backend ray."""
+    for path in [*(ROOT / "diffusion").rglob("*.py"), *(ROOT / "demo").rglob("*.py"), ROOT / "app.py"]:
+        if path.name != "ray_backend.py":
+            assert not {m for m in imported_modules(path) if m == "ray" or m.startswith("ray.")}, path
+    code = "import sys, app, diffusion.studio, demo.app; print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    assert "ray" not in (ROOT / "requirements.txt").read_text().lower()
+    assert "ray[serve]==" in (ROOT / "requirements-scale.txt").read_text()

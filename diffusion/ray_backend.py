@@ -1,0 +1,308 @@
+"""The model work on Ray Serve replicas: ``python app.py --backend ray`` (optional: requirements-scale.txt).
+
+One machine serves a class; a course of hundreds, or a busy public demo, needs several. Ray Serve runs the
+same code on a laptop (a local Ray instance) and on a cluster (``ray start --head`` / ``--address``, KubeRay).
+
+* :class:`StudioReplica` is a Serve deployment; each replica holds its own :class:`~diffusion.studio.Studio`
+  (the embedded models, and at most one hub model at a time) and requests the CPUs (or a GPU) it is given
+  through ``ray_actor_options``.
+* :class:`RayStudio` is the Studio the Gradio app talks to: the same door, in the same plain values. Sampling
+  and SDEdit (:meth:`generate`), step-lab runs (:meth:`trajectory`), the sampler race (:meth:`race`) and the
+  guidance decomposition (:meth:`guidance_view`) run on the replicas; cards, the request checks of the views
+  and per-user state stay in the Gradio process. Streams come back through streaming deployment handles
+  (``handle.options(stream=True)``): a step-lab run or a race sends only what is new at each step.
+* Every request carries its own seed and its own fresh scheduler, so where it runs does not matter: the
+  images are bit-identical to the in-process backend for the same request and precision (tested).
+* Faults: a replica that dies mid-request gives a :class:`~diffusion.studio.BackendError` saying to press
+  again (Serve starts a new replica); an address that cannot be reached fails at start naming ``--ray-address``;
+  a cluster lost while serving fails each request with a message within ``stall_s``, and the page stays up.
+
+Ray is imported only here, and this module only when ``--backend ray`` is asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import socket
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from ray import serve
+from ray.exceptions import RayError, RayTaskError
+
+from diffusion.lab.race import RaceLane
+from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
+from diffusion.registry import Registry
+from diffusion.request import SampleRequest
+from diffusion.runtime import configure_threads
+from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_NAME = "diffusion-classroom"
+INSTALL_HINT = "pip install -r requirements-scale.txt"
+RETRY = "Press the button again: a new model server is starting."
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how the replicas run.
+
+    ``address``: a running cluster ("HOST:PORT" of its head, or "auto"); None starts a local Ray instance
+    with ``local_cpus`` CPUs. ``replicas`` replicas of ``replica_cpus`` CPUs (and ``replica_gpus`` GPUs)
+    each; ``stall_s``: how long a request may go without any update before it is reported as lost.
+    """
+
+    address: str | None = None
+    replicas: int = 1
+    replica_cpus: float = 1.0
+    replica_gpus: float = 0.0
+    local_cpus: int | None = None
+    stall_s: float = 120.0
+    max_ongoing_requests: int = 16
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"--replicas must be at least 1, got {self.replicas}")
+        if not self.replica_cpus > 0:
+            raise ValueError(f"--replica-cpus must be positive, got {self.replica_cpus}")
+        if self.replica_gpus < 0:
+            raise ValueError(f"--replica-gpus must be 0 or more, got {self.replica_gpus}")
+
+
+@dataclass(frozen=True)
+class StudioSettings:
+    """What each replica's Studio is built with (plain values: they travel to the replicas)."""
+
+    model_dirs: tuple[str, ...] = ()
+    device: str = "auto"
+    precision: str = "auto"
+    cache_bytes: int = 0
+    work_budget_s: float | None = None
+    hub_models_at_once: int = 1  # a replica holds the embedded models and at most one hub model
+    threads: int = 0  # torch threads per replica (0: its CPU request, at least 1)
+
+
+@serve.deployment(name="StudioReplica")
+class StudioReplica:
+    """One replica: a Studio and its models. Streams are generators of plain records (pickled by Ray)."""
+
+    def __init__(self, settings: StudioSettings, replica_cpus: float):
+        configure_threads(settings.threads or max(1, int(replica_cpus)))
+        registry = Registry.default([Path(d) for d in settings.model_dirs])
+        self.studio = Studio(registry, device=settings.device, precision=settings.precision,
+                             cache_bytes=settings.cache_bytes, work_budget_s=settings.work_budget_s,
+                             hub_models_at_once=settings.hub_models_at_once)
+        logger.info("replica %d ready with %d models", os.getpid(), len(registry.cards))
+
+    def pid(self) -> int:
+        """The replica's process id (the tests use it to find the replica they stop)."""
+        return os.getpid()
+
+    def generate(self, model_id: str, request: SampleRequest, previews: int, init_image: np.ndarray | None,
+                 start_timestep: int | None) -> Iterator[Progress]:
+        yield from self.studio.generate(model_id, request, previews, init_image, start_timestep)
+
+    def trajectory(self, model_id: str, request: SampleRequest, images: int) -> Iterator[tuple]:
+        """("start", the trajectory without steps), then per step ("steps", done, total, k, views from step k
+        on, wall_s, final, attention layers): the step's view and the one before it (whose alpha-bar of the
+        step it lands on is filled in when the next step is known)."""
+        sent = 0
+        for done, total, traj in self.studio.trajectory(model_id, request, images):
+            if sent == 0:
+                yield ("start", dataclasses.replace(traj, steps=[]))
+            k = max(0, sent - 1)
+            yield ("steps", done, total, k, traj.steps[k:], traj.wall_s, traj.final, traj.attention_layers)
+            sent = len(traj.steps)
+
+    def race(self, model_id: str, request: SampleRequest, lanes: tuple[tuple[str, int], ...]) -> Iterator[tuple]:
+        """("start", the lanes without steps), then after each step what each lane gained."""
+        seen: list[int] | None = None
+        for state in self.studio.race(model_id, request, lanes):
+            if seen is None:
+                yield ("start", [dataclasses.replace(lane, alpha_prod=[], pred_x0=[]) for lane in state])
+                seen = [0] * len(state)
+            changes = []
+            for i, lane in enumerate(state):
+                if len(lane.alpha_prod) != seen[i] or lane.final is not None:
+                    changes.append((i, lane.alpha_prod[seen[i]:], lane.pred_x0[seen[i]:], lane.model_calls,
+                                    lane.wall_s, lane.final))
+                    seen[i] = len(lane.alpha_prod)
+            yield ("lanes", changes)
+
+    def guidance_view(self, model_id: str, view: StepView, scales: tuple[float, ...]) -> GuidanceView:
+        return self.studio.guidance_view(model_id, view, scales)
+
+
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """``BackendError`` naming ``--ray-address`` when nothing listens at HOST:PORT (ray.init would wait for
+    minutes). "auto" and ray:// client addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise BackendError(f"--ray-address must be HOST:PORT (the head node's GCS port, 6379 by default) or "
+                           f"auto, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as error:
+        raise BackendError(f"cannot reach the Ray cluster at --ray-address {address}: {error}. Start one with "
+                           f"`ray start --head` on that machine, or leave --ray-address out to start Ray here.") \
+            from None
+
+
+def connect(options: RayOptions, settings: StudioSettings) -> Any:
+    """Start (or join) Ray, deploy the replicas and return the deployment's handle (``BackendError`` when the
+    cluster cannot be reached or the replicas cannot start)."""
+    if options.address is not None:
+        check_reachable(options.address)
+    # the replicas import this package: point them at it (a cluster needs the app at the same path)
+    runtime_env = {"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                                             os.environ.get("PYTHONPATH")]))}}
+    try:
+        if not ray.is_initialized():
+            ray.init(address=options.address, num_cpus=options.local_cpus if options.address is None else None,
+                     runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        serve.start(proxy_location="Disabled")  # handles only: no HTTP proxy
+        app = StudioReplica.options(
+            num_replicas=options.replicas, max_ongoing_requests=options.max_ongoing_requests,
+            ray_actor_options={"num_cpus": options.replica_cpus, "num_gpus": options.replica_gpus},
+        ).bind(settings, options.replica_cpus)
+        return serve.run(app, name=APP_NAME, route_prefix=None)
+    except (RayError, ConnectionError, RuntimeError, TimeoutError) as error:
+        where = f"--ray-address {options.address}" if options.address else "a local Ray instance"
+        raise BackendError(f"could not start the model servers on {where}: {error}") from None
+
+
+def readable(error: BaseException) -> BaseException:
+    """What the user sees: the replica's own readable error (a bad request: ValueError and kin), else a
+    :class:`BackendError` that says what happened and what to do."""
+    if isinstance(error, RayTaskError):
+        cause = error.cause
+        if isinstance(cause, (ValueError, KeyError, FloatingPointError)) or type(cause).__name__ == "ModelLoadError":
+            return cause
+        return BackendError(f"The model server failed on this request ({type(cause).__name__}: {cause}). {RETRY}")
+    if isinstance(error, RayError):
+        return BackendError(f"A model server stopped while working on your request ({type(error).__name__}). "
+                            f"{RETRY}")
+    return error
+
+
+class RayStudio(Studio):
+    """The Studio whose model work runs on Ray Serve replicas (see the module's docstring)."""
+
+    def __init__(self, registry: Registry, options: RayOptions, settings: StudioSettings, **studio_kwargs: Any):
+        super().__init__(registry, **studio_kwargs)
+        self.options = options
+        self.handle = connect(options, settings)
+        self.streaming = self.handle.options(stream=True)
+
+    def _stream(self, response: Any) -> Iterator[Any]:
+        """The items of a streaming response, read by a pump thread (the replica runs ahead of a slow reader;
+        the fair scheduler's turn never waits on the network for more than one item). Stops the remote
+        request when the consumer stops; ``BackendError`` when nothing arrives for ``stall_s``."""
+        box: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+        def pump() -> None:
+            try:
+                for item in response:
+                    box.put(("item", item))
+                box.put(("end", None))
+            except BaseException as error:  # noqa: BLE001 - handed to the reader, which raises it
+                box.put(("error", error))
+
+        threading.Thread(target=pump, name="ray-stream", daemon=True).start()
+        try:
+            while True:
+                try:
+                    kind, value = box.get(timeout=self.options.stall_s)
+                except queue.Empty:
+                    raise BackendError(f"No answer from the model servers for {self.options.stall_s:.0f} s: the Ray "
+                                       f"cluster may be lost. {RETRY}") from None
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise readable(value) from None
+                yield value
+        finally:
+            response.cancel()  # best effort: a cancelled or finished request stops on its replica
+
+    def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
+                 init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
+        card = self.card(model_id)  # unknown ids fail here, before any remote call
+        yield from self._stream(self.streaming.generate.remote(card.id, request, previews, init_image,
+                                                               start_timestep))
+
+    def trajectory(self, model_id: str, request: SampleRequest,
+                   images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
+        card = self.card(model_id)
+        traj: Trajectory | None = None
+        for message in self._stream(self.streaming.trajectory.remote(card.id, request, images)):
+            if message[0] == "start":
+                traj = message[1]
+                continue
+            _, done, total, k, views, wall_s, final, layers = message
+            assert traj is not None
+            traj.steps[k:] = views
+            traj.wall_s, traj.final, traj.attention_layers = wall_s, final, layers
+            yield done, total, traj
+
+    def race(self, model_id: str, request: SampleRequest,
+             lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
+        card = self.card(model_id)
+        state: list[RaceLane] = []
+        for message in self._stream(self.streaming.race.remote(card.id, request, tuple(lanes))):
+            if message[0] == "start":
+                state = message[1]
+                continue
+            for i, alpha, pred, calls, wall_s, final in message[1]:
+                lane = state[i]
+                lane.alpha_prod.extend(alpha)
+                lane.pred_x0.extend(pred)
+                lane.model_calls, lane.wall_s, lane.final = calls, wall_s, final
+            yield state
+
+    def guidance_view(self, model_id: str, view: StepView,
+                      scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
+        card = self.card(model_id)
+        response = self.handle.guidance_view.remote(card.id, view, tuple(scales))
+        try:
+            return response.result(timeout_s=self.options.stall_s)
+        except TimeoutError:
+            response.cancel()
+            raise BackendError(f"No answer from the model servers for {self.options.stall_s:.0f} s. {RETRY}") \
+                from None
+        except RayError as error:
+            raise readable(error) from None
+
+
+def shutdown() -> None:
+    """Remove the application and leave Ray (what a test does after its cluster)."""
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def replica_pids(handle: Any, replicas: int, tries: int = 50) -> set[int]:
+    """The process ids of the running replicas, found by asking until ``replicas`` distinct ones answered."""
+    seen: set[int] = set()
+    for _ in range(tries):
+        seen.add(handle.pid.remote().result(timeout_s=60))
+        if len(seen) >= replicas:
+            break
+    return seen
+
+
+__all__: Sequence[str] = ("RayOptions", "RayStudio", "StudioReplica", "StudioSettings", "connect", "shutdown")
