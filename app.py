@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -112,10 +113,13 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
         options = RayOptions(args.ray_address, args.replicas, args.replica_cpus, args.replica_gpus)
         settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
                                   studio_kwargs["cache_bytes"], studio_kwargs["work_budget_s"], 1, 0)
-        return RayStudio(registry, options, settings, **studio_kwargs)
+        studio = RayStudio(registry, options, settings, **studio_kwargs)
     except (ValueError, BackendError) as error:
         sys.stderr.write(f"app.py: {error}\n")
         raise SystemExit(2) from None
+    # a stop signal (a container, a Space, a test) exits through Python's shutdown, so Ray cleans up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    return studio
 
 
 def main(args: argparse.Namespace) -> None:

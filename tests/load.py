@@ -40,6 +40,8 @@ class Timing:
     first_s: float | None = None  # submit to the first streamed output
     done_s: float | None = None  # submit to the result
     error: str | None = None
+    digest: str | None = None  # of the result's pictures (decoded pixels): equal runs give equal digests
+    seed: int | None = None
 
 
 @dataclass
@@ -53,6 +55,14 @@ class LoadReport:
 
     def errors(self) -> list[Timing]:
         return [t for t in self.timings if t.error is not None]
+
+    def results_digest(self) -> str:
+        """One digest of all results, by endpoint and seed: two runs of the same class (the same --seed) that
+        return the same pictures print the same digest, whatever the timing or backend."""
+        import hashlib
+
+        rows = sorted((t.endpoint, t.seed or 0, t.digest or "-") for t in self.timings)
+        return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
     def lines(self) -> list[str]:
         def pct(values: list[float], q: float) -> str:
@@ -75,13 +85,28 @@ class LoadReport:
                           else f"failed: {self.probe.error}"))
         if self.peak_rss is not None:
             out.append(f"server peak RSS: {self.peak_rss / 2**30:.2f} GiB")
+        out.append(f"results digest (every student's pictures, decoded): {self.results_digest()}")
         for t in self.errors()[:5]:
             out.append(f"error on {t.endpoint}: {t.error}")
         return out
 
 
+def result_digest(result: object) -> str:
+    """SHA-256 over the decoded pixels of every picture in an endpoint's result (file paths or file dicts)."""
+    import hashlib
+
+    from PIL import Image
+
+    digest = hashlib.sha256()
+    for item in result if isinstance(result, (tuple, list)) else (result,):
+        path = item.get("path") if isinstance(item, dict) else item
+        if isinstance(path, str) and path.lower().endswith((".png", ".webp", ".jpg", ".jpeg")) and Path(path).is_file():
+            digest.update(np.asarray(Image.open(path)).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _timed(client, endpoint: str, **kwargs) -> Timing:
-    timing = Timing(endpoint)
+    timing = Timing(endpoint, seed=kwargs.get("seed"))
     start = time.monotonic()
     try:
         job = client.submit(api_name=endpoint, **kwargs)
@@ -89,7 +114,7 @@ def _timed(client, endpoint: str, **kwargs) -> Timing:
             if timing.first_s is None and job.outputs():
                 timing.first_s = time.monotonic() - start
             time.sleep(0.02)
-        job.result()
+        timing.digest = result_digest(job.result())
         timing.done_s = time.monotonic() - start
         if timing.first_s is None:
             timing.first_s = timing.done_s

@@ -25,6 +25,42 @@ ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = RayOptions(replicas=2, replica_cpus=1, local_cpus=2, stall_s=60)
 
 
+def test_the_app_on_ray_replicas_gives_the_local_pictures_and_streams(tiny_ddpm_dir: Path, tiny_sd_dir: Path,
+                                                                      studio, tmp_path: Path) -> None:
+    """``python app.py --backend ray`` (its own local Ray instance, 2 replicas of 1 CPU): the Gradio API is
+    unchanged, the pictures equal the in-process Studio's, previews stream. Runs before the module's own
+    Ray instance starts (one instance on this machine at a time)."""
+    import torch
+    from gradio_client import Client
+    from PIL import Image
+
+    from diffusion.images import make_grid
+    from tests.load import app_server
+
+    args = ("--backend", "ray", "--replicas", "2", "--replica-cpus", "1", "--precision", "fp32",
+            "--model-dir", str(tiny_ddpm_dir), "--model-dir", str(tiny_sd_dir))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each replica
+    try:
+        with app_server(tmp_path, *args) as (_, url):
+            client = Client(url, verbose=False)
+            grid, status = client.predict("local/tiny-ddpm", "ddim", 4, 0.0, 3, 21, api_name="/sample")
+            here = studio.sample("local/tiny-ddpm", SampleRequest("ddim", 4, 3, 21))
+            np.testing.assert_array_equal(np.asarray(Image.open(grid)), make_grid(here))
+            job = client.submit("local/tiny-sd", "a red circle", "", 3.0, "ddim", 20, 5, 2, api_name="/text_to_image")
+            final = job.result()
+            assert len(job.outputs()) > 1 and "Step 20/20" in final[2]  # streamed updates, then the result
+            here = studio.sample("local/tiny-sd", SampleRequest("ddim", 20, 2, 5, prompt="a red circle",
+                                                                guidance_scale=3.0))
+            np.testing.assert_array_equal(np.asarray(Image.open(final[0])), make_grid(here))
+            *_, equation, lab_status = client.predict("local/tiny-sd", "ddim", 3, 7, "a star", 3.0,
+                                                      api_name="/lab_run")
+            assert "Done: 3 steps" in lab_status and "Step 3 of 3" in equation
+            client.close()
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def remote(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     """The Ray-backed Studio; this process runs torch on 1 thread meanwhile, as each replica does (a float
