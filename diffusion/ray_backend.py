@@ -42,7 +42,7 @@ from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
 from diffusion.registry import Registry
 from diffusion.request import SampleRequest
-from diffusion.runtime import configure_threads
+from diffusion.runtime import FairScheduler, StepJob, configure_threads
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,26 @@ class StudioReplica:
         self.studio = Studio(registry, device=settings.device, precision=settings.precision,
                              cache_bytes=settings.cache_bytes, work_budget_s=settings.work_budget_s,
                              hub_models_at_once=settings.hub_models_at_once)
+        # the replica's requests take turns step by step, as in the in-process app (diffusion.runtime)
+        self.scheduler = FairScheduler("replica-steps")
         logger.info("replica %d ready with %d models", os.getpid(), len(registry.cards))
+
+    def _fairly(self, steps: Iterator[Any], name: str) -> Iterator[Any]:
+        """``steps`` run on the replica's fair scheduler, one step per turn with its other requests; what they
+        yield is passed on. A request cancelled by its caller (the stream is closed) starts no further step."""
+        box: queue.Queue[tuple[str, Any]] = queue.Queue()
+        job = self.scheduler.submit(StepJob(steps, lambda item: box.put(("item", item)),
+                                            lambda error: box.put(("end", error)), name))
+        try:
+            while True:
+                kind, value = box.get()
+                if kind == "end":
+                    if value is not None:
+                        raise value
+                    return
+                yield value
+        finally:
+            job.cancel()
 
     def pid(self) -> int:
         """The replica's process id (the tests use it to find the replica they stop)."""
@@ -110,14 +129,15 @@ class StudioReplica:
 
     def generate(self, model_id: str, request: SampleRequest, previews: int, init_image: np.ndarray | None,
                  start_timestep: int | None) -> Iterator[Progress]:
-        yield from self.studio.generate(model_id, request, previews, init_image, start_timestep)
+        yield from self._fairly(self.studio.generate(model_id, request, previews, init_image, start_timestep),
+                                "generate")
 
     def trajectory(self, model_id: str, request: SampleRequest, images: int) -> Iterator[tuple]:
         """("start", the trajectory without steps), then per step ("steps", done, total, k, views from step k
         on, wall_s, final, attention layers): the step's view and the one before it (whose alpha-bar of the
         step it lands on is filled in when the next step is known)."""
         sent = 0
-        for done, total, traj in self.studio.trajectory(model_id, request, images):
+        for done, total, traj in self._fairly(self.studio.trajectory(model_id, request, images), "trajectory"):
             if sent == 0:
                 yield ("start", dataclasses.replace(traj, steps=[]))
             k = max(0, sent - 1)
@@ -127,20 +147,27 @@ class StudioReplica:
     def race(self, model_id: str, request: SampleRequest, lanes: tuple[tuple[str, int], ...]) -> Iterator[tuple]:
         """("start", the lanes without steps), then after each step what each lane gained."""
         seen: list[int] | None = None
-        for state in self.studio.race(model_id, request, lanes):
+        for state in self._fairly(self.studio.race(model_id, request, lanes), "race"):
             if seen is None:
                 yield ("start", [dataclasses.replace(lane, alpha_prod=[], pred_x0=[]) for lane in state])
                 seen = [0] * len(state)
+            # the scheduler's thread may be running the next step meanwhile: take each lane's steps up to the
+            # shorter of its two lists (a step appends to both), the rest comes with the next message
             changes = []
             for i, lane in enumerate(state):
-                if len(lane.alpha_prod) != seen[i] or lane.final is not None:
-                    changes.append((i, lane.alpha_prod[seen[i]:], lane.pred_x0[seen[i]:], lane.model_calls,
-                                    lane.wall_s, lane.final))
-                    seen[i] = len(lane.alpha_prod)
+                final, calls, wall_s = lane.final, lane.model_calls, lane.wall_s
+                n = min(len(lane.alpha_prod), len(lane.pred_x0))
+                if n != seen[i] or final is not None:
+                    changes.append((i, lane.alpha_prod[seen[i]:n], lane.pred_x0[seen[i]:n], calls, wall_s,
+                                    final if n == lane.steps else None))
+                    seen[i] = n
             yield ("lanes", changes)
 
     def guidance_view(self, model_id: str, view: StepView, scales: tuple[float, ...]) -> GuidanceView:
-        return self.studio.guidance_view(model_id, view, scales)
+        def once() -> Iterator[GuidanceView]:
+            yield self.studio.guidance_view(model_id, view, scales)
+
+        return next(self._fairly(once(), "guidance"))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:

@@ -182,3 +182,29 @@ def test_options_are_checked() -> None:
         RayOptions(replicas=0)
     with pytest.raises(ValueError, match="--replica-cpus"):
         dataclasses.replace(OPTIONS, replica_cpus=0)
+
+
+def test_replicas_that_stop_answering_give_a_message_not_a_hang(remote) -> None:
+    """A lost cluster or a frozen node, as the app sees it: no update comes. The replicas are frozen with
+    SIGSTOP; the request fails with a message once ``stall_s`` passes without an update."""
+    import os
+    import signal
+
+    from diffusion.ray_backend import replica_pids
+
+    pids = replica_pids(remote.handle, 2)
+    options = remote.options
+    remote.options = dataclasses.replace(options, stall_s=3)
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    began = time.monotonic()
+    try:
+        with pytest.raises(BackendError, match="No answer from the model servers for 3 s"):
+            list(remote.generate("local/tiny-ddpm", SampleRequest("ddim", 2, 1, 0)))
+        assert time.monotonic() - began < 30
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        remote.options = options
+    *_, final = remote.generate("local/tiny-ddpm", SampleRequest("ddim", 2, 1, 0))  # thawed: served again
+    assert final.done
