@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a saved AutoencoderKL folder: train only its decoder (encoder and latents frozen)")
     add_run_args(p, checkpointing_steps=250)
     p.add_argument("--eval_images", type=int, default=256)
+    p.add_argument("--two_object_prob", type=float, default=0.25,
+                   help="share of two-object scenes in the training stream (the LDM's data: 0.25)")
     return p.parse_args(argv)
 
 
@@ -128,7 +130,8 @@ def main(args: argparse.Namespace) -> None:
                     sum(p.numel() for p in trainable))
 
     # Fresh scenes every step; the stream's seed depends on the process and the resume point.
-    scenes = shapes.stream(args.seed * 7919 + accelerator.process_index * 104729 + global_step)
+    scenes = shapes.stream(args.seed * 7919 + accelerator.process_index * 104729 + global_step,
+                           two_object_prob=args.two_object_prob)
     sample_gen = torch.Generator("cpu").manual_seed(args.seed + global_step)
     start, running = time.perf_counter(), 0.0
     vae.train()
