@@ -25,6 +25,7 @@ from diffusion.studio import (
     SampleRequest,
     StepJob,
     Studio,
+    ThreadPerJob,
     data_url_bytes,
     read_image,
     whole_number,
@@ -36,7 +37,15 @@ from diffusion.studio import (
 # still bounds what waits.
 MAX_ACTIVE_JOBS = 64
 MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": MAX_ACTIVE_JOBS}
-MODEL_STEPS = FairScheduler()
+MODEL_STEPS: FairScheduler | ThreadPerJob = FairScheduler()
+
+
+def use_step_runner(studio: Studio) -> None:
+    """Run the app's requests on the Studio's own step runner when it has one (model work done elsewhere:
+    each request on its own thread), else on the fair scheduler :data:`MODEL_STEPS`."""
+    global MODEL_STEPS  # noqa: PLW0603 - one runner for the whole app, chosen once when it is built
+    if studio.step_runner is not None:
+        MODEL_STEPS = studio.step_runner
 
 # A progress-only update (a status line, a step's pictures) reaches the browser at most this often:
 # every update costs the queue 10-100 ms of a 2-core CPU, more than a small model's step.

@@ -42,7 +42,7 @@ from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
 from diffusion.registry import Registry
 from diffusion.request import SampleRequest
-from diffusion.runtime import FairScheduler, StepJob, configure_threads
+from diffusion.runtime import FairScheduler, StepJob, ThreadPerJob, configure_threads
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_NAME = "diffusion-classroom"
 INSTALL_HINT = "pip install -r requirements-scale.txt"
 RETRY = "Press the button again: a new model server is starting."
+#: What a replica sends while a request waits for its turn (fair sharing can keep a long request waiting for
+#: minutes): the caller's stall detection then measures whether the replica answers, not its progress.
+HEARTBEAT = "__diffusion_classroom_heartbeat__"
+HEARTBEAT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ class RayOptions:
     replica_cpus: float = 1.0
     replica_gpus: float = 0.0
     local_cpus: int | None = None
-    stall_s: float = 120.0
+    stall_s: float = 60.0
     # requests a replica takes at once: its fair scheduler shares the steps among all of them. Serve's
     # default (5) or 16 left the rest waiting in the router first come first served: under 30 students a
     # short request waited 529 s (measured, 1 replica of 2 CPUs with 16)
@@ -117,7 +121,11 @@ class StudioReplica:
                                             lambda error: box.put(("end", error)), name))
         try:
             while True:
-                kind, value = box.get()
+                try:
+                    kind, value = box.get(timeout=HEARTBEAT_S)
+                except queue.Empty:
+                    yield HEARTBEAT
+                    continue
                 if kind == "end":
                     if value is not None:
                         raise value
@@ -140,7 +148,11 @@ class StudioReplica:
         on, wall_s, final, attention layers): the step's view and the one before it (whose alpha-bar of the
         step it lands on is filled in when the next step is known)."""
         sent = 0
-        for done, total, traj in self._fairly(self.studio.trajectory(model_id, request, images), "trajectory"):
+        for item in self._fairly(self.studio.trajectory(model_id, request, images), "trajectory"):
+            if item == HEARTBEAT:
+                yield item
+                continue
+            done, total, traj = item
             if sent == 0:
                 yield ("start", dataclasses.replace(traj, steps=[]))
             k = max(0, sent - 1)
@@ -151,6 +163,9 @@ class StudioReplica:
         """("start", the lanes without steps), then after each step what each lane gained."""
         seen: list[int] | None = None
         for state in self._fairly(self.studio.race(model_id, request, lanes), "race"):
+            if state == HEARTBEAT:
+                yield state
+                continue
             if seen is None:
                 yield ("start", [dataclasses.replace(lane, alpha_prod=[], pred_x0=[]) for lane in state])
                 seen = [0] * len(state)
@@ -170,7 +185,7 @@ class StudioReplica:
         def once() -> Iterator[GuidanceView]:
             yield self.studio.guidance_view(model_id, view, scales)
 
-        return next(self._fairly(once(), "guidance"))
+        return next(item for item in self._fairly(once(), "guidance") if not isinstance(item, str))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -234,6 +249,7 @@ class RayStudio(Studio):
 
     def __init__(self, registry: Registry, options: RayOptions, settings: StudioSettings, **studio_kwargs: Any):
         super().__init__(registry, **studio_kwargs)
+        self.step_runner = ThreadPerJob()  # each request's stream on its own thread: steps wait on the network
         self.options = options
         self.handle = connect(options, settings)
         self.streaming = self.handle.options(stream=True)
@@ -264,6 +280,8 @@ class RayStudio(Studio):
                     return
                 if kind == "error":
                     raise readable(value) from None
+                if isinstance(value, str) and value == HEARTBEAT:  # the replica answers; the request waits its turn
+                    continue
                 yield value
         finally:
             response.cancel()  # best effort: a cancelled or finished request stops on its replica

@@ -266,13 +266,63 @@ class FairScheduler:
 
     def _end(self, job: StepJob, error: BaseException | None) -> None:
         self._leave(job)
+        end_job(job, error)
+
+
+def end_job(job: StepJob, error: BaseException | None) -> None:
+    """Close a finished or cancelled job's iterator (its ``finally`` blocks run on this thread), then tell
+    its owner, once, with the error it raised or None."""
+    try:
+        close = getattr(job.steps, "close", None)
+        if close is not None:
+            close()
+    except Exception:  # noqa: BLE001 - closing a generator that fails is logged, not fatal
+        logger.exception("closing step job %s failed", job.name)
+    try:
+        job.finish(error)
+    except Exception:  # noqa: BLE001
+        logger.exception("finishing step job %s failed", job.name)
+
+
+class ThreadPerJob:
+    """Runs each :class:`StepJob` on a thread of its own, for work done elsewhere (Ray Serve replicas): a step
+    then waits on the network, which must not hold up the other users' steps, and the fair sharing of the
+    compute happens where the compute is (each replica's own :class:`FairScheduler`). Same interface as
+    :class:`FairScheduler`: ``submit`` and ``active``; a cancelled job starts no further step."""
+
+    def __init__(self, name: str = "remote-steps"):
+        self.name = name
+        self._lock = threading.Lock()
+        self._active = 0
+
+    @property
+    def active(self) -> int:
+        with self._lock:
+            return self._active
+
+    def submit(self, job: StepJob) -> StepJob:
+        with self._lock:
+            self._active += 1
+        threading.Thread(target=self._run, args=(job,), name=f"{self.name}-{job.name}", daemon=True).start()
+        return job
+
+    def _run(self, job: StepJob) -> None:
+        error: BaseException | None = None
         try:
-            close = getattr(job.steps, "close", None)
-            if close is not None:
-                close()  # finally blocks run here, on the model thread
-        except Exception:  # noqa: BLE001 - closing a generator that fails is logged, not fatal
-            logger.exception("closing step job %s failed", job.name)
-        try:
-            job.finish(error)
-        except Exception:  # noqa: BLE001
-            logger.exception("finishing step job %s failed", job.name)
+            while not job.cancelled.is_set():
+                try:
+                    item = next(job.steps)
+                except StopIteration:
+                    break
+                job.steps_run += 1
+                try:
+                    job.emit(item)
+                except Exception:  # noqa: BLE001 - a consumer's failure ends this job only
+                    logger.exception("a step job's consumer failed; the job is dropped")
+                    job.cancel()
+        except Exception as exc:  # noqa: BLE001 - handed to the job's owner, who raises it again
+            error = exc
+        finally:
+            with self._lock:
+                self._active -= 1
+            end_job(job, error)

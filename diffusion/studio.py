@@ -115,6 +115,7 @@ from diffusion.runtime import (
     ComputeGate,
     FairScheduler,
     StepJob,
+    ThreadPerJob,
     report_progress,
 )
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
@@ -124,7 +125,7 @@ logger = logging.getLogger(__name__)
 __all__ = [  # what the UI may use: the Studio and plain values
     "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
+    "SAMPLERS", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
@@ -217,6 +218,9 @@ class Studio:
         self.playground = Playground(self.gate)
         # the trajectory planner (Janner et al. 2022): plans in mazes, through the same gate
         self.planner = PlannerDesk(self.gate)
+        # what should run the UI's requests step by step: None (the UI's fair scheduler: the work is done here)
+        # or a runner with the same interface, where the work is done elsewhere (diffusion.ray_backend)
+        self.step_runner: FairScheduler | ThreadPerJob | None = None
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:

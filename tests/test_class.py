@@ -257,3 +257,44 @@ def test_after_the_warm_up_the_least_work_left_goes_first() -> None:
     print(f"\nthree jobs of {steps} steps end at " + ", ".join(f"{t:.1f} s" for t in ends))
     # in turns to the end they would all end at about 4.5 s; one after another the first ends near 2.5 s
     assert ends[0] < 0.75 * ends[-1], ends
+
+
+def test_thread_per_job_runs_jobs_side_by_side_and_stops_cancelled_ones() -> None:
+    """The runner for model work done elsewhere (diffusion.ray_backend): a job that waits does not hold up
+    another, a cancelled job starts no further step and is closed, errors reach the owner."""
+    import threading
+    import time
+
+    from diffusion.runtime import StepJob, ThreadPerJob
+
+    runner = ThreadPerJob()
+    release, closed, results = threading.Event(), threading.Event(), {}
+
+    def slow():
+        try:
+            yield "slow 1"
+            release.wait(10)
+            yield "slow 2"
+        finally:
+            closed.set()
+
+    def quick():
+        yield from ("quick 1", "quick 2")
+
+    def failing():
+        yield "ok"
+        raise ValueError("bad")
+
+    done = {name: threading.Event() for name in ("slow", "quick", "failing")}
+    seen: dict[str, list] = {name: [] for name in done}
+    jobs = {name: runner.submit(StepJob(gen(), seen[name].append,
+                                        lambda error, n=name: (results.__setitem__(n, error), done[n].set()), name))
+            for name, gen in (("slow", slow), ("quick", quick), ("failing", failing))}
+    assert done["quick"].wait(5) and seen["quick"] == ["quick 1", "quick 2"]  # not behind the waiting job
+    assert done["failing"].wait(5) and isinstance(results["failing"], ValueError)
+    time.sleep(0.1)
+    jobs["slow"].cancel()
+    release.set()
+    assert done["slow"].wait(5) and closed.is_set()
+    assert seen["slow"] in (["slow 1"], ["slow 1", "slow 2"])  # the step in flight may finish, no further one
+    assert results["quick"] is None and runner.active == 0
