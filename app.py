@@ -112,7 +112,8 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
     try:
         options = RayOptions(args.ray_address, args.replicas, args.replica_cpus, args.replica_gpus)
         settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
-                                  studio_kwargs["cache_bytes"], studio_kwargs["work_budget_s"], 1, 0)
+                                  cache_bytes=studio_kwargs["cache_bytes"],
+                                  work_budget_s=studio_kwargs["work_budget_s"])
         studio = RayStudio(registry, options, settings, **studio_kwargs)
     except (ValueError, BackendError) as error:
         sys.stderr.write(f"app.py: {error}\n")

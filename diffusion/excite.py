@@ -26,7 +26,6 @@ The paper uses 50 steps, edits the first 25 and refines at steps 0, 10 and 20 to
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -34,8 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from diffusion.attention import AttentionStore, recording
-
-logger = logging.getLogger(__name__)
 
 #: The words taken as objects by default: the shapes world's nouns.
 OBJECT_WORDS: tuple[str, ...] = ("circle", "square", "triangle", "star", "heart", "diamond")
@@ -163,8 +160,8 @@ def make_refiner(unet_call: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
             if log is not None:  # measured after the update, for the step lab and the tests
                 with torch.no_grad():
                     peaks = peaks_of(z, t)
-                log.append(ExciteStep(index, active, [list(subjects[b]) for b in active], before, [float(excite_loss(p)) for p in peaks],
-                                      [p.tolist() for p in peaks], iterations))
+                log.append(ExciteStep(index, active, [list(subjects[b]) for b in active], before,
+                                      [float(excite_loss(p)) for p in peaks], [p.tolist() for p in peaks], iterations))
         return z.detach()
 
     return refine

@@ -15,6 +15,7 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.attention import AttentionMaps
+from diffusion.excite import ExciteStep
 
 # A denoiser maps (x_t, t) to the model output (noise prediction for epsilon models).
 # For text models it is a closure over the prompt embeddings (see ``diffusion.pipeline``).
@@ -50,7 +51,7 @@ class StepRecord:
     noise_pred_text: torch.Tensor | None = None
     guidance_scale: float | None = None
     cross_attention: AttentionMaps | None = None  # text models, when recorded: the prompt's attention
-    excite: object | None = None  # text models with Attend-and-Excite: the step's diffusion.excite.ExciteStep
+    excite: ExciteStep | None = None  # text models with Attend-and-Excite: what the step's update did
 
     @property
     def is_last(self) -> bool:

@@ -57,6 +57,22 @@ HEARTBEAT = "__diffusion_classroom_heartbeat__"
 HEARTBEAT_S = 5.0
 
 
+def drain(box: queue.Queue[tuple[str, Any]], timeout_s: float, idle: Any) -> Iterator[Any]:
+    """What a producer thread puts in ``box`` as ("item", value), until ("end", error): error None ends the
+    iteration, else it is raised. While nothing comes for ``timeout_s``, ``idle()`` is yielded (or raises)."""
+    while True:
+        try:
+            kind, value = box.get(timeout=timeout_s)
+        except queue.Empty:
+            yield idle()
+            continue
+        if kind == "end":
+            if value is not None:
+                raise value
+            return
+        yield value
+
+
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how the replicas run.
@@ -120,17 +136,7 @@ class StudioReplica:
         job = self.scheduler.submit(StepJob(steps, lambda item: box.put(("item", item)),
                                             lambda error: box.put(("end", error)), name))
         try:
-            while True:
-                try:
-                    kind, value = box.get(timeout=HEARTBEAT_S)
-                except queue.Empty:
-                    yield HEARTBEAT
-                    continue
-                if kind == "end":
-                    if value is not None:
-                        raise value
-                    return
-                yield value
+            yield from drain(box, HEARTBEAT_S, lambda: HEARTBEAT)
         finally:
             job.cancel()
 
@@ -266,23 +272,20 @@ class RayStudio(Studio):
                     box.put(("item", item))
                 box.put(("end", None))
             except BaseException as error:  # noqa: BLE001 - handed to the reader, which raises it
-                box.put(("error", error))
+                box.put(("end", error))
+
+        def stalled() -> None:
+            raise BackendError(f"No answer from the model servers for {self.options.stall_s:.0f} s: the Ray "
+                               f"cluster may be lost. {RETRY}")
 
         threading.Thread(target=pump, name="ray-stream", daemon=True).start()
         try:
-            while True:
-                try:
-                    kind, value = box.get(timeout=self.options.stall_s)
-                except queue.Empty:
-                    raise BackendError(f"No answer from the model servers for {self.options.stall_s:.0f} s: the Ray "
-                                       f"cluster may be lost. {RETRY}") from None
-                if kind == "end":
-                    return
-                if kind == "error":
-                    raise readable(value) from None
-                if isinstance(value, str) and value == HEARTBEAT:  # the replica answers; the request waits its turn
+            for value in drain(box, self.options.stall_s, stalled):
+                if value == HEARTBEAT:  # the replica answers; the request waits its turn
                     continue
                 yield value
+        except RayError as error:
+            raise readable(error) from None
         finally:
             response.cancel()  # best effort: a cancelled or finished request stops on its replica
 
