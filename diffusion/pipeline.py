@@ -9,7 +9,6 @@ decoding from model space to images.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.attention import AttentionMaps, AttentionStore, recording
+from diffusion.batching import unet_forward, unet_precision
 from diffusion.excite import ExciteConfig, ExciteStep, make_refiner, subject_indices
 from diffusion.images import prepare_image, to_uint8
 from diffusion.loop import StepRecord, denoise
@@ -30,11 +30,6 @@ def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: tor
                  dtype: torch.dtype) -> torch.Tensor:
     """x_T ~ N(0, I), drawn on the CPU generator exactly as diffusers' pipelines draw it."""
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
-
-def unet_precision(device: torch.device, autocast_dtype: torch.dtype | None) -> AbstractContextManager:
-    """The context the UNet runs in: ``torch.autocast`` in ``autocast_dtype``, or nothing (its own dtype)."""
-    return torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
 
 
 def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
@@ -59,9 +54,8 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                          param.device, param.dtype)
 
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with unet_precision(param.device, autocast_dtype):
-            out = unet(x, t).sample
-        return out.to(param.dtype)
+        # through unet_forward: under the app's batching scheduler the call may share a batch (diffusion.batching)
+        return unet_forward(unet, x, t, autocast_dtype).to(param.dtype)
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
@@ -103,9 +97,9 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     autocast_dtype = getattr(model, "autocast_dtype", None)
 
     def unet(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        if not record_attention:  # may share a batch with other requests' calls (diffusion.batching)
+            return unet_forward(model.unet, x, t, autocast_dtype, encoder_hidden_states=states).to(model.dtype)
         with unet_precision(model.device, autocast_dtype):
-            if not record_attention:
-                return model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)
             # the store is active only inside this call (the generator may resume on another thread)
             with recording(AttentionStore((size, size))) as store:
                 out = model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)

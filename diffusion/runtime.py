@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,23 +85,36 @@ class ComputeGate:
         self.peak = 0
         self.steps_run = 0
 
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        """One slot of the gate while the block runs (counted in ``active`` and ``peak``)."""
+        with self._slots:
+            with self._count:
+                self.active += 1
+                self.peak = max(self.peak, self.active)
+            try:
+                yield
+            finally:
+                with self._count:
+                    self.active -= 1
+
     def steps(self, records: Iterator[T]) -> Iterator[T]:
         """Advance ``records`` one item at a time inside the gate and yield each item outside it.
 
         A consumer that stops iterating (a cancelled or disconnected request) stops the work:
         nothing runs between two ``next()`` calls, and closing this generator closes ``records``.
+        A step that waits for work done on another thread lets go of its slot meanwhile
+        (:func:`gate_released`).
         """
         try:
             while True:
-                with self._slots:
-                    with self._count:
-                        self.active += 1
-                        self.peak = max(self.peak, self.active)
+                with self.hold():
+                    _HELD.gate = self
                     try:
                         item = next(records, _DONE)
                     finally:
+                        _HELD.gate = None
                         with self._count:
-                            self.active -= 1
                             self.steps_run += 1
                 if item is _DONE:
                     return
@@ -109,6 +123,36 @@ class ComputeGate:
             close = getattr(records, "close", None)
             if close is not None:
                 close()
+
+
+_HELD = threading.local()  # the gate whose slot this thread holds (inside ComputeGate.steps)
+
+
+def held_gate() -> ComputeGate | None:
+    """The :class:`ComputeGate` whose slot this thread holds now, if any."""
+    return getattr(_HELD, "gate", None)
+
+
+@contextmanager
+def gate_released() -> Iterator[ComputeGate | None]:
+    """Inside a gated step, give the slot back while the block waits for another thread (which may then take
+    it to do the work: :mod:`diffusion.batching`), and take it again after. Yields the gate (None: none held)."""
+    gate = held_gate()
+    if gate is None:
+        yield None
+        return
+    _HELD.gate = None
+    gate._slots.release()
+    with gate._count:
+        gate.active -= 1
+    try:
+        yield gate
+    finally:
+        gate._slots.acquire()
+        with gate._count:
+            gate.active += 1
+            gate.peak = max(gate.peak, gate.active)
+        _HELD.gate = gate
 
 
 _DONE = object()
@@ -126,6 +170,17 @@ def waiting_for_another_job() -> None:
     """Say, inside a job's step, that the step did no work: the job waits for another job's progress
     (a request following an identical one). The scheduler then runs the other jobs before asking it again."""
     _STEP.waiting = True
+
+
+def begin_step() -> None:
+    """On the thread about to run a job's step: nothing said about it yet."""
+    _STEP.running, _STEP.waiting, _STEP.progress = True, False, None
+
+
+def end_step() -> tuple[bool, tuple[int, int] | None]:
+    """On the thread that ran a job's step: whether the step only waited, and the progress it reported."""
+    _STEP.running = False
+    return getattr(_STEP, "waiting", False), getattr(_STEP, "progress", None)
 
 
 def report_progress(done: int, total: int) -> None:
@@ -231,13 +286,13 @@ class FairScheduler:
                 if job.cancelled.is_set():
                     raise StopIteration
                 began = time.perf_counter()
-                _STEP.running, _STEP.waiting, _STEP.progress = True, False, None
+                begin_step()
                 try:
                     item = next(job.steps)
                 finally:
-                    _STEP.running = False
-                    self._account(job, time.perf_counter() - began, getattr(_STEP, "waiting", False))
-                    job.progress = getattr(_STEP, "progress", None) or job.progress
+                    waited, progress = end_step()
+                    self._account(job, time.perf_counter() - began, waited)
+                    job.progress = progress or job.progress
                 job.steps_run += 1
             except StopIteration:
                 self._end(job, None)
