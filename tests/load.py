@@ -56,12 +56,13 @@ class LoadReport:
     def errors(self) -> list[Timing]:
         return [t for t in self.timings if t.error is not None]
 
-    def results_digest(self) -> str:
-        """One digest of all results, by endpoint and seed: two runs of the same class (the same --seed) that
-        return the same pictures print the same digest, whatever the timing or backend."""
+    def results_digest(self, endpoint: str | None = None) -> str:
+        """One digest of all results (or ``endpoint``'s), by endpoint and seed: two runs of the same class (the
+        same --seed) that return the same pictures print the same digest, whatever the timing or backend."""
         import hashlib
 
-        rows = sorted((t.endpoint, t.seed or 0, t.digest or "-") for t in self.timings)
+        rows = sorted((t.endpoint, t.seed or 0, t.digest or "-") for t in self.timings
+                      if endpoint is None or t.endpoint == endpoint)
         return hashlib.sha256(repr(rows).encode()).hexdigest()[:16]
 
     def lines(self) -> list[str]:
@@ -85,7 +86,8 @@ class LoadReport:
                           else f"failed: {self.probe.error}"))
         if self.peak_rss is not None:
             out.append(f"server peak RSS: {self.peak_rss / 2**30:.2f} GiB")
-        out.append(f"results digest (every student's pictures, decoded): {self.results_digest()}")
+        out.append(f"results digest (every student's pictures, decoded): {self.results_digest()} ("
+                   + ", ".join(f"{e} {self.results_digest(e)[:8]}" for e in ENDPOINTS) + ")")
         for t in self.errors()[:5]:
             out.append(f"error on {t.endpoint}: {t.error}")
         return out
