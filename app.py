@@ -19,7 +19,7 @@ from diffusion.cache import DEFAULT_CACHE_BYTES
 from diffusion.loading import PRECISIONS, Speedups
 from diffusion.registry import Registry
 from diffusion.runtime import configure_threads
-from diffusion.studio import Studio
+from diffusion.studio import SCHEDULING, Studio
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 
@@ -58,9 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "fp32 (bit-for-bit as diffusers' pipelines), bf16")
     p.add_argument("--channels-last", action="store_true", help="UNets in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
-    p.add_argument("--batching", action="store_true",
-                   help="run compatible requests of different users as one UNet batch where that is verified to give "
-                        "each the same bytes as alone (off by default: on a 2-core CPU it measured slower)")
+    p.add_argument("--scheduling", choices=SCHEDULING, default="fair",
+                   help="how requests share the model: fair (default: every new request first gets a preview, then the "
+                        "least work left runs first), batching (the same, and compatible requests of different users "
+                        "run as one UNet batch where verified to give each the same bytes as alone; measured slower "
+                        "on a 2-core CPU) or first-come (whole requests in arrival order: a benchmark baseline)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: the cores this process may use, capped by a container's CPU quota)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
@@ -116,7 +118,7 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
         options = RayOptions(args.ray_address, args.replicas, args.replica_cpus, args.replica_gpus)
         settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
                                   cache_bytes=studio_kwargs["cache_bytes"],
-                                  work_budget_s=studio_kwargs["work_budget_s"], batching=args.batching)
+                                  work_budget_s=studio_kwargs["work_budget_s"], scheduling=args.scheduling)
         studio = RayStudio(registry, options, settings, **studio_kwargs)
     except (ValueError, BackendError) as error:
         sys.stderr.write(f"app.py: {error}\n")
@@ -149,7 +151,7 @@ def main(args: argparse.Namespace) -> None:
     studio_kwargs = dict(device=args.device, precision=args.precision,
                          speedups=Speedups(channels_last=args.channels_last, compile=args.compile),
                          cache_bytes=int(args.cache_mb * 2**20), work_budget_s=budget_s,
-                         hub_models_at_once=1 if space else None, batching=args.batching)
+                         hub_models_at_once=1 if space else None, scheduling=args.scheduling)
     studio = Studio(registry, **studio_kwargs) if args.backend == "local" else ray_studio(args, registry, studio_kwargs)
     if space:
         logging.getLogger("app").info("Space mode: one hub model at a time, %.0f s of compute a request", budget_s)

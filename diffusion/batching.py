@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from diffusion.runtime import ComputeGate, FairScheduler, StepJob, begin_step, end_job, end_step, gate_released
+from diffusion.runtime import ComputeGate, FairScheduler, FirstComeScheduler, StepJob, begin_step, end_job, end_step, gate_released
 
 logger = logging.getLogger(__name__)
 
@@ -378,3 +378,17 @@ class BatchingScheduler(FairScheduler):
         except Exception:  # noqa: BLE001 - a consumer's failure must not stop the other jobs
             logger.exception("a step job's consumer failed; the job is dropped")
             job.cancel()
+
+
+#: How the app's requests share the model thread (``app.py --scheduling``): ``fair`` (the default: a warm-up for
+#: every new request, then the least work left first), ``batching`` (the same, with compatible requests' UNet
+#: calls merged where verified identical) or ``first-come`` (whole requests in arrival order: the baseline).
+SCHEDULING = ("fair", "batching", "first-come")
+
+
+def make_step_scheduler(scheduling: str, name: str = "model-steps") -> FairScheduler:
+    """A new step scheduler of the kind ``scheduling`` names (:data:`SCHEDULING`; ``ValueError`` otherwise)."""
+    kinds = {"fair": FairScheduler, "batching": BatchingScheduler, "first-come": FirstComeScheduler}
+    if scheduling not in kinds:
+        raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, got {scheduling!r}")
+    return kinds[scheduling](name)

@@ -38,12 +38,12 @@ import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 
+from diffusion.batching import make_step_scheduler
 from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
 from diffusion.registry import Registry
 from diffusion.request import SampleRequest
-from diffusion.batching import BatchingScheduler
-from diffusion.runtime import FairScheduler, StepJob, ThreadPerJob, configure_threads
+from diffusion.runtime import StepJob, ThreadPerJob, configure_threads
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
 
 logger = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class StudioSettings:
     work_budget_s: float | None = None
     hub_models_at_once: int = 1  # a replica holds the embedded models and at most one hub model
     threads: int = 0  # torch threads per replica (0: its CPU request, at least 1)
-    batching: bool = False  # compatible requests' UNet calls share a batch where verified identical (diffusion.batching)
+    scheduling: str = "fair"  # how a replica's requests share its model thread (diffusion.batching.SCHEDULING)
 
 
 @serve.deployment(name="StudioReplica")
@@ -128,8 +128,7 @@ class StudioReplica:
                              cache_bytes=settings.cache_bytes, work_budget_s=settings.work_budget_s,
                              hub_models_at_once=settings.hub_models_at_once)
         # the replica's requests take turns step by step, as in the in-process app (diffusion.runtime)
-        self.scheduler = (BatchingScheduler("replica-steps") if settings.batching
-                          else FairScheduler("replica-steps"))
+        self.scheduler = make_step_scheduler(settings.scheduling, "replica-steps")
         logger.info("replica %d ready with %d models", os.getpid(), len(registry.cards))
 
     def _fairly(self, steps: Iterator[Any], name: str) -> Iterator[Any]:

@@ -324,6 +324,26 @@ class FairScheduler:
         end_job(job, error)
 
 
+class FirstComeScheduler(FairScheduler):
+    """First come, first served, still one step per turn on the one model thread: the oldest request runs to
+    its end before the next starts (a cancelled one is ended at once; one that waits for an identical
+    request's run lets the others go). The queue the app had before the fair scheduler, kept as the load
+    harness's baseline (``app.py --scheduling first-come``)."""
+
+    def _take(self) -> StepJob:
+        with self._cv:
+            while not self._ring:
+                self._cv.wait()
+            for job in self._ring:
+                if job.cancelled.is_set():
+                    return job
+            if all(job.waiting for job in self._ring):  # as the fair scheduler: do not spin
+                self._cv.wait(0.005)
+                for job in self._ring:
+                    job.waiting = False
+            return next(job for job in self._ring if not job.waiting)
+
+
 def end_job(job: StepJob, error: BaseException | None) -> None:
     """Close a finished or cancelled job's iterator (its ``finally`` blocks run on this thread), then tell
     its owner, once, with the error it raised or None."""

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffusion.batching import BatchingScheduler
+from diffusion.batching import SCHEDULING, BatchingScheduler, make_step_scheduler
 from diffusion.budget import StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
 from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
@@ -126,7 +126,7 @@ logger = logging.getLogger(__name__)
 __all__ = [  # what the UI may use: the Studio and plain values
     "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "BatchingScheduler", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
+    "SAMPLERS", "SCHEDULING", "BatchingScheduler", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
@@ -200,15 +200,15 @@ class Studio:
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
                  precision: str = "auto", speedups: Speedups = Speedups(), cache_bytes: int = DEFAULT_CACHE_BYTES,
                  work_budget_s: float | None = None, hub_models_at_once: int | None = None,
-                 batching: bool = False):
+                 scheduling: str = "fair"):
         """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
         ``speedups``: optional channels_last / torch.compile for the UNets; ``cache_bytes``: the results
         kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
         most estimated compute one request may ask for (None: no limit; a Space sets one);
         ``hub_models_at_once``: hub models kept loaded together (None: no limit; a Space keeps 1).
-        ``batching``: the UI's requests run on a :class:`BatchingScheduler` (compatible requests' UNet calls
-        share a batch wherever that is verified bit-identical: :mod:`diffusion.batching`) instead of the UI's
-        fair scheduler."""
+        ``scheduling``: how the UI's requests share the model thread (:data:`diffusion.batching.SCHEDULING`):
+        "fair" (the UI's own fair scheduler), "batching" (a :class:`BatchingScheduler`: compatible requests' UNet
+        calls share a batch wherever that is verified bit-identical) or "first-come" (the baseline)."""
         self.registry = registry or Registry.default()
         self.store = ModelStore(self.registry, device, precision, speedups, hub_models_at_once)
         self.work_budget_s = work_budget_s
@@ -225,7 +225,8 @@ class Studio:
         self.planner = PlannerDesk(self.gate)
         # what should run the UI's requests step by step: None (the UI's fair scheduler: the work is done here)
         # or a runner with the same interface, where the work is done elsewhere (diffusion.ray_backend)
-        self.step_runner: FairScheduler | ThreadPerJob | None = BatchingScheduler() if batching else None
+        self.step_runner: FairScheduler | ThreadPerJob | None = (
+            None if scheduling == "fair" else make_step_scheduler(scheduling))
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:

@@ -49,6 +49,7 @@ class LoadReport:
     students: int
     timings: list[Timing] = field(default_factory=list)
     scrub_s: list[float] = field(default_factory=list)
+    scrub_errors: list[str] = field(default_factory=list)  # a scrub (or the scrubber's own run) that failed
     wall_s: float = 0.0
     peak_rss: int | None = None
     probe: Timing | None = None  # a short request (1 image, 10 steps) sent once every student has arrived
@@ -79,7 +80,8 @@ class LoadReport:
                        f"{sum(t.error is not None for t in rows)} |")
         served = sum(t.done_s is not None for t in self.timings)
         out.append(f"step-slider scrub under load: p50 {pct(self.scrub_s, 50).strip()}, p95 {pct(self.scrub_s, 95).strip()} "
-                   f"({len(self.scrub_s)} scrubs); {served} requests served, {served / self.wall_s * 60:.1f} a minute")
+                   f"({len(self.scrub_s)} scrubs, {len(self.scrub_errors)} failed); {served} requests served, "
+                   f"{served / self.wall_s * 60:.1f} a minute")
         if self.probe is not None:
             out.append("a short request (1 image, DDIM 10) sent while the class works: "
                        + (f"completed in {self.probe.done_s:.1f} s" if self.probe.error is None
@@ -90,6 +92,8 @@ class LoadReport:
                    + ", ".join(f"{e} {self.results_digest(e)[:8]}" for e in ENDPOINTS) + ")")
         for t in self.errors()[:5]:
             out.append(f"error on {t.endpoint}: {t.error}")
+        for error in self.scrub_errors[:3]:
+            out.append(f"scrub error: {error}")
         return out
 
 
@@ -144,7 +148,13 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
     stop = threading.Event()
 
     def student(k: int) -> None:
-        client = Client(url, verbose=False)
+        try:
+            client = Client(url, verbose=False)
+        except Exception as error:  # noqa: BLE001 - a student who cannot connect: each of its requests failed
+            with lock:
+                report.timings.extend(Timing(e, error=f"connect: {type(error).__name__}: {str(error)[:200]}",
+                                             seed=seeds[k]) for e in ENDPOINTS if only in (None, e))
+            return
         try:
             time.sleep(arrivals[k])
             for endpoint, kwargs in (("/sample", {"seed": seeds[k]}), ("/text_to_image", {"seed": seeds[k]}),
@@ -158,20 +168,32 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
             client.close()
 
     def scrubber(ready: threading.Event) -> None:
-        client = Client(url, verbose=False)
+        client = None
         try:
+            client = Client(url, verbose=False)
             client.predict(steps=20, prompt="", api_name="/lab_run")
+        except Exception as error:  # noqa: BLE001 - counted: nothing to scrub
+            report.scrub_errors.append(f"setup: {type(error).__name__}: {str(error)[:200]}")
             ready.set()
+            if client is not None:
+                client.close()
+            return
+        ready.set()
+        try:
             step = 1
             while not stop.is_set():
                 start = time.monotonic()
-                client.predict(step, api_name="/lab_show")
-                with lock:
-                    report.scrub_s.append(time.monotonic() - start)
+                try:
+                    client.predict(step, api_name="/lab_show")
+                except Exception as error:  # noqa: BLE001 - a failed scrub is counted, the next one is tried
+                    with lock:
+                        report.scrub_errors.append(f"{type(error).__name__}: {str(error)[:200]}")
+                else:
+                    with lock:
+                        report.scrub_s.append(time.monotonic() - start)
                 step = step % 20 + 1
                 stop.wait(1.0)
         finally:
-            ready.set()
             client.close()
 
     def watch_rss() -> None:
@@ -186,7 +208,11 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
             stop.wait(0.2)
 
     def prober() -> None:
-        client = Client(url, verbose=False)
+        try:
+            client = Client(url, verbose=False)
+        except Exception as error:  # noqa: BLE001 - counted as the probe's failure
+            report.probe = Timing("/sample", error=f"connect: {type(error).__name__}: {str(error)[:200]}")
+            return
         try:
             if not stop.wait(spread_s + 1.0):
                 report.probe = _timed(client, "/sample", sampler="ddim", steps=10, batch=1, seed=12345)

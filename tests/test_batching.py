@@ -207,12 +207,31 @@ def test_plan_caps_rows(rows: int) -> None:
     assert all(sum(c.rows for c in g) <= rows for g in groups) and sum(len(g) for g in groups) == 4
 
 
-def test_the_app_flag_runs_requests_on_the_batching_scheduler(tiny_ddpm_dir) -> None:
+def test_the_app_flag_chooses_how_requests_share_the_model(tiny_ddpm_dir) -> None:
     from app import parse_args
+    from diffusion.batching import make_step_scheduler
     from diffusion.registry import Registry
+    from diffusion.runtime import FirstComeScheduler
     from diffusion.studio import Studio
 
-    assert parse_args(["--batching"]).batching and not parse_args([]).batching
-    studio = Studio(Registry.default([tiny_ddpm_dir]), device="cpu", precision="fp32", cache_bytes=0, batching=True)
-    assert isinstance(studio.step_runner, BatchingScheduler)
-    assert Studio(Registry.default([tiny_ddpm_dir]), device="cpu", cache_bytes=0).step_runner is None
+    assert parse_args([]).scheduling == "fair" and parse_args(["--scheduling", "batching"]).scheduling == "batching"
+    with pytest.raises(SystemExit):
+        parse_args(["--scheduling", "random"])
+    registry = Registry.default([tiny_ddpm_dir])
+    assert isinstance(Studio(registry, device="cpu", cache_bytes=0, scheduling="batching").step_runner,
+                      BatchingScheduler)
+    assert isinstance(Studio(registry, device="cpu", cache_bytes=0, scheduling="first-come").step_runner,
+                      FirstComeScheduler)
+    assert Studio(registry, device="cpu", cache_bytes=0).step_runner is None  # the UI's own fair scheduler
+    with pytest.raises(ValueError, match="scheduling must be one of"):
+        make_step_scheduler("random")
+
+
+def test_first_come_runs_whole_requests_in_arrival_order() -> None:
+    """The benchmark's baseline: a short request behind a long one waits for it (the fair scheduler's opposite)."""
+    from diffusion.runtime import FirstComeScheduler
+
+    unet = RowWise()
+    _, finished = run_jobs(FirstComeScheduler("test-fcfs"), {"long": toy_steps(unet, 1, 2, 50),
+                                                            "short": toy_steps(unet, 2, 1, 2)})
+    assert finished == ["long", "short"]
