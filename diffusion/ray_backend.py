@@ -5,7 +5,10 @@ same code on a laptop (a local Ray instance) and on a cluster (``ray start --hea
 
 * :class:`StudioReplica` is a Serve deployment; each replica holds its own :class:`~diffusion.studio.Studio`
   (the embedded models, and at most one hub model at a time) and requests the CPUs (or a GPU) it is given
-  through ``ray_actor_options``.
+  through ``ray_actor_options``. Models that are not embedded load through Serve's model multiplexing
+  (:meth:`StudioReplica.hub_model`), and :class:`RayStudio` names them in each request, so Serve routes a
+  request to a replica that holds its model already. A replica's requests share its model thread as in the
+  app (``--scheduling``: fair, batching or first-come).
 * :class:`RayStudio` is the Studio the Gradio app talks to: the same door, in the same plain values. Sampling
   and SDEdit (:meth:`generate`), step-lab runs (:meth:`trajectory`), the sampler race (:meth:`race`) and the
   guidance decomposition (:meth:`guidance_view`) run on the replicas; cards, the request checks of the views
@@ -22,6 +25,7 @@ Ray is imported only here, and this module only when ``--backend ray`` is asked 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -41,7 +45,7 @@ from ray.exceptions import RayError, RayTaskError
 from diffusion.batching import make_step_scheduler
 from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
-from diffusion.registry import Registry
+from diffusion.registry import ModelCard, Registry
 from diffusion.request import SampleRequest
 from diffusion.runtime import StepJob, ThreadPerJob, configure_threads
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
@@ -117,6 +121,14 @@ class StudioSettings:
     scheduling: str = "fair"  # how a replica's requests share its model thread (diffusion.batching.SCHEDULING)
 
 
+@dataclass(frozen=True)
+class HeldModel:
+    """What Serve's multiplexing keeps per replica for a model that is not embedded: its id (the model itself is
+    in the replica's Studio)."""
+
+    model_id: str
+
+
 @serve.deployment(name="StudioReplica")
 class StudioReplica:
     """One replica: a Studio and its models. Streams are generators of plain records (pickled by Ray)."""
@@ -129,7 +141,28 @@ class StudioReplica:
                              hub_models_at_once=settings.hub_models_at_once)
         # the replica's requests take turns step by step, as in the in-process app (diffusion.runtime)
         self.scheduler = make_step_scheduler(settings.scheduling, "replica-steps")
+        # Serve runs the constructor on the replica's event loop and the (sync) request methods on a thread pool:
+        # the loop is where the multiplexed loader runs
+        self._loop = asyncio.get_running_loop()
         logger.info("replica %d ready with %d models", os.getpid(), len(registry.cards))
+
+    @serve.multiplexed(max_num_models_per_replica=1)
+    async def hub_model(self, model_id: str) -> HeldModel:
+        """Load a model that is not embedded through Serve's model multiplexing: Serve then routes the requests
+        that name it (``multiplexed_model_id``) to this replica, and keeps at most one per replica (least
+        recently used out; the Studio's store, with ``hub_models_at_once=1``, unloads it when the next loads)."""
+        await asyncio.to_thread(self.studio.load, model_id)
+        return HeldModel(model_id)
+
+    def _hold(self, model_id: str) -> None:
+        """On a request's thread, before its work: a model that is not embedded is loaded through
+        :meth:`hub_model` (embedded models are on every replica)."""
+        if not self.studio.card(model_id).embedded:
+            asyncio.run_coroutine_threadsafe(self.hub_model(model_id), self._loop).result()
+
+    def loaded(self) -> tuple[int, list[str]]:
+        """(this replica's process id, the models its Studio holds now): for the tests of the routing."""
+        return os.getpid(), self.studio.store.loaded()
 
     def _fairly(self, steps: Iterator[Any], name: str) -> Iterator[Any]:
         """``steps`` run on the replica's fair scheduler, one step per turn with its other requests; what they
@@ -148,6 +181,7 @@ class StudioReplica:
 
     def generate(self, model_id: str, request: SampleRequest, previews: int, init_image: np.ndarray | None,
                  start_timestep: int | None) -> Iterator[Progress]:
+        self._hold(model_id)
         yield from self._fairly(self.studio.generate(model_id, request, previews, init_image, start_timestep),
                                 "generate")
 
@@ -155,6 +189,7 @@ class StudioReplica:
         """("start", the trajectory without steps), then per step ("steps", done, total, k, views from step k
         on, wall_s, final, attention layers): the step's view and the one before it (whose alpha-bar of the
         step it lands on is filled in when the next step is known)."""
+        self._hold(model_id)
         sent = 0
         for item in self._fairly(self.studio.trajectory(model_id, request, images), "trajectory"):
             if item == HEARTBEAT:
@@ -169,6 +204,7 @@ class StudioReplica:
 
     def race(self, model_id: str, request: SampleRequest, lanes: tuple[tuple[str, int], ...]) -> Iterator[tuple]:
         """("start", the lanes without steps), then after each step what each lane gained."""
+        self._hold(model_id)
         seen: list[int] | None = None
         for state in self._fairly(self.studio.race(model_id, request, lanes), "race"):
             if state == HEARTBEAT:
@@ -190,6 +226,8 @@ class StudioReplica:
             yield ("lanes", changes)
 
     def guidance_view(self, model_id: str, view: StepView, scales: tuple[float, ...]) -> GuidanceView:
+        self._hold(model_id)
+
         def once() -> Iterator[GuidanceView]:
             yield self.studio.guidance_view(model_id, view, scales)
 
@@ -262,6 +300,12 @@ class RayStudio(Studio):
         self.handle = connect(options, settings)
         self.streaming = self.handle.options(stream=True)
 
+    @staticmethod
+    def _to(card: ModelCard, handle: Any) -> Any:
+        """``handle`` for a request on ``card``'s model: one that is not embedded names it as the multiplexed
+        model, so Serve sends it to a replica that holds it already (if any), instead of loading it on another."""
+        return handle if card.embedded else handle.options(multiplexed_model_id=card.id)
+
     def _stream(self, response: Any) -> Iterator[Any]:
         """The items of a streaming response, read by a pump thread (the replica runs ahead of a slow reader;
         the fair scheduler's turn never waits on the network for more than one item). Stops the remote
@@ -294,14 +338,14 @@ class RayStudio(Studio):
     def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
                  init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
         card = self.card(model_id)  # unknown ids fail here, before any remote call
-        yield from self._stream(self.streaming.generate.remote(card.id, request, previews, init_image,
+        yield from self._stream(self._to(card, self.streaming).generate.remote(card.id, request, previews, init_image,
                                                                start_timestep))
 
     def trajectory(self, model_id: str, request: SampleRequest,
                    images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
         card = self.card(model_id)
         traj: Trajectory | None = None
-        for message in self._stream(self.streaming.trajectory.remote(card.id, request, images)):
+        for message in self._stream(self._to(card, self.streaming).trajectory.remote(card.id, request, images)):
             if message[0] == "start":
                 traj = message[1]
                 continue
@@ -315,7 +359,7 @@ class RayStudio(Studio):
              lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
         card = self.card(model_id)
         state: list[RaceLane] = []
-        for message in self._stream(self.streaming.race.remote(card.id, request, tuple(lanes))):
+        for message in self._stream(self._to(card, self.streaming).race.remote(card.id, request, tuple(lanes))):
             if message[0] == "start":
                 state = message[1]
                 continue
@@ -329,7 +373,7 @@ class RayStudio(Studio):
     def guidance_view(self, model_id: str, view: StepView,
                       scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
         card = self.card(model_id)
-        response = self.handle.guidance_view.remote(card.id, view, tuple(scales))
+        response = self._to(card, self.handle).guidance_view.remote(card.id, view, tuple(scales))
         try:
             return response.result(timeout_s=self.options.stall_s)
         except TimeoutError:

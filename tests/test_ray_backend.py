@@ -208,3 +208,26 @@ def test_replicas_that_stop_answering_give_a_message_not_a_hang(remote) -> None:
         remote.options = options
     *_, final = remote.generate("local/tiny-ddpm", SampleRequest("ddim", 2, 1, 0))  # thawed: served again
     assert final.done
+
+
+def test_a_hub_model_is_routed_to_the_replica_that_holds_it(remote) -> None:
+    """Models that are not embedded (here the tiny --model-dir ones) go through Serve's model multiplexing: a
+    replica loads one at a time, and the requests that name it go to the replica that holds it."""
+    from diffusion.request import SampleRequest
+
+    remote.sample("local/tiny-ddpm", SampleRequest("ddim", 2, n=1, seed=1))
+    routed = remote.handle.options(multiplexed_model_id="local/tiny-ddpm")
+    deadline = time.monotonic() + 30
+    while True:  # Serve learns which replica holds which model from the replicas' periodic reports
+        answers = [routed.loaded.remote().result(timeout_s=30) for _ in range(6)]
+        holders = {(pid, tuple(ids)) for pid, ids in answers}
+        if len(holders) == 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert len(holders) == 1, holders
+    (pid, ids), = holders
+    assert "local/tiny-ddpm" in ids
+    # the other model: loaded through the multiplexed loader too, at most one such model per replica
+    remote.sample("local/tiny-sd", SampleRequest("ddim", 2, n=1, seed=2, prompt="a red circle", guidance_scale=2.0))
+    for pid, ids in [remote.handle.loaded.remote().result(timeout_s=30) for _ in range(8)]:
+        assert len([i for i in ids if i.startswith("local/")]) <= 1, (pid, ids)
