@@ -85,18 +85,34 @@ class ComputeGate:
         self.peak = 0
         self.steps_run = 0
 
+    def _take_slot(self) -> None:
+        self._slots.acquire()
+        with self._count:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+
+    def _give_slot(self) -> None:
+        with self._count:
+            self.active -= 1
+        self._slots.release()
+
     @contextmanager
     def hold(self) -> Iterator[None]:
         """One slot of the gate while the block runs (counted in ``active`` and ``peak``)."""
-        with self._slots:
-            with self._count:
-                self.active += 1
-                self.peak = max(self.peak, self.active)
-            try:
-                yield
-            finally:
-                with self._count:
-                    self.active -= 1
+        self._take_slot()
+        try:
+            yield
+        finally:
+            self._give_slot()
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """The inverse of :meth:`hold`, inside it: the slot is free while the block runs, and taken back after."""
+        self._give_slot()
+        try:
+            yield
+        finally:
+            self._take_slot()
 
     def steps(self, records: Iterator[T]) -> Iterator[T]:
         """Advance ``records`` one item at a time inside the gate and yield each item outside it.
@@ -142,16 +158,10 @@ def gate_released() -> Iterator[ComputeGate | None]:
         yield None
         return
     _HELD.gate = None
-    gate._slots.release()
-    with gate._count:
-        gate.active -= 1
     try:
-        yield gate
+        with gate.released():
+            yield gate
     finally:
-        gate._slots.acquire()
-        with gate._count:
-            gate.active += 1
-            gate.peak = max(gate.peak, gate.active)
         _HELD.gate = gate
 
 
