@@ -85,8 +85,8 @@ class UNetCall:
     def run_alone(self) -> torch.Tensor:
         """The call's output (rows, ...) as the request would compute it alone (in inference mode: this runs
         on the model thread for a step that was in it)."""
-        with torch.inference_mode(), unet_precision(self.sample.device, self.autocast_dtype):
-            return self.unet(self.sample, self.timestep, **self.kwargs).sample
+        with torch.inference_mode():
+            return self.run_here()
 
     def run_here(self) -> torch.Tensor:
         """The call's output on the calling thread, in its own autograd mode (Attend-and-Excite needs grads)."""
@@ -179,6 +179,7 @@ class MergeVerdicts:
             self._agreed[key] = agreed
             if not same or agreed >= self.verifications:
                 self._verdicts[key] = same
+                del self._agreed[key]  # decided: only the verdict is kept
                 logger.info("batching %s rows of %d requests: %s", "+".join(str(c.rows) for c in calls), len(calls),
                             f"identical to running alone {agreed} times, merged from now on" if same else
                             "differs from running alone on this machine, never merged")
