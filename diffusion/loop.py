@@ -16,6 +16,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.attention import AttentionMaps
 from diffusion.excite import ExciteStep
+from diffusion.layout import LayoutStep
 
 # A denoiser maps (x_t, t) to the model output (noise prediction for epsilon models).
 # For text models it is a closure over the prompt embeddings (see ``diffusion.pipeline``).
@@ -52,6 +53,7 @@ class StepRecord:
     guidance_scale: float | None = None
     cross_attention: AttentionMaps | None = None  # text models, when recorded: the prompt's attention
     excite: ExciteStep | None = None  # text models with Attend-and-Excite: what the step's update did
+    layout: LayoutStep | None = None  # text models drawing by layout: the regions' weights and predictions
 
     @property
     def is_last(self) -> bool:

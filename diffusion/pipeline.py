@@ -20,6 +20,7 @@ from diffusion.attention import AttentionMaps, AttentionStore, recording
 from diffusion.batching import unet_forward, unet_precision
 from diffusion.excite import ExciteConfig, ExciteStep, make_refiner, subject_indices
 from diffusion.images import prepare_image, to_uint8
+from diffusion.layout import LayoutStep, compose, layout_masks, plan_images, region_weights
 from diffusion.loop import StepRecord, denoise
 from diffusion.prompts import encode_prompt, token_labels
 from diffusion.request import SampleRequest, make_generator
@@ -78,21 +79,41 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     maps (:class:`diffusion.attention.AttentionMaps`, (n, L, h, w) per resolution); the
     images are the same as without. ``scheduler``: the run's own fresh scheduler, as for
     :func:`pixel_steps`.
+
+    With ``request.layout`` "auto", an image whose prompt names two objects is drawn by layout
+    (:mod:`diffusion.layout`): its conditional prediction is composed from the two objects' own captions,
+    each in its planned region, and the records carry what was composed (``layout``); "off" is the
+    plain path, unchanged.
     """
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
     scheduler = scheduler or make_scheduler(request.sampler, model.scheduler_config)
     generator = make_generator(request.seed)
     do_guidance = request.guidance_scale > 1.0
+    prompt_list = list(prompts) if prompts is not None else [request.prompt] * request.n
+    # Attend-and-Excite edits the plain prompt's attention: it and the layout are alternatives
+    layouts = plan_images(prompt_list, request.seed, "off" if request.attend_excite else request.layout)
+    by_layout = any(layout is not None for layout in layouts)
+    size = model.card.resolution // model.vae_scale_factor
     with torch.inference_mode():  # entered and left before the first yield (thread-local)
-        text = encode_prompt(model, list(prompts) if prompts is not None else [request.prompt] * request.n)
+        if by_layout:
+            # one conditional row per object: its own caption at its cell (diffusion.layout); an image whose
+            # prompt names no two objects keeps its whole prompt in the first region (weight 1)
+            captions = [c for p, layout in zip(prompt_list, layouts, strict=True)
+                        for c in (layout.captions() if layout is not None else [p, p])]
+            text = encode_prompt(model, captions).unflatten(0, (request.n, 2)).transpose(0, 1).flatten(0, 1)
+            weights = torch.stack([region_weights(layout_masks(layout, size)) if layout is not None
+                                   else torch.stack([torch.ones(size, size), torch.zeros(size, size)])
+                                   for layout in layouts]).to(model.device)
+        else:
+            text = encode_prompt(model, prompt_list)
         context = torch.cat([encode_prompt(model, [request.negative_prompt] * request.n), text]) if do_guidance \
             else text
-        size = model.card.resolution // model.vae_scale_factor
         noise = sample_noise((request.n, model.unet.config.in_channels, size, size), generator,
                              model.device, model.dtype)
 
     maps: list[AttentionMaps] = []
+    regions: list[LayoutStep] = []
 
     autocast_dtype = getattr(model, "autocast_dtype", None)
 
@@ -103,16 +124,27 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
             # the store is active only inside this call (the generator may resume on another thread)
             with recording(AttentionStore((size, size))) as store:
                 out = model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)
-        maps.append(store.maps().select(slice(-request.n, None)))  # the conditional images are last
+        # the conditional images are last (by layout: the last object's caption, read by the lab as such)
+        maps.append(store.maps().select(slice(-request.n, None)))
         return out
 
+    def composed(per_object: torch.Tensor) -> torch.Tensor:
+        """(2B, C, h, w) objects' predictions [first objects; second objects] -> the composed (B, C, h, w)."""
+        stacked = per_object.unflatten(0, (2, request.n)).transpose(0, 1)  # (B, 2, C, h, w)
+        regions.append(LayoutStep(layouts, weights, stacked))
+        return compose(stacked, weights)
+
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if by_layout:
+            return composed(unet(torch.cat([x, x]), t, text))
         return unet(x, t, text)
 
     def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # one batched call for both halves: [uncond; cond]
-        out = unet(torch.cat([x, x]), t, context)
-        noise_pred_uncond, noise_pred_text = out.chunk(2)
+        # one batched call for every branch: [uncond; cond] (by layout: [uncond; first objects; second objects])
+        out = unet(torch.cat([x] * (context.shape[0] // request.n)), t, context)
+        noise_pred_uncond, noise_pred_text = out[:request.n], out[request.n:]
+        if by_layout:
+            noise_pred_text = composed(noise_pred_text)
         guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
         return guided, noise_pred_uncond, noise_pred_text
 
@@ -127,9 +159,12 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
                           guidance_scale=request.guidance_scale if do_guidance else None,
                           init_sample=init_sample, start_index=start_index, refine=refine):
         if record_attention:
-            record.cross_attention = maps.pop()
+            # by layout the rows attend to the objects' own captions, not the prompt's tokens: no maps to label
+            record.cross_attention = None if by_layout else maps.pop()
         if excited and excited[-1].index == record.index:
             record.excite = excited[-1]
+        if regions:
+            record.layout = regions.pop()
         yield record
 
 

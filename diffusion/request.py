@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from diffusion.layout import LAYOUT_MODES
 from diffusion.schedulers import get_sampler
 
 MAX_SEED = 2**32 - 1  # the seed of a CPU torch.Generator, as diffusers' pipelines take it
@@ -34,7 +35,9 @@ class SampleRequest:
     [0, 1] (DDIM only); ``guidance_scale`` in [0, 30] (text models; 1 means no guidance). A request
     built from form values may hold whole floats; :func:`check_request` returns the checked one.
     ``attend_excite``: nudge the first steps' latents so that every object word is attended to
-    (text models; :mod:`diffusion.excite`).
+    (text models; :mod:`diffusion.excite`). ``layout``: "auto" draws a prompt that names two objects by a
+    planned layout, one region per object (text models; :mod:`diffusion.layout`; not with Attend-and-Excite,
+    which edits the plain prompt's attention); "off" is the plain model.
     """
 
     sampler: str = "ddim"
@@ -46,6 +49,7 @@ class SampleRequest:
     negative_prompt: str = ""
     guidance_scale: float = 1.0
     attend_excite: bool = False
+    layout: str = "auto"
 
 
 def _number(value: object, message: str, lo: float, hi: float, whole: bool) -> float:
@@ -91,6 +95,8 @@ def check_request(request: SampleRequest, max_steps: int = MAX_STEPS, max_batch:
         raise ValueError(f"attend_excite must be true or false, got {request.attend_excite!r}")
     if request.attend_excite and not conditional:
         raise ValueError(f"{model_id} is unconditional: Attend-and-Excite needs a prompt's words")
+    if request.layout not in LAYOUT_MODES:
+        raise ValueError(f"layout must be one of {', '.join(LAYOUT_MODES)}, got {str(request.layout)[:40]!r}")
     return replace(
         request,
         steps=whole_number(request.steps, "Steps", 1, min(max_steps, MAX_STEPS)),

@@ -47,6 +47,7 @@ class GateConfig:
     seed: int = 0
     batch: int = 50
     attend_excite: bool = False  # Attend-and-Excite while sampling (diffusion.excite)
+    layout: str = "auto"  # two-object prompts drawn by a planned layout ("auto") or by the plain model ("off")
 
 
 @dataclass
@@ -81,7 +82,8 @@ def generate(model, prompts: Sequence[str], guidance: float, config: GateConfig)
     for i in range(0, len(prompts), config.batch):
         chunk = list(prompts[i:i + config.batch])
         request = SampleRequest(sampler=config.sampler, steps=config.steps, n=len(chunk),
-                                seed=config.seed + i, guidance_scale=guidance, attend_excite=config.attend_excite)
+                                seed=config.seed + i, guidance_scale=guidance, attend_excite=config.attend_excite,
+                                layout=config.layout)
         *_, last = latent_steps(model, request, prompts=chunk)
         out.append(to_uint8(decode_latents(model, last.prev_sample)))
     return np.concatenate(out)
@@ -241,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="40 prompts, 20 held-out, 20 two-object")
     p.add_argument("--pairs-only", action="store_true", help="only the two-object prompts (and their ceiling)")
     p.add_argument("--attend-excite", action="store_true", help="sample with Attend-and-Excite")
+    p.add_argument("--layout", choices=("auto", "off"), default="auto",
+                   help="two-object prompts drawn by a planned layout (auto) or by the plain model (off)")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     config = GateConfig(n_prompts=40, n_held_out=20, n_pairs=20) if args.quick else GateConfig()
     if args.pairs_only:
         config = dataclasses.replace(config, n_prompts=0, n_held_out=0, sweep=())
-    config = dataclasses.replace(config, attend_excite=args.attend_excite)
+    config = dataclasses.replace(config, attend_excite=args.attend_excite, layout=args.layout)
     judge = validate(classifier)
     report = run_gate(model, classifier, config)
     lines = [format_report(report, judge)]
