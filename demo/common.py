@@ -87,14 +87,15 @@ SAMPLER_CHOICES = [(spec.title, name) for name, spec in SAMPLERS.items()]
 
 def card_request(card: ModelCard, sampler: object, steps: object, seed: object, n: object = 1,
                  prompt: object = "", negative_prompt: object = "", guidance: object = 1.0,
-                 eta: object = 0.0) -> SampleRequest:
-    """A request from a form's values, as they come (the Studio checks and normalises it): text fields
-    and guidance only for text models, whose card says so."""
+                 eta: object = 0.0, layout: object = "auto") -> SampleRequest:
+    """A request from a form's values, as they come (the Studio checks and normalises it): text fields,
+    guidance and the layout switch only for text models, whose card says so."""
     text = card.kind == "latent-text"
     return SampleRequest(sampler=str(sampler), steps=steps, n=n, seed=seed, eta=eta,  # type: ignore[arg-type]
                          prompt=str(prompt or "") if text else "",
                          negative_prompt=str(negative_prompt or "") if text else "",
-                         guidance_scale=guidance if text else 1.0)  # type: ignore[arg-type]
+                         guidance_scale=guidance if text else 1.0,  # type: ignore[arg-type]
+                         layout=str(layout) if text else "auto")
 
 
 def card_note(card: ModelCard) -> str:

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from demo.common import FIGURE_LOCK
-from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
+from diffusion.studio import Layout, NoiseField, ParticlePaths, ScheduleCurves
 
 MIN_POINTS = 14  # the smallest text in a figure, for a projector at the back of a room
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), each with its own line style
@@ -185,3 +186,38 @@ def loss_by_t_figure(timesteps: np.ndarray, loss: np.ndarray, alpha_bar: np.ndar
         more = twin.get_legend_handles_labels()
         ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=11, loc="upper right")
         return readable(fig)
+
+
+#: Canvas colours of the shapes world's backgrounds, for the layout figure.
+_CANVAS = {"white": "#f5f5f5", "gray": "#808080", "black": "#101010"}
+
+
+def layout_figure(layouts: list[Layout | None], most: int = 4) -> Figure | None:
+    """The planned layouts of the first ``most`` images (diffusion.layout): the 3x3 grid of the 64-pixel canvas
+    on its planned background, each object's region as a box in its own Okabe-Ito colour and line style,
+    labelled with its words. None when no image was drawn by layout."""
+    shown = [(i, layout) for i, layout in enumerate(layouts[:most]) if layout is not None]
+    if not shown:
+        return None
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(3.6 * len(shown), 4.2))
+        for k, (i, layout) in enumerate(shown):
+            ax = fig.add_subplot(1, len(shown), k + 1)
+            ax.set_facecolor(_CANVAS.get(layout.background, "#f5f5f5"))
+            for edge in (64 / 3, 128 / 3):
+                ax.axvline(edge, color="#999999", lw=1)
+                ax.axhline(edge, color="#999999", lw=1)
+            for obj, (colour, style) in zip(layout.objects, LINE_STYLES, strict=False):
+                x0, y0, x1, y1 = obj.box
+                ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linestyle=style,
+                                       linewidth=4))
+                ax.text((x0 + x1) / 2, (y0 + y1) / 2, obj.words.phrase.removeprefix("a ").replace(" ", "\n"),
+                        ha="center", va="center", fontsize=MIN_POINTS, color="black",
+                        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": colour, "boxstyle": "round"})
+            ax.set_xlim(0, 64)
+            ax.set_ylim(64, 0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"image {i + 1}: {layout.relation}")
+        return readable(fig)
+

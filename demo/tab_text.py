@@ -10,6 +10,7 @@ from demo.common import (
     GUIDANCE_SLIDER_MAX,
     LATEX,
     MODEL_CONCURRENCY,
+    LockedPlot,
     SAMPLER_CHOICES,
     Tick,
     card_note,
@@ -20,7 +21,8 @@ from demo.common import (
     user_errors,
 )
 from demo.theory import LDM
-from diffusion.studio import MAX_TEXT_BATCH, PromptTokens, Studio
+from demo.figures import layout_figure
+from diffusion.studio import LAYOUT_MODES, MAX_TEXT_BATCH, Layout, PromptTokens, Studio
 
 TEXT_STEPS_SLIDER_MAX = 200  # latent models need far fewer steps than DDPM's 1000
 
@@ -48,13 +50,24 @@ def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
     return out
 
 
+def layout_note(layouts: list[Layout | None]) -> str:
+    """What the status line says about the layout: drawn by layout (and how), or not."""
+    first = next((layout for layout in layouts if layout is not None), None)
+    if first is None:
+        return ""
+    return (" · drawn by a planned layout (each object from its own caption in its region; "
+            f"image 1: {first.describe()})")
+
+
 def make_text_handler(studio: Studio):
     @streamed
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
-                      steps: float, seed: float, batch: float) -> Iterator[tuple]:
+                      steps: float, seed: float, batch: float, layout: str = "auto") -> Iterator[tuple]:
+        """Images for ``prompt``, streamed; ``layout`` "auto" draws a two-object prompt by a planned layout."""
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, prompt=prompt,
-                                   negative_prompt=negative_prompt, guidance=guidance)
+                                   negative_prompt=negative_prompt, guidance=guidance, layout=layout)
+            plan = None
             for update in studio.generate(str(model_id), request, previews=10):
                 note = ""
                 if update.prompt is not None and update.prompt.unknown_words:
@@ -63,13 +76,17 @@ def make_text_handler(studio: Studio):
                     note += (" · prompt too long for the text encoder; dropped: "
                              + " ".join(update.prompt.truncated_words[:50]))
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update) + note
+                if plan is None and update.request is not None:  # the checked request: its images' layouts
+                    layouts = studio.layouts(update.request)
+                    plan = (layout_figure(layouts), layout_note(layouts))
+                status = status_line(update) + note + (plan[1] if plan else "")
+                figure = plan[0] if plan else None
                 if update.done:
-                    yield update.grid, token_view(update.prompt), status
+                    yield update.grid, token_view(update.prompt), status, figure
                 elif update.preview is not None:  # the first preview at once, then as often as the load allows
-                    yield Tick((update.preview, token_view(update.prompt), status), preview=True)
+                    yield Tick((update.preview, token_view(update.prompt), status, figure), preview=True)
                 else:
-                    yield Tick((gr.skip(), gr.skip(), status))
+                    yield Tick((gr.skip(), gr.skip(), status, gr.skip()))
 
     return text_to_image
 
@@ -99,6 +116,8 @@ def build_text_tab(studio: Studio) -> None:
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", elem_id="text-seed")
                 batch = gr.Slider(1, MAX_TEXT_BATCH, value=4, step=1, label="Batch")
+            layout = gr.Radio(list(LAYOUT_MODES), value="auto", elem_id="text-layout",
+                              label="Two objects: draw by a planned layout (auto) or the plain model (off)")
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", scale=3)
                 stop = gr.Button("Stop", variant="stop", scale=1, elem_id="text-stop")
@@ -108,11 +127,12 @@ def build_text_tab(studio: Studio) -> None:
                             elem_classes=["pixelated"])
             tokens = gr.HighlightedText(label="How the text encoder reads the prompt", combine_adjacent=False)
             status = gr.Markdown(elem_id="text-status")
+            plan = LockedPlot(label="Planned layout (two-object prompts): each object's region", elem_id="text-layout-plot")
     with gr.Accordion("How it works: latent diffusion and classifier-free guidance", open=False):
         gr.Markdown(LDM, latex_delimiters=LATEX)
     # ----- events -----
     describe_model(studio, model, about)
     generating = run.click(make_text_handler(studio),
-                           inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch],
-                           outputs=[grid, tokens, status], api_name="text_to_image", **MODEL_CONCURRENCY)
+                           inputs=[model, prompt, negative, guidance, sampler, steps, seed, batch, layout],
+                           outputs=[grid, tokens, status, plan], api_name="text_to_image", **MODEL_CONCURRENCY)
     stop.click(None, cancels=[generating], api_visibility="private")  # the run stops after the step in flight

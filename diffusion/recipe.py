@@ -78,6 +78,7 @@ class Recipe:
             raise ValueError("model must be a model id of 1 to 300 characters")
         fields = _object(data["request"], "request", set(SampleRequest.__dataclass_fields__))
         values = {name: _typed(value, REQUEST_TYPES[name], f"request.{name}") for name, value in fields.items()}
+        values.setdefault("layout", "off")  # a recipe from before layouts ran the plain model: so does its replay
         request = SampleRequest(**values)
         check_request(request, max_batch=MAX_RECIPE_IMAGES)  # ranges; the model's own step limit is checked on replay
         precision = _typed(data.get("precision", "fp32"), str, "precision")
@@ -115,7 +116,7 @@ MAX_RECIPE_IMAGES = 64
 TOP_LEVEL = {"format", "model", "request", "precision", "scheduler_config", "versions"}
 REQUEST_TYPES: dict[str, type] = {"sampler": str, "steps": int, "n": int, "seed": int, "eta": float,
                                   "prompt": str, "negative_prompt": str, "guidance_scale": float,
-                                  "attend_excite": bool}
+                                  "attend_excite": bool, "layout": str}
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", bool: "true or false"}
 
 

@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from diffusion.images import make_grid
+from diffusion.layout import LAYOUT_MODES
 from diffusion.loading import PRECISIONS, ModelLoadError
 from diffusion.recipe import Recipe
 from diffusion.registry import Registry
@@ -54,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--attend-excite", action="store_true",
                    help="Attend-and-Excite (Chefer et al. 2023): excite neglected object words (text models; slower)")
+    p.add_argument("--layout", choices=LAYOUT_MODES, default="auto",
+                   help="auto: a prompt naming two objects ('a red circle left of a blue square') is drawn by a "
+                        "planned layout, one region per object (text models); off: the plain model")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="UNet arithmetic: auto (bf16 autocast on CPUs with native bf16, else fp32), fp32, bf16; "
@@ -105,7 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         sampler=args.sampler or card.default_sampler, steps=args.steps or card.default_steps, n=args.n,
         seed=args.seed, eta=args.eta, prompt=args.prompt, negative_prompt=args.negative_prompt,
         guidance_scale=card.default_guidance if args.guidance is None else args.guidance,
-        attend_excite=args.attend_excite,
+        attend_excite=args.attend_excite, layout=args.layout,
     )
     if recipe is not None:
         request = recipe.request

@@ -62,6 +62,7 @@ from diffusion.lab.trajectory import (
     step_view,
     trajectory_nbytes,
 )
+from diffusion.layout import LAYOUT_MODES, Layout, plan_images
 from diffusion.loading import (
     LoadedModel,
     ModelLoadError,
@@ -139,6 +140,8 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
     # the lessons' own views
     "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost",
+    # composition by layout (the text tab, the step lab, lesson 10)
+    "LAYOUT_MODES", "Layout",
 ]
 
 
@@ -266,6 +269,8 @@ class Studio:
 
         def seconds(r: SampleRequest) -> float:
             guided = 2 if card.kind == "latent-text" and r.guidance_scale > 1 else 1
+            if card.kind == "latent-text" and any(self.layouts(replace(r, n=1))):
+                guided += 1  # one conditional row per object instead of one (diffusion.layout)
             excite = EXCITE_PASSES * max(1, r.steps // 2) if r.attend_excite else 0
             return r.n * (r.steps * guided + excite) * card.image_step_ms / 1000
 
@@ -517,6 +522,13 @@ class Studio:
         train = np.stack(read_sheet(ASSETS / "examples" / TRAINING_SHEET))
         held_out = np.stack(read_sheet(ASSETS / "examples" / HELD_OUT_SHEET))
         return nearest_copies(samples, train, held_out)
+
+    @staticmethod
+    def layouts(request: SampleRequest) -> list[Layout | None]:
+        """The planned layout of each image of a (checked) text request, as the run draws it: None for an image
+        drawn by the plain model (a prompt that names no two objects, ``layout`` "off", or Attend-and-Excite)."""
+        mode = "off" if request.attend_excite else request.layout
+        return plan_images([str(request.prompt)] * int(request.n), int(request.seed), mode)
 
     def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
         """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""

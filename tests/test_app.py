@@ -71,7 +71,7 @@ def test_steps_endpoints_record_and_show_each_step(served) -> None:
 
 def test_text_endpoint_with_a_local_latent_model(served) -> None:
     _, client, _ = served
-    grid, tokens, status = client.predict("local/tiny-sd", "a red zebra circle", "", 4.0, "ddim", 2, 0, 2,
+    grid, tokens, status, _ = client.predict("local/tiny-sd", "a red zebra circle", "", 4.0, "ddim", 2, 0, 2,
                                           api_name="/text_to_image")
     assert load(grid).shape == (2 + 16 + 2, 2 * (16 + 2) + 2, 3)
     assert "zebra" in status

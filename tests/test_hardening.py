@@ -90,7 +90,7 @@ def test_missing_embedded_model_is_named_and_the_app_keeps_serving(serve, tmp_pa
 def test_long_prompts_are_truncated_and_the_dropped_words_named(served) -> None:
     _, client, _ = served
     words = "a red circle left of the blue square top"
-    _, tokens, status = client.predict("local/tiny-sd", words, "", 2.0, "ddim", 2, 0, 1, api_name="/text_to_image")
+    _, tokens, status, _ = client.predict("local/tiny-sd", words, "", 2.0, "ddim", 2, 0, 1, api_name="/text_to_image")
     assert "dropped: blue square top" in status
     assert [t["token"].strip() for t in tokens if t["class_or_confidence"]] == ["blue", "square", "top"]
 

@@ -119,6 +119,25 @@ def prompt_sensitivity(model, a: str, b: str, timestep: int = 999, n: int = 8, s
     return float((x0[0] - x0[1]).pow(2).mean().sqrt())
 
 
+def layout_cost(model, prompt: str = "a red circle left of a blue square", n: int = 4, repeats: int = 5,
+                config: GateConfig = GateConfig()) -> dict[str, float]:
+    """Median wall seconds of ``n`` images for a two-object prompt with the layout off and on (interleaved runs
+    in one process, after one warm-up each), and their ratio: what drawing by layout costs."""
+    import statistics
+    import time
+    from dataclasses import replace
+
+    times: dict[str, list[float]] = {"off": [], "auto": []}
+    for k in range(repeats + 1):
+        for mode in times:
+            start = time.perf_counter()
+            generate(model, [prompt] * n, config.guidance, replace(config, layout=mode, seed=k))
+            if k:  # the first round warms up
+                times[mode].append(time.perf_counter() - start)
+    off, auto = statistics.median(times["off"]), statistics.median(times["auto"])
+    return {"off_s": off, "auto_s": auto, "ratio": auto / off}
+
+
 @torch.inference_mode()
 def reconstructions(model, scenes: Sequence[shapes.Scene], batch: int = 50) -> np.ndarray:
     """uint8 decode(mean of q(z | x)) of the rendered scenes through the model's own autoencoder."""
@@ -245,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attend-excite", action="store_true", help="sample with Attend-and-Excite")
     p.add_argument("--layout", choices=("auto", "off"), default="auto",
                    help="two-object prompts drawn by a planned layout (auto) or by the plain model (off)")
+    p.add_argument("--cost", action="store_true",
+                   help="also time 4 images of a two-object prompt with the layout off and on")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -262,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
         sensitivity = {k: prompt_sensitivity(model, a, b) for k, (a, b) in SENSITIVITY_PAIRS.items()}
         lines.append("Prompt sensitivity at t = 999 (RMS change of the predicted x0 between two prompts): "
                      + ", ".join(f"{k} {v:.4f}" for k, v in sensitivity.items()))
+    if args.cost:
+        cost = layout_cost(model, config=config)
+        lines.append(f"Layout cost, 4 images, {config.sampler.upper()} {config.steps}: off {cost['off_s']:.2f} s, "
+                     f"auto {cost['auto_s']:.2f} s, ratio {cost['ratio']:.2f} (median of 5)")
     print("\n".join(lines))  # noqa: T201 - the command's output
     return 0 if report.passes() and report.pairs_pass() is not False else 1
 
