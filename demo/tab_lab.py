@@ -32,11 +32,12 @@ from demo.common import (
     user_errors,
 )
 from demo.figures import SchedulePicture, schedule_figure, schedule_picture
-from demo.theory import ATTENTION, FORWARD, GUIDANCE, STEPS
+from demo.theory import ATTENTION, FORWARD, GUIDANCE, LAYOUT_VIEW, STEPS
 from diffusion.studio import (
     ASSETS,
     GUIDANCE_SCALES,
     IMAGE_LIMITS,
+    LAYOUT_MODES,
     MAX_LAB_IMAGES,
     MAX_RECIPE_CHARS,
     MAX_STEPS,
@@ -93,6 +94,7 @@ class Controls:
     prompt: gr.Textbox
     guidance: gr.Slider
     images: gr.Slider
+    layout: gr.Radio
     session: gr.State
     slider: gr.Slider  # the step being shown (built by the reverse-process view)
     t: gr.Slider | None = None  # the forward view's noise level (built by it)
@@ -117,10 +119,11 @@ def _step_index(traj: Trajectory, step: float) -> int:
 def make_lab_run(studio: Studio, budget: StateBudget):
     @streamed
     def lab_run(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
-                guidance: float, images: float = 1) -> Iterator[tuple]:
+                guidance: float, images: float = 1, layout: str = "auto") -> Iterator[tuple]:
+        """Record a run step by step; ``layout`` "auto" draws a two-object prompt by a planned layout."""
         with user_errors():
             card = studio.card(model_id)
-            request = card_request(card, sampler, steps, seed, prompt=prompt, guidance=guidance)
+            request = card_request(card, sampler, steps, seed, prompt=prompt, guidance=guidance, layout=layout)
             for done, total, traj in studio.trajectory(card.id, request, images=images):
                 view = traj.steps[-1]
                 if done < total:  # every step is yielded; the browser gets one every stream_interval
@@ -213,7 +216,7 @@ def make_lab_load_recipe(studio: Studio):
                 + (f", prompt \"{r.prompt}\", guidance {r.guidance_scale:g}" if r.prompt else "") + ". Running it.")
         if notes:
             note += " The pixels may differ slightly: " + "; ".join(notes) + "."
-        return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, note)
+        return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, r.layout, note)
 
     return lab_load_recipe
 
@@ -225,7 +228,7 @@ def make_lab_replay(studio: Studio, budget: StateBudget):
 
     @streamed
     def lab_replay(path: str | None) -> Iterator[tuple]:
-        yield from run(*load(path)[:7])
+        yield from run(*load(path)[:8])
 
     return lab_replay
 
@@ -260,7 +263,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run_event = run.click(make_lab_run(studio, budget),
-                          inputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images],
+                          inputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout],
                           outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
                           api_name="lab_run", **MODEL_CONCURRENCY)
     c.slider.change(lab_show, inputs=[c.session, c.slider], outputs=[x_t, noise, x0, latents, plot, equation],
@@ -274,7 +277,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     animate.click(lab_export, inputs=[c.session, panel, fmt], outputs=download, api_name="lab_export")
     recipe.click(lab_recipe, inputs=c.session, outputs=download, api_name="lab_recipe")
     upload.upload(make_lab_load_recipe(studio), inputs=upload,
-                  outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, status],
+                  outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status],
                   api_name="lab_load_recipe").success(
         make_lab_replay(studio, budget), inputs=upload,
         outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
@@ -321,6 +324,11 @@ def lab_attention(session: LabSession | None, step: float, layers: str | None) -
     if session is None:
         return [], gr.skip(), "Run the reverse process with a text model to see its cross-attention."
     traj = _trajectory(session)
+    if traj.tokens is not None and traj.steps and traj.steps[0].regions is not None:
+        return [], gr.Dropdown(choices=["all"], value="all"), (
+            "This run drew the prompt by layout: each object's region attends to its own caption, so there are no "
+            "maps of the prompt's words. Set the layout switch above to **off** and run again to see the plain "
+            "model's maps (the words of both objects land on one object); the **Layout** tab shows the regions.")
     if traj.tokens is None or traj.attention_layers is None:
         why = ("Cross-attention maps are recorded for runs of one image: set Images to 1 and run again."
                if traj.request.n > 1 and traj.steps and traj.steps[0].latents is not None else
@@ -356,6 +364,39 @@ def build_attention(c: Controls, run_event: gr.Dependency) -> None:
     # a new run whose last step has the same number as the slider's fires no .change: refresh the maps
     run_event.then(lab_attention, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
     layers.input(lab_attention, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
+
+
+# ----- layout -----
+def lab_layout(session: LabSession | None, step: float) -> tuple:
+    """Each object's region and its own predicted x0 at recorded step ``step`` (1-based), then the composition."""
+    if session is None:
+        return [], "Run the reverse process with a two-object prompt (for example *a red circle left of a blue square*)."
+    traj = _trajectory(session)
+    index = _step_index(traj, step)
+    view = traj.steps[index]
+    if view.regions is None:
+        return [], ("This run was not drawn by layout: use a text model, a prompt that names two objects "
+                    "(*a red circle left of a blue square*) and the layout switch on **auto**, then run.")
+    gallery = []
+    for k, region in enumerate(view.regions, 1):
+        gallery += [(region.weight, f"object {k}: its region (white: its prediction alone)"),
+                    (region.pred_x0, f"object {k}: predicted x0 of '{region.caption}'")]
+    gallery.append((view.pred_x0, "composed: the predicted x0 this step used"))
+    note = (f"Step {index + 1} of {len(traj.steps)}, t = {view.timestep:.0f}. Each object's caption predicts the "
+            "noise everywhere; its region keeps that prediction, and outside the regions the two are averaged "
+            "(MultiDiffusion, Bar-Tal et al. 2023, Eq. 5), so both objects share one background.")
+    return gallery, note
+
+
+def build_layout(c: Controls, run_event: gr.Dependency) -> None:
+    gr.Markdown(LAYOUT_VIEW, latex_delimiters=LATEX)
+    gallery = gr.Gallery(label="regions and their predictions at this step", columns=5, height="auto",
+                         elem_classes=["pixelated"], elem_id="layout-gallery")
+    note = gr.Markdown(elem_id="layout-note")
+    # ----- events -----
+    inputs, outputs = [c.session, c.slider], [gallery, note]
+    c.slider.change(lab_layout, inputs=inputs, outputs=outputs, api_name="lab_layout", show_progress="hidden")
+    run_event.then(lab_layout, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden")
 
 
 # ----- forward process and SDEdit -----
@@ -545,7 +586,9 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
         prompt = gr.Textbox(label="Prompt (text models only)", scale=3, elem_id="lab-prompt")
         guidance = gr.Slider(0.0, GUIDANCE_SLIDER_MAX, value=4.0, step=0.5, label="Guidance (text models)", scale=1)
         images = gr.Slider(1, MAX_LAB_IMAGES, value=1, step=1, label="Images (seeds side by side)", scale=1)
-    c = Controls(model, sampler, steps, seed, prompt, guidance, images,
+        layout = gr.Radio(list(LAYOUT_MODES), value="auto", scale=1, elem_id="lab-layout",
+                          label="Two objects: by layout (auto) or plain (off)")
+    c = Controls(model, sampler, steps, seed, prompt, guidance, images, layout,
                  # per-user runs, bounded across users by ``budget`` and expired by gradio after the same time
                  session=gr.State(None, time_to_live=budget.ttl_s, delete_callback=budget.discard),
                  slider=gr.Slider(1, 2, value=1, step=1, label="Step", interactive=False, elem_id="lab-slider",
@@ -557,6 +600,8 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
             build_guidance(studio, c)
         with gr.Tab("Cross-attention", id="attention"):
             build_attention(c, run_event)
+        with gr.Tab("Layout (two objects)", id="layout"):
+            build_layout(c, run_event)
         with gr.Tab("Forward process and SDEdit", id="forward"):
             build_forward(studio, c)
         with gr.Tab("Sampler race", id="race"):

@@ -68,6 +68,20 @@ token's share of all attention; the start and end tokens and the padding take th
 Drag the step slider to watch the words find their places.
 """
 
+LAYOUT_VIEW = r"""
+### Two objects by layout: one region per object
+The shapes model draws single objects where their caption says, but its small text encoder does not bind
+word order to place: in *a red circle left of a blue square* the words of both objects attend to one object.
+With the layout switch on **auto**, a prompt that names two objects is planned first (a parser picks two
+cells where the relation holds, the seed chooses among them: the "LLM to layout" stage of Lian et al. 2023).
+Each object then gets its own caption at its cell (*a red circle on the left on a gray background*), and the
+step's conditional prediction is composed per pixel (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
+$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_	heta(x_t, y_k),\qquad W_k = M_k + 	frac12\Big(1 - \sum_j M_j\Big),$$
+where $M_k$ is object $k$'s soft mask; guidance then acts on $\epsilon_c$ with the one unconditional prediction.
+Below, for the step chosen with the slider on the *Reverse process* tab: each region, what its caption alone
+predicts, and the composed prediction.
+"""
+
 PLAYGROUND = r"""
 ### Algorithm 1, live: a diffusion model learns a 2-D point cloud
 Every training step takes a batch of data points $x_0$, a random step $t$ and fresh noise $\epsilon$, makes

@@ -102,6 +102,13 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     labels = [item["caption"] for item in att_gallery]
     assert [label.split(" · ")[0] for label in labels] == ["[BOS]", "a", "red", "circle", "[EOS]", "padding"]
     assert load(att_gallery[0]["image"]).shape == (16, 16, 3) and "Step 2 of 3" in att_note and layers["value"] == "4x4"
+    # a two-object prompt is drawn by layout: the layout view shows each region, the attention view says why it has none
+    client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle left of a blue square", 3.0, 1, "auto", api_name="/lab_run")
+    layout_gallery, layout_note = client.predict(2, api_name="/lab_layout")
+    assert len(layout_gallery) == 5 and "Step 2 of 3" in layout_note
+    assert [item["caption"].split(":")[0] for item in layout_gallery[:4]] == ["object 1", "object 1", "object 2", "object 2"]
+    assert "drew the prompt by layout" in client.predict(2, "all", api_name="/lab_attention")[2]
+    client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0, api_name="/lab_run")
     gif = client.predict("triptych", "gif", api_name="/lab_export")
     frames = np.asarray(Image.open(gif))
     assert frames.shape[0] == 192 and Image.open(gif).n_frames == 3
@@ -130,8 +137,8 @@ def test_an_uploaded_recipe_sets_the_controls_to_replay_the_run_exactly(served, 
     recipe = client.predict(api_name="/lab_recipe")
     client.predict("ddpm-mnist", "ddpm", 6, 3, "", 1.0, 1, api_name="/lab_run")  # the student's own run
     values = client.predict(handle_file(recipe), api_name="/lab_load_recipe")
-    assert values[:7] == ("ddpm-mnist", "ddim", 4, 11, "", 1.0, 2) and "Recipe loaded" in values[7]
-    _, again_x_t, _, again_x0, *_ = client.predict(*values[:7], api_name="/lab_run")
+    assert values[:8] == ("ddpm-mnist", "ddim", 4, 11, "", 1.0, 2, "auto") and "Recipe loaded" in values[8]
+    _, again_x_t, _, again_x0, *_ = client.predict(*values[:8], api_name="/lab_run")
     assert np.array_equal(load(again_x0), load(x0)) and np.array_equal(load(again_x_t), load(x_t))
     bad = tmp_path / "bad.json"
     for text, message in (("{", "not valid JSON"), ('{"format": "x"}', "not a Diffusion Classroom recipe"),

@@ -175,3 +175,21 @@ def test_the_layout_draws_two_object_prompts_better_on_the_shipped_weights() -> 
                                          classifier).accuracy()
     assert scores["auto"]["relation"] >= 0.6, scores
     assert scores["auto"]["relation"] >= scores["off"]["relation"] + 0.25, scores
+
+
+def test_the_step_lab_records_each_objects_region_and_prediction(studio) -> None:
+    request = SampleRequest(sampler="ddim", steps=3, seed=2, prompt="a red circle left of a blue square",
+                            guidance_scale=3.0)
+    *_, (done, total, traj) = studio.trajectory("local/tiny-sd", request)
+    assert done == total == 3
+    for view in traj.steps:
+        assert view.regions is not None and len(view.regions) == 2
+        assert view.attention is None  # no maps of the prompt's words: each region read its own caption
+        layout = L.plan(request.prompt, 2)
+        assert [r.caption for r in view.regions] == layout.captions()
+        for region in view.regions:
+            assert region.weight.shape == view.pred_x0.shape[:2] and region.weight.dtype == np.uint8
+            assert region.weight.max() == 255 and region.weight.min() < 255
+            assert region.pred_x0.shape == view.pred_x0.shape
+    plain = list(studio.trajectory("local/tiny-sd", dataclasses.replace(request, layout="off")))[-1][2]
+    assert all(view.regions is None for view in plain.steps)

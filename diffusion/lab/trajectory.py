@@ -27,6 +27,17 @@ from diffusion.request import SampleRequest
 
 
 @dataclass(frozen=True)
+class RegionView:
+    """One object of a layout-grounded step (diffusion.layout), first image: its caption, its weight in the
+    composed prediction as a uint8 picture at the image's size (255 = the object's prediction alone), and the
+    predicted x0 of its own guided prediction (what its caption alone would make of this x_t), decoded."""
+
+    caption: str
+    weight: np.ndarray
+    pred_x0: np.ndarray
+
+
+@dataclass(frozen=True)
 class GuidancePair:
     """One image's cached classifier-free-guidance inputs at one step, float16 (C, h, w).
 
@@ -64,6 +75,7 @@ class StepView:
     # "all" layers and per layer resolution ("8x8", ...); L = the prompt's tokens with start and
     # end, then one map for all padding tokens together (at each position the L maps sum to 1)
     attention: dict[str, np.ndarray] | None = None
+    regions: tuple[RegionView, ...] | None = None  # text models drawing by layout: each object's region
 
 
 @dataclass
@@ -126,7 +138,30 @@ def step_view(model: Any, scheduler: SchedulerMixin, curves: ScheduleCurves, rec
         latents=latent_channels(record.model_input[0]) if latent else None,
         attention=None if record.cross_attention is None or kept_tokens is None
         else attention_summary(record.cross_attention, kept_tokens),
+        regions=region_views(model, scheduler, record),
     )
+
+
+def region_views(model: Any, scheduler: SchedulerMixin, record: StepRecord) -> tuple[RegionView, ...] | None:
+    """The first image's regions of a layout-grounded step (None when it was not drawn by layout)."""
+    step = record.layout
+    if step is None or step.layouts[0] is None:
+        return None
+    t = int(round(record.timestep))
+    size = model.card.resolution
+    views = []
+    for caption, weight, prediction in zip(step.layouts[0].captions(), step.weights[0], step.predictions[0],
+                                           strict=True):
+        eps = prediction[None]
+        if record.noise_pred_uncond is not None:  # the object's own guided prediction (Ho & Salimans 2022)
+            uncond = record.noise_pred_uncond[:1]
+            eps = uncond + float(record.guidance_scale or 1.0) * (eps - uncond)
+        x0 = predict_original_sample(scheduler, record.model_input[:1].float(), eps.float(), t)
+        scale = size // weight.shape[-1]
+        picture = np.kron((weight.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
+                          np.ones((scale, scale), np.uint8))
+        views.append(RegionView(caption, picture, pictures(model, x0.to(record.model_input.dtype))[0]))
+    return tuple(views)
 
 
 def trajectory_nbytes(traj: Trajectory) -> int:
@@ -138,6 +173,7 @@ def trajectory_nbytes(traj: Trajectory) -> int:
         if view.guidance is not None:
             total += view.guidance.model_input.nbytes + view.guidance.uncond.nbytes + view.guidance.text.nbytes
         total += sum(a.nbytes for a in (view.attention or {}).values())
+        total += sum(r.weight.nbytes + r.pred_x0.nbytes for r in view.regions or ())
     return total
 
 
