@@ -158,8 +158,9 @@ colour, shape, size and position): $w = 1$: 0.825, $w = 2$: 0.900, $w = 4$: 0.90
         "Limits",
         r"""
 What the models cannot do is part of the lesson:
-* **Composition.** 100 two-object prompts: both objects drawn in 37%, the relation right in 19% (the same weak spot as
-  Stable Diffusion's, scored 0.1-0.2 on spatial relations by T2I-CompBench).
+* **Composition.** 100 two-object prompts drawn by the plain model: both objects in 53%, the relation right in 25%
+  (the same weak spot as Stable Diffusion's, scored 0.1-0.2 on spatial relations by T2I-CompBench). Lesson 10 shows
+  why, and how a planned layout fixes much of it. Show me runs the plain model here.
 * **Held-out pairs.** Colour-shape pairs never seen together in training reach 0.82 exact match: the model composes
   words it saw only apart.
 * **Memorisation.** A model can copy its training data. Show me puts 16 new digits beside their nearest training
@@ -171,5 +172,31 @@ What the models cannot do is part of the lesson:
         r"Compare each sample with its nearest training image and with the nearest *held-out* image: a copier is much "
         r"closer to the training set than to unseen data, while a model that generalises is about equally far from both. "
         r"FLD alone cannot tell, since copies have exactly the data's statistics.",
+    ),
+    Lesson(
+        "10. Why two objects are hard, and how a layout fixes it",
+        "Layout",
+        r"""
+The shapes model places **one** object exactly where its caption says, yet draws *a red circle left of a blue square*
+wrong most of the time. Its three-layer text encoder does not bind word order to place: Show me runs the prompt with
+the layout **off** and shows the cross-attention of each word (lesson 7's view). The maps of "red", "circle" and
+"left" tend to land on the same object, wherever it is.
+
+The fix splits the work, as LLM-grounded Diffusion does (Lian et al. 2023): first a **layout** (here a parser picks two
+cells where the relation holds; the seed chooses among them), then an image that follows it. Each object gets its own
+single-object caption at its cell, and at every step the conditional prediction is composed per pixel from the
+objects' predictions (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
+$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_	heta(x_t, y_k),\qquad 	ilde\epsilon = \epsilon_	heta(x_t, arnothing) + w\,ig(\epsilon_c - \epsilon_	heta(x_t, arnothing)ig).$$
+$W_k$ is 1 in object $k$'s soft region, and the objects share what lies outside (so both captions name one background).
+Show me then runs the same prompt and seed with the layout **on**: the regions, what each caption predicts, and the
+result. On the gate's 100 two-object prompts (`python -m diffusion.metrics.shapes_gate --pairs-only --layout auto`)
+the relation goes from 25% right to 73%, for 1.4 times the time (one more UNet row per step).
+""",
+        "Composable Diffusion (Liu et al. 2022) *sums* the scores of two captions and composes CLEVR objects well. Why does "
+        "summing \"a red circle on the left\" and \"a blue square on the right\" fail here?",
+        r"Each of our single-object captions also says *nothing else is there*: the model was trained on scenes where the "
+        r"caption lists every object. The two scores then fight (each erases the other's object), and the measured sum "
+        r"draws neither. CLEVR captions describe one object among others, so their scores agree. Masking each caption's "
+        r"prediction to its own region removes the fight: outside its region a caption has no say.",
     ),
 )

@@ -262,7 +262,8 @@ def make_lesson_limits(studio: Studio):
         gallery = []
         with user_errors():
             for prompt in prompts:
-                request = SampleRequest(sampler="ddim", steps=25, n=4, seed=seed, prompt=prompt, guidance_scale=4.0)
+                request = SampleRequest(sampler="ddim", steps=25, n=4, seed=seed, prompt=prompt, guidance_scale=4.0,
+                                        layout="off")  # the plain model's limits (lesson 10 draws by layout)
                 for update in studio.generate(LATENT, request, previews=0):
                     if not update.done:
                         yield Tick((gr.skip(), gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
@@ -290,6 +291,46 @@ def make_lesson_limits(studio: Studio):
             "held-out digit (near copies): a copier would sit far below the held-out distances.")
 
     return lesson_limits
+
+
+# ----- 10. two objects by layout -----
+LAYOUT_WORDS = ("left", "right", "above", "below", *("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"),
+                *("circle", "square", "triangle", "star", "heart", "diamond"))
+
+
+def make_lesson_layout(studio: Studio):
+    @streamed
+    def lesson_layout(prompt: str, seed: float) -> Iterator[tuple]:
+        """The same prompt and seed with the layout off (and where its words attend) and on (its regions)."""
+        runs = {}
+        with user_errors():
+            for mode in ("off", "auto"):
+                request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt),
+                                        guidance_scale=4.0, layout=mode)
+                for done, total, traj in studio.trajectory(LATENT, request):
+                    if done < total:
+                        yield Tick((gr.skip(), f"Running: layout {mode}, step {done}/{total}"))
+                runs[mode] = traj
+        plain, planned = runs["off"], runs["auto"]
+        gallery = [(plain.final, "layout off: the plain model")]
+        if plain.tokens is not None and plain.steps[-1].attention is not None:
+            index = 2 * len(plain.steps) // 3  # where the objects have formed
+            gallery += [(image, f"layout off, step {index + 1}: {label}")
+                        for image, label in attention_overlays(plain.steps[index], plain.tokens, "all")
+                        if label.split(" · ")[0] in LAYOUT_WORDS]
+        regions = planned.steps[len(planned.steps) // 3].regions
+        if regions is None:
+            yield gallery, (f"{str(prompt)!r} names no two objects the parser can read (for example "
+                            "*a red circle left of a blue square*), so the layout changes nothing.")
+            return
+        gallery.append((planned.final, "layout on: one region per object"))
+        for k, region in enumerate(regions, 1):
+            gallery += [(region.weight, f"region {k}"), (region.pred_x0, f"{region.caption}: predicted x0")]
+        yield gallery, (f"Seed {int(seed)}. Layout: {studio.layouts(planned.request)[0].describe()}. The attention "
+                        "maps are the plain run's; the regions and their predictions are the layout run's, at step "
+                        f"{len(planned.steps) // 3 + 1} of {len(planned.steps)}.")
+
+    return lesson_layout
 
 
 # ----- the tab -----
@@ -366,6 +407,12 @@ def _views(studio: Studio, number: int) -> list:
                                  gr.Gallery(label="memorisation: each new digit (left) beside its nearest training digit",
                                             columns=8, height="auto", elem_classes=["pixelated"],
                                             elem_id="lesson-9-copies"), _note()], "lesson_limits")
+    elif number == 10:
+        prompt = gr.Textbox(value="a red circle left of a blue square", label="Prompt (two objects)", max_length=200)
+        seed.render()
+        return _show_me("layout off, then on", number, make_lesson_layout(studio), [prompt, seed],
+                        lambda: [_gallery("the same prompt and seed: layout off, then on", number, 5), _note()],
+                        "lesson_layout")
     return []
 
 

@@ -9,6 +9,7 @@ decoding from model space to images.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ from diffusion.attention import AttentionMaps, AttentionStore, recording
 from diffusion.batching import unet_forward, unet_precision
 from diffusion.excite import ExciteConfig, ExciteStep, make_refiner, subject_indices
 from diffusion.images import prepare_image, to_uint8
-from diffusion.layout import LayoutStep, compose, layout_masks, plan_images, region_weights
+from diffusion.layout import Layout, LayoutStep, compose, layout_masks, phase, plan_images, region_weights
 from diffusion.loop import StepRecord, denoise
 from diffusion.prompts import encode_prompt, token_labels
 from diffusion.request import SampleRequest, make_generator
@@ -80,40 +81,29 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     images are the same as without. ``scheduler``: the run's own fresh scheduler, as for
     :func:`pixel_steps`.
 
-    With ``request.layout`` "auto", an image whose prompt names two objects is drawn by layout
-    (:mod:`diffusion.layout`): its conditional prediction is composed from the two objects' own captions,
-    each in its planned region, and the records carry what was composed (``layout``); "off" is the
-    plain path, unchanged.
+    With ``request.layout`` "auto", images whose prompts name two objects are drawn by layout
+    (:func:`layout_steps`); "off", and every other prompt, take the plain path here, unchanged.
     """
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
-    scheduler = scheduler or make_scheduler(request.sampler, model.scheduler_config)
-    generator = make_generator(request.seed)
-    do_guidance = request.guidance_scale > 1.0
     prompt_list = list(prompts) if prompts is not None else [request.prompt] * request.n
     # Attend-and-Excite edits the plain prompt's attention: it and the layout are alternatives
     layouts = plan_images(prompt_list, request.seed, "off" if request.attend_excite else request.layout)
-    by_layout = any(layout is not None for layout in layouts)
-    size = model.card.resolution // model.vae_scale_factor
+    if any(layout is not None for layout in layouts):
+        yield from layout_steps(model, request, prompt_list, layouts, init_sample, start_index, scheduler)
+        return
+    scheduler = scheduler or make_scheduler(request.sampler, model.scheduler_config)
+    generator = make_generator(request.seed)
+    do_guidance = request.guidance_scale > 1.0
     with torch.inference_mode():  # entered and left before the first yield (thread-local)
-        if by_layout:
-            # one conditional row per object: its own caption at its cell (diffusion.layout); an image whose
-            # prompt names no two objects keeps its whole prompt in the first region (weight 1)
-            captions = [c for p, layout in zip(prompt_list, layouts, strict=True)
-                        for c in (layout.captions() if layout is not None else [p, p])]
-            text = encode_prompt(model, captions).unflatten(0, (request.n, 2)).transpose(0, 1).flatten(0, 1)
-            weights = torch.stack([region_weights(layout_masks(layout, size)) if layout is not None
-                                   else torch.stack([torch.ones(size, size), torch.zeros(size, size)])
-                                   for layout in layouts]).to(model.device)
-        else:
-            text = encode_prompt(model, prompt_list)
+        text = encode_prompt(model, list(prompts) if prompts is not None else [request.prompt] * request.n)
         context = torch.cat([encode_prompt(model, [request.negative_prompt] * request.n), text]) if do_guidance \
             else text
+        size = model.card.resolution // model.vae_scale_factor
         noise = sample_noise((request.n, model.unet.config.in_channels, size, size), generator,
                              model.device, model.dtype)
 
     maps: list[AttentionMaps] = []
-    regions: list[LayoutStep] = []
 
     autocast_dtype = getattr(model, "autocast_dtype", None)
 
@@ -124,27 +114,16 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
             # the store is active only inside this call (the generator may resume on another thread)
             with recording(AttentionStore((size, size))) as store:
                 out = model.unet(x, t, encoder_hidden_states=states).sample.to(model.dtype)
-        # the conditional images are last (by layout: the last object's caption, read by the lab as such)
-        maps.append(store.maps().select(slice(-request.n, None)))
+        maps.append(store.maps().select(slice(-request.n, None)))  # the conditional images are last
         return out
 
-    def composed(per_object: torch.Tensor) -> torch.Tensor:
-        """(2B, C, h, w) objects' predictions [first objects; second objects] -> the composed (B, C, h, w)."""
-        stacked = per_object.unflatten(0, (2, request.n)).transpose(0, 1)  # (B, 2, C, h, w)
-        regions.append(LayoutStep(layouts, weights, stacked))
-        return compose(stacked, weights)
-
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if by_layout:
-            return composed(unet(torch.cat([x, x]), t, text))
         return unet(x, t, text)
 
     def guidance(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # one batched call for every branch: [uncond; cond] (by layout: [uncond; first objects; second objects])
-        out = unet(torch.cat([x] * (context.shape[0] // request.n)), t, context)
-        noise_pred_uncond, noise_pred_text = out[:request.n], out[request.n:]
-        if by_layout:
-            noise_pred_text = composed(noise_pred_text)
+        # one batched call for both halves: [uncond; cond]
+        out = unet(torch.cat([x, x]), t, context)
+        noise_pred_uncond, noise_pred_text = out.chunk(2)
         guided = noise_pred_uncond + request.guidance_scale * (noise_pred_text - noise_pred_uncond)
         return guided, noise_pred_uncond, noise_pred_text
 
@@ -159,13 +138,107 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
                           guidance_scale=request.guidance_scale if do_guidance else None,
                           init_sample=init_sample, start_index=start_index, refine=refine):
         if record_attention:
-            # by layout the rows attend to the objects' own captions, not the prompt's tokens: no maps to label
-            record.cross_attention = None if by_layout else maps.pop()
+            record.cross_attention = maps.pop()
         if excited and excited[-1].index == record.index:
             record.excite = excited[-1]
-        if regions:
-            record.layout = regions.pop()
         yield record
+
+
+def layout_steps(model: Any, request: SampleRequest, prompts: Sequence[str], layouts: Sequence[Layout | None],
+                 init_sample: torch.Tensor | None = None, start_index: int = 0,
+                 scheduler: SchedulerMixin | None = None) -> Iterator[StepRecord]:
+    """Two-object prompts drawn by their planned layouts (:mod:`diffusion.layout`), through the one loop.
+
+    The loop's state holds one trajectory per object, stacked: [first objects; second objects] (2B, C, h, w).
+    Each step runs in one of the phases of :func:`diffusion.layout.phase`:
+
+    - "joint" (the first half): both trajectories are one state x_t; its conditional prediction is composed
+      from the objects' own captions, each in its region (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5), then
+      guided with the one unconditional prediction: B rows each for the unconditional and the two captions.
+    - "apart": each object's trajectory follows its own caption, guided with its own unconditional prediction;
+      seeing the other object in x_t, a caption's prediction changes that object's colour or shape.
+    - "apart, unguided" (the last fifth): the same without guidance (guidance in a limited interval,
+      Kynkäänniemi et al. 2024).
+
+    Every record the caller sees is the composition of the two trajectories with the regions' weights
+    (every sampler's update is linear in x_t and the model output, so the composed state follows the composed
+    update), with ``layout`` holding what each region predicted. ``prompts``/``layouts``: one per image; an
+    image without a layout keeps its whole prompt in both trajectories and weight 1 on the first.
+    """
+    n = request.n
+    scheduler = scheduler or make_scheduler(request.sampler, model.scheduler_config)
+    generator = make_generator(request.seed)
+    do_guidance = request.guidance_scale > 1.0
+    size = model.card.resolution // model.vae_scale_factor
+    with torch.inference_mode():  # entered and left before the first yield (thread-local)
+        # one caption per object: its own words at its cell on the planned background
+        captions = [c for p, layout in zip(prompts, layouts, strict=True)
+                    for c in (layout.captions() if layout is not None else [p, p])]
+        text = encode_prompt(model, captions).unflatten(0, (n, 2)).transpose(0, 1).flatten(0, 1)  # [A; B]
+        negative = encode_prompt(model, [request.negative_prompt] * n)
+        weights = torch.stack([region_weights(layout_masks(layout, size)) if layout is not None
+                               else torch.stack([torch.ones(size, size), torch.zeros(size, size)])
+                               for layout in layouts]).to(model.device)  # (B, 2, h, w)
+        noise = sample_noise((n, model.unet.config.in_channels, size, size), generator, model.device, model.dtype)
+    autocast_dtype = getattr(model, "autocast_dtype", None)
+    w = request.guidance_scale
+    kept: list[LayoutStep] = []
+    clock = {"index": 0, "steps": request.steps - start_index}
+
+    def unet(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        return unet_forward(model.unet, x, t, autocast_dtype, encoder_hidden_states=states).to(model.dtype)
+
+    def pair(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x])
+
+    def guidance(x2: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        stage = phase(clock["index"], clock["steps"])
+        clock["index"] += 1
+        if stage == "joint":
+            x = x2[:n]  # both trajectories are the same state here
+            rows = [x, x, x] if do_guidance else [x, x]
+            out = unet(torch.cat(rows), t, torch.cat([negative, text]) if do_guidance else text)
+            uncond = pair(out[:n]) if do_guidance else None
+            per_object = out[-2 * n:]
+            composed = compose(per_object.unflatten(0, (2, n)).transpose(0, 1), weights)
+            cond = pair(composed)
+            inputs = x2
+        else:
+            guided_here = do_guidance and stage == "apart"
+            out = unet(torch.cat([x2, x2]) if guided_here else x2, t,
+                       torch.cat([pair(negative), text]) if guided_here else text)
+            uncond = out[:2 * n] if guided_here else None
+            per_object = cond = out[-2 * n:]
+            inputs = x2
+        kept.append(LayoutStep(list(layouts), weights, per_object.unflatten(0, (2, n)).transpose(0, 1),
+                               inputs.unflatten(0, (2, n)).transpose(0, 1),
+                               None if uncond is None else uncond.unflatten(0, (2, n)).transpose(0, 1)))
+        guided = cond if uncond is None else uncond + w * (cond - uncond)
+        return guided, uncond, cond
+
+    def together(x2: torch.Tensor) -> torch.Tensor:
+        """In the joint phase both trajectories are one state: stochastic samplers drew their noise per row."""
+        return pair(x2[:n]) if phase(clock["index"], clock["steps"]) == "joint" else x2
+
+    def composed_view(x2: torch.Tensor | None) -> torch.Tensor | None:
+        if x2 is None:
+            return None
+        return compose(x2.unflatten(0, (2, n)).transpose(0, 1), weights)
+
+    eta = request.eta if get_sampler(request.sampler).uses_eta else None
+    for record in denoise(None, scheduler, pair(noise), request.steps, generator=generator, eta=eta,  # type: ignore[arg-type]
+                          guidance=guidance, guidance_scale=w if do_guidance else None,
+                          init_sample=None if init_sample is None else pair(init_sample), start_index=start_index,
+                          constrain=together):
+        step = kept.pop()
+        yield replace(record, sample=composed_view(record.sample), model_input=composed_view(record.model_input),
+                      model_output=composed_view(record.model_output),
+                      pred_original_sample=composed_view(record.pred_original_sample),
+                      prev_sample=composed_view(record.prev_sample),
+                      noise_pred_uncond=composed_view(record.noise_pred_uncond),
+                      noise_pred_text=composed_view(record.noise_pred_text),
+                      guidance_scale=record.guidance_scale if record.noise_pred_uncond is not None else None,
+                      layout=step)
 
 
 def attend_and_excite(model: Any, prompts: Sequence[str], text: torch.Tensor, latent_size: int, steps: int,

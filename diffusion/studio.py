@@ -62,7 +62,7 @@ from diffusion.lab.trajectory import (
     step_view,
     trajectory_nbytes,
 )
-from diffusion.layout import LAYOUT_MODES, Layout, plan_images
+from diffusion.layout import LAYOUT_MODES, Layout, plan_images, unet_rows
 from diffusion.loading import (
     LoadedModel,
     ModelLoadError,
@@ -269,10 +269,11 @@ class Studio:
 
         def seconds(r: SampleRequest) -> float:
             guided = 2 if card.kind == "latent-text" and r.guidance_scale > 1 else 1
+            rows = r.steps * guided
             if card.kind == "latent-text" and any(self.layouts(replace(r, n=1))):
-                guided += 1  # one conditional row per object instead of one (diffusion.layout)
+                rows = unet_rows(r.steps, guided == 2)  # one trajectory per object (diffusion.layout)
             excite = EXCITE_PASSES * max(1, r.steps // 2) if r.attend_excite else 0
-            return r.n * (r.steps * guided + excite) * card.image_step_ms / 1000
+            return r.n * (rows + excite) * card.image_step_ms / 1000
 
         need = sum(seconds(r) for r in requests)
         if need <= self.work_budget_s:

@@ -17,8 +17,8 @@ def served(serve):
     return serve(queue_size=8)
 
 
-def test_nine_lessons_in_the_papers_order_each_with_a_question_and_an_answer() -> None:
-    assert [lesson.title.split(". ", 1)[0] for lesson in LESSONS] == [str(i) for i in range(1, 10)]
+def test_ten_lessons_in_the_papers_order_each_with_a_question_and_an_answer() -> None:
+    assert [lesson.title.split(". ", 1)[0] for lesson in LESSONS] == [str(i) for i in range(1, 11)]
     for lesson in LESSONS:
         assert lesson.question.strip() and lesson.answer.strip()
         assert lesson.text.count("$$") <= 4  # at most two displayed equations
@@ -86,6 +86,7 @@ def test_the_shipped_ddpm_draws_new_digits_not_copies_of_its_training_set() -> N
     ("/lesson_text", ("a red circle", 0)),
     ("/lesson_guidance", ("a red circle", 0)),
     ("/lesson_limits", (0,)),
+    ("/lesson_layout", ("a red circle left of a blue square", 0)),
 ])
 def test_every_show_me_runs_the_models(served, api_name, args) -> None:
     _, client, _ = served
@@ -204,3 +205,17 @@ def test_the_handout_is_one_valid_html_file_with_every_lesson_and_its_pictures()
     assert "<em>emphasis</em>" in text and "$t = 0$" in text  # Markdown rendered, LaTeX kept as text
     assert text.count("Not shown in class") == len(LESSONS) - 2
     assert "<script>" not in handout_html(LESSONS, {2: LessonPictures([], ["<script>alert(1)</script>"])})
+
+
+def test_the_layout_lesson_shows_the_plain_runs_words_then_the_regions(served) -> None:
+    _, client, _ = served
+    gallery, note = client.predict("a red circle left of a blue square", 3, api_name="/lesson_layout")
+    captions = [item["caption"] for item in gallery]
+    assert captions[0] == "layout off: the plain model" and "layout on: one region per object" in captions
+    words = [c.split(": ", 1)[1].split(" · ")[0] for c in captions if c.startswith("layout off, step")]
+    assert {"red", "circle", "left", "blue", "square"} <= set(words)
+    assert [c for c in captions if c.startswith("region")] == ["region 1", "region 2"]
+    assert "Layout: a red circle at the" in note
+    # a prompt with one object has no layout: the lesson says so
+    gallery, note = client.predict("a red circle", 3, api_name="/lesson_layout")
+    assert "names no two objects" in note

@@ -150,13 +150,14 @@ def region_views(model: Any, scheduler: SchedulerMixin, record: StepRecord) -> t
     t = int(round(record.timestep))
     size = model.card.resolution
     views = []
-    for caption, weight, prediction in zip(step.layouts[0].captions(), step.weights[0], step.predictions[0],
-                                           strict=True):
+    for k, (caption, weight, prediction) in enumerate(zip(step.layouts[0].captions(), step.weights[0],
+                                                          step.predictions[0], strict=True)):
         eps = prediction[None]
-        if record.noise_pred_uncond is not None:  # the object's own guided prediction (Ho & Salimans 2022)
-            uncond = record.noise_pred_uncond[:1]
-            eps = uncond + float(record.guidance_scale or 1.0) * (eps - uncond)
-        x0 = predict_original_sample(scheduler, record.model_input[:1].float(), eps.float(), t)
+        if step.uncond is not None and record.guidance_scale is not None:  # its own guided prediction
+            uncond = step.uncond[:1, k]
+            eps = uncond + float(record.guidance_scale) * (eps - uncond)
+        seen = record.model_input[:1] if step.inputs is None else step.inputs[:1, k]
+        x0 = predict_original_sample(scheduler, seen.float(), eps.float(), t)
         scale = size // weight.shape[-1]
         picture = np.kron((weight.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy(),
                           np.ones((scale, scale), np.uint8))

@@ -29,8 +29,8 @@ from diffusion.metrics.shape_judge import (
 # ----- the prompt gate -----
 GATE_SEED = 2026  # the fixed prompt lists
 TARGETS = {"colour": 0.95, "shape": 0.90, "size": 0.90, "position": 0.90, "exact": 0.80}
-#: Two-object prompts (issue 21): both objects with the right colour and shape, and the relation right.
-PAIR_TARGETS = {"both": 0.85, "relation": 0.75}
+#: Two-object prompts, drawn by layout (the default): both objects with the right colour and shape, the relation right.
+PAIR_TARGETS = {"both": 0.90, "relation": 0.90}
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class ShapesGateReport:
     wall_s: float
     ceiling: dict[str, float] | None = None  # the judge on autoencoder reconstructions of the same scenes
     pair_ceiling: dict[str, float] | None = None  # the same for the two-object scenes
+    by_relation: dict[str, dict[str, float]] | None = None  # the two-object scores of each relation's prompts
 
     def passes(self) -> bool:
         """The single-object targets (when single prompts were run)."""
@@ -184,7 +185,7 @@ def run_gate(model, classifier: ShapeClassifier, config: GateConfig = GateConfig
     sweep: dict[float, dict[str, float]] = {}
     for w in sorted(set(config.sweep) | {config.guidance}) if config.n_prompts else ():
         sweep[w] = score_single(generate(model, prompts, w, config), scenes, classifier).accuracy()
-    held = pairs = two_ceiling = None
+    held = pairs = two_ceiling = by_relation = None
     if config.n_held_out:
         held_scenes = single_prompts(config.n_held_out, held_out="only")
         images = generate(model, [shapes.full_caption(s.objects[0]) for s in held_scenes], config.guidance, config)
@@ -193,11 +194,17 @@ def run_gate(model, classifier: ShapeClassifier, config: GateConfig = GateConfig
         pair_scenes = pair_prompts(config.n_pairs)
         images = generate(model, [shapes.two_object_caption(s) for s in pair_scenes], config.guidance, config)
         pairs = score_pairs(images, pair_scenes, classifier).accuracy()
+        by_relation = {}
+        for relation in shapes.RELATIONS:
+            keep = [i for i, s in enumerate(pair_scenes) if s.relation == relation]
+            if keep:
+                by_relation[relation] = score_pairs(images[keep], [pair_scenes[i] for i in keep], classifier).accuracy()
+                by_relation[relation]["n"] = len(keep)
         two_ceiling = pair_ceiling(model, pair_scenes, classifier)
     ceiling = autoencoder_ceiling(model, scenes, classifier) if scenes else None
     return ShapesGateReport(config, sweep.get(config.guidance, {}), held, pairs,
                             {w: sweep[w] for w in config.sweep if w in sweep}, time.perf_counter() - start, ceiling,
-                            two_ceiling)
+                            two_ceiling, by_relation)
 
 
 def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[str, float]] | None = None) -> str:
@@ -209,7 +216,7 @@ def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[
         lines.append("Judge on fresh renders: " + ", ".join(f"{k} {v:.3f}" for k, v in single.items())
                      + " | two objects: " + ", ".join(f"{k} {v:.3f}" for k, v in two.items()))
     head = f"{'':28s}" + "".join(f"{k:>10s}" for k in (*ATTRIBUTES, "exact"))
-    lines.append(f"{c.sampler.upper()} {c.steps} steps, guidance {c.guidance:g}, seed {c.seed}"
+    lines.append(f"{c.sampler.upper()} {c.steps} steps, guidance {c.guidance:g}, seed {c.seed}, layout {c.layout}"
                  + (", Attend-and-Excite" if c.attend_excite else ""))
     if report.single or report.held_out is not None:
         lines.append(head)
@@ -235,6 +242,8 @@ def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[
         lines.append(pair_row("target", PAIR_TARGETS))
         if report.pair_ceiling is not None:
             lines.append(pair_row("autoencoder ceiling", report.pair_ceiling))
+        for relation, acc in (report.by_relation or {}).items():
+            lines.append(pair_row(f"  {relation} ({acc['n']:.0f} prompts)", acc))
     if report.sweep:
         lines.append("Guidance sweep (exact match on the prompts above):")
         lines.append("  " + "".join(f"{'w=' + format(w, 'g'):>8s}" for w in report.sweep))
