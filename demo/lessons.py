@@ -183,20 +183,21 @@ the layout **off** and shows the cross-attention of each word (lesson 7's view).
 "left" tend to land on the same object, wherever it is.
 
 The fix splits the work, as LLM-grounded Diffusion does (Lian et al. 2023): first a **layout** (here a parser picks two
-cells where the relation holds; the seed chooses among them), then an image that follows it. Each object gets its own
-single-object caption at its cell, and at every step the conditional prediction is composed per pixel from the
-objects' predictions (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
-$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_	heta(x_t, y_k),\qquad 	ilde\epsilon = \epsilon_	heta(x_t, arnothing) + w\,ig(\epsilon_c - \epsilon_	heta(x_t, arnothing)ig).$$
-$W_k$ is 1 in object $k$'s soft region, and the objects share what lies outside (so both captions name one background).
-Show me then runs the same prompt and seed with the layout **on**: the regions, what each caption predicts, and the
-result. On the gate's 100 two-object prompts (`python -m diffusion.metrics.shapes_gate --pairs-only --layout auto`)
-the relation goes from 25% right to 73%, for 1.4 times the time (one more UNet row per step).
+cells where the relation holds and a background; the seed chooses among them), then an image that follows it. Each
+object gets its own single-object caption at its cell. For the first half of the steps the objects share one state,
+whose conditional prediction is composed per pixel from the objects' predictions (MultiDiffusion, Bar-Tal et al.
+2023, Eq. 5):
+$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_\theta(x_t, y_k),\qquad \tilde\epsilon = \epsilon_\theta(x_t, \varnothing) + w\,\big(\epsilon_c - \epsilon_\theta(x_t, \varnothing)\big).$$
+$W_k$ is 1 in object $k$'s soft region, and the objects share what lies outside. From the middle on, each object
+finishes on its own trajectory: seeing the other object in $x_t$, a caption's prediction drifts its colour or
+shape. Show me runs the same prompt and seed with the layout **on**: the regions, what each caption predicts, and
+the result. On the gate's 100 two-object prompts (`python -m diffusion.metrics.shapes_gate --pairs-only`) the
+relation goes from 25% right to 92%, for 1.3 times the plain path's time.
 """,
         "Composable Diffusion (Liu et al. 2022) *sums* the scores of two captions and composes CLEVR objects well. Why does "
         "summing \"a red circle on the left\" and \"a blue square on the right\" fail here?",
         r"Each of our single-object captions also says *nothing else is there*: the model was trained on scenes where the "
-        r"caption lists every object. The two scores then fight (each erases the other's object), and the measured sum "
-        r"draws neither. CLEVR captions describe one object among others, so their scores agree. Masking each caption's "
+        r"caption lists every object. The two scores then fight: each pushes to erase the other's object. CLEVR captions describe one object among others, so their scores agree. Masking each caption's "
         r"prediction to its own region removes the fight: outside its region a caption has no say.",
     ),
 )

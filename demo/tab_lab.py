@@ -382,9 +382,16 @@ def lab_layout(session: LabSession | None, step: float) -> tuple:
         gallery += [(region.weight, f"object {k}: its region (white: its prediction alone)"),
                     (region.pred_x0, f"object {k}: predicted x0 of '{region.caption}'")]
     gallery.append((view.pred_x0, "composed: the predicted x0 this step used"))
-    note = (f"Step {index + 1} of {len(traj.steps)}, t = {view.timestep:.0f}. Each object's caption predicts the "
-            "noise everywhere; its region keeps that prediction, and outside the regions the two are averaged "
-            "(MultiDiffusion, Bar-Tal et al. 2023, Eq. 5), so both objects share one background.")
+    what = {
+        "joint": "Both objects share one x_t: its prediction is each caption's in its region, the two averaged outside "
+                 "(MultiDiffusion, Bar-Tal et al. 2023, Eq. 5), then guided.",
+        "apart": "Each object now follows its own trajectory and its own guided prediction (in the composed picture "
+                 "the other object would change its colour or shape); the picture is their composition.",
+        "apart, unguided": "Each object follows its own trajectory without guidance for the last fifth of the steps "
+                           "(guidance in a limited interval, Kynkäänniemi et al. 2024).",
+    }
+    note = (f"Step {index + 1} of {len(traj.steps)}, t = {view.timestep:.0f}, phase **{view.layout_phase}**. "
+            + what.get(view.layout_phase or "", ""))
     return gallery, note
 
 

@@ -73,13 +73,15 @@ LAYOUT_VIEW = r"""
 The shapes model draws single objects where their caption says, but its small text encoder does not bind
 word order to place: in *a red circle left of a blue square* the words of both objects attend to one object.
 With the layout switch on **auto**, a prompt that names two objects is planned first (a parser picks two
-cells where the relation holds, the seed chooses among them: the "LLM to layout" stage of Lian et al. 2023).
-Each object then gets its own caption at its cell (*a red circle on the left on a gray background*), and the
-step's conditional prediction is composed per pixel (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
-$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_	heta(x_t, y_k),\qquad W_k = M_k + 	frac12\Big(1 - \sum_j M_j\Big),$$
-where $M_k$ is object $k$'s soft mask; guidance then acts on $\epsilon_c$ with the one unconditional prediction.
-Below, for the step chosen with the slider on the *Reverse process* tab: each region, what its caption alone
-predicts, and the composed prediction.
+cells where the relation holds and a background; the seed chooses among them: the "LLM to layout" stage of
+Lian et al. 2023). Each object then gets its own caption at its cell (*a red circle on the left on a white
+background*). For the first half of the steps the objects share one $x_t$, whose conditional prediction is
+composed per pixel (MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
+$$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_\theta(x_t, y_k),\qquad W_k = M_k + \tfrac12\Big(1 - \sum_j M_j\Big),$$
+with $M_k$ object $k$'s soft mask, then guided with the one unconditional prediction. From the middle on each
+object follows its own trajectory (guided, then unguided for the last fifth), and the picture is their
+composition with the same weights. Below, for the step chosen with the slider on the *Reverse process* tab:
+each region, what its caption predicts, and the composed prediction.
 """
 
 PLAYGROUND = r"""

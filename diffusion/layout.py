@@ -255,3 +255,4 @@ class LayoutStep:
     predictions: torch.Tensor
     inputs: torch.Tensor | None = None
     uncond: torch.Tensor | None = None
+    phase: str = "joint"  # one of PHASES

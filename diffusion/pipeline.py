@@ -212,7 +212,7 @@ def layout_steps(model: Any, request: SampleRequest, prompts: Sequence[str], lay
             inputs = x2
         kept.append(LayoutStep(list(layouts), weights, per_object.unflatten(0, (2, n)).transpose(0, 1),
                                inputs.unflatten(0, (2, n)).transpose(0, 1),
-                               None if uncond is None else uncond.unflatten(0, (2, n)).transpose(0, 1)))
+                               None if uncond is None else uncond.unflatten(0, (2, n)).transpose(0, 1), stage))
         guided = cond if uncond is None else uncond + w * (cond - uncond)
         return guided, uncond, cond
 

@@ -76,6 +76,7 @@ class StepView:
     # end, then one map for all padding tokens together (at each position the L maps sum to 1)
     attention: dict[str, np.ndarray] | None = None
     regions: tuple[RegionView, ...] | None = None  # text models drawing by layout: each object's region
+    layout_phase: str | None = None  # and the step's phase (diffusion.layout.PHASES)
 
 
 @dataclass
@@ -139,6 +140,7 @@ def step_view(model: Any, scheduler: SchedulerMixin, curves: ScheduleCurves, rec
         attention=None if record.cross_attention is None or kept_tokens is None
         else attention_summary(record.cross_attention, kept_tokens),
         regions=region_views(model, scheduler, record),
+        layout_phase=None if record.layout is None else record.layout.phase,
     )
 
 
