@@ -134,7 +134,7 @@ def make_lab_run(studio: Studio, budget: StateBudget):
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
                    last.x_t, last.noise, last.pred_x0, last.latents, session.schedule.at(last.timestep),
-                   update_latex(traj.terms[-1]),
+                   update_latex(traj.terms[-1], traj.terms[-2] if len(traj.terms) > 1 else None),
                    f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                    "Play) to revisit any step.")
 
@@ -147,7 +147,7 @@ def lab_show(session: LabSession | None, step: float) -> tuple:
     index = _step_index(traj, step)
     view = traj.steps[index]
     return (view.x_t, view.noise, view.pred_x0, view.latents, session.schedule.at(view.timestep),
-            update_latex(traj.terms[index]))
+            update_latex(traj.terms[index], traj.terms[index - 1] if index else None))
 
 
 def lab_play(session: LabSession | None, step: float) -> tuple:

@@ -127,7 +127,7 @@ def make_lesson_sampling(studio: Studio):
         middle = int(picks[len(picks) // 2])
         return_note = (f"Top: $x_t$; bottom: $\\hat x_0$, at steps {', '.join(str(i + 1) for i in picks)} of {total} "
                        f"(DDPM, seed {int(seed)}, {traj.wall_s:.2f} s). The update of step {middle + 1}:")
-        yield make_grid(np.stack(rows), ncols=len(picks)), update_latex(traj.terms[middle]), return_note
+        yield make_grid(np.stack(rows), ncols=len(picks)), update_latex(traj.terms[middle], traj.terms[middle - 1] if middle else None), return_note
 
     return lesson_sampling
 
@@ -217,7 +217,7 @@ def make_lesson_text(studio: Studio):
                 yield [], "This model records no cross-attention."
                 return
             gallery = attention_overlays(traj.steps[-1], traj.tokens, "all")
-        unknown = (" Unknown words (the model never sees them): **" + ", ".join(tokens.unknown_words) + "**."
+        unknown = (" Unknown words (each read as the one [UNK] token, so the model never sees which): **" + ", ".join(tokens.unknown_words) + "**."
                    if tokens.unknown_words else " Every word is in the vocabulary.")
         yield gallery, f"Tokens: {' · '.join(tokens.tokens)}.{unknown} Maps at the last of {total} steps."
 

@@ -32,7 +32,8 @@ output $\tau_\theta(y)$:
 $$L_{LDM} = \mathbb E_{\mathcal E(x),\,y,\,\epsilon\sim\mathcal N(0,1),\,t}\Big[\big\lVert \epsilon - \epsilon_\theta\big(z_t, t, \tau_\theta(y)\big)\big\rVert_2^2\Big]\quad\text{(Eq. 3)}.$$
 **Classifier-free guidance** (Ho & Salimans 2022) mixes a conditional and an unconditional prediction,
 $$\tilde\epsilon = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_t,y)-\epsilon_\theta(z_t,\varnothing)\big),$$
-where $w$ is the guidance scale and a negative prompt takes the place of $\varnothing$. The decoder
+where $w$ is the guidance scale (diffusers' convention: the paper's Eq. 6 writes the same with $w + 1$ in
+place of $w$, so $w = 1$ here is the plain conditional model) and a negative prompt takes the place of $\varnothing$. The decoder
 turns the final latent into pixels: $\hat x = \mathcal D(z_0)$.
 """
 
@@ -50,7 +51,8 @@ GUIDANCE = r"""
 ### Classifier-free guidance, decomposed
 At the chosen step the UNet made two predictions from the same $z_t$: one without the prompt,
 $\epsilon_\theta(z_t,\varnothing)$, and one with it, $\epsilon_\theta(z_t,y)$. Guidance extrapolates along their
-difference (Ho & Salimans 2022, Eq. 6):
+difference (Ho & Salimans 2022, Eq. 6, in the convention of diffusers and Stable Diffusion, where this $w$ is the
+paper's $w + 1$: the paper writes $(1+w)\,\epsilon_\theta(z_t,y) - w\,\epsilon_\theta(z_t,\varnothing)$, so its $w = 0$ is our $w = 1$):
 $$\tilde\epsilon_w = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_t,y)-\epsilon_\theta(z_t,\varnothing)\big),\qquad
 \hat x_0(w) = \frac{z_t - \sqrt{1-\bar\alpha_t}\,\tilde\epsilon_w}{\sqrt{\bar\alpha_t}}.$$
 $w=0$ ignores the prompt, $w=1$ is the plain conditional model, larger $w$ pushes harder toward the prompt.

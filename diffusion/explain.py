@@ -60,6 +60,27 @@ class StepTerms:
     noise_std: float
 
     @property
+    def alpha_jump(self) -> float:
+        """alpha of this step's jump t -> t': alpha-bar_t / alpha-bar_t' (the schedule's alpha_t when t' = t - 1)."""
+        return self.alpha_prod_t / self.alpha_prod_prev
+
+    @property
+    def beta_jump(self) -> float:
+        """beta of this step's jump, 1 - alpha-bar_t / alpha-bar_t': what DDPM's update uses when it strides over
+        several of the schedule's steps (diffusers' ``current_beta_t``); equal to ``beta_t`` for a one-step jump."""
+        return 1 - self.alpha_jump
+
+    @property
+    def strided(self) -> bool:
+        """Whether this step jumps over more than one of the schedule's steps."""
+        return self.prev_timestep is not None and round(self.timestep - self.prev_timestep) != 1
+
+    @property
+    def karras_sigma_prev(self) -> float:
+        """The noise level sqrt((1 - alpha-bar) / alpha-bar) at the step this one lands on (0 after the last)."""
+        return math.sqrt((1 - self.alpha_prod_prev) / self.alpha_prod_prev)
+
+    @property
     def coef_x0(self) -> float:
         return -self.coef_eps * math.sqrt(self.alpha_prod_t) / math.sqrt(1 - self.alpha_prod_t)
 
@@ -121,6 +142,8 @@ def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, e
     one = torch.full(_SHAPE, delta, dtype=torch.float64)
     z = randn_tensor(_SHAPE, generator=torch.Generator("cpu").manual_seed(0), dtype=torch.float64)
     out: list[StepTerms] = []
+    # where the last step lands: DDIM's final alpha-bar is 1 or the schedule's first (set_alpha_to_one)
+    final_alpha = float(getattr(scheduler, "final_alpha_cumprod", torch.tensor(1.0)))
     for index, t in enumerate(scheduler.timesteps):
         # probe copies of the scheduler in its current state
         base = _step(scheduler, zero, t, zero, kwargs)
@@ -137,7 +160,11 @@ def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, e
         ti = int(round(timesteps[index]))
         prev_t = timesteps[index + 1] if index + 1 < len(timesteps) else None
         ab = float(alphas_cumprod[ti])
-        ab_prev = float(alphas_cumprod[int(round(prev_t))]) if prev_t is not None else 1.0
+        ab_prev = float(alphas_cumprod[int(round(prev_t))]) if prev_t is not None else final_alpha
+        sigmas = getattr(scheduler, "sigmas", None)
+        if sampler.startswith("euler") and sigmas is not None:
+            # Euler's sigmas are interpolated at fractional timesteps: the numbers it really uses
+            ab, ab_prev = 1 / (1 + float(sigmas[index]) ** 2), 1 / (1 + float(sigmas[index + 1]) ** 2)
         out.append(StepTerms(
             sampler=sampler, index=index, num_steps=len(timesteps), timestep=timesteps[index], prev_timestep=prev_t,
             alpha_prod_t=ab, alpha_prod_prev=ab_prev, beta_t=float(betas[ti]),
@@ -149,43 +176,92 @@ def step_terms(sampler: str, scheduler_config: dict[str, Any], num_steps: int, e
     return out
 
 
-def update_latex(terms: StepTerms) -> str:
-    """The step's update in the paper's notation, then with this step's numbers (Markdown + LaTeX)."""
+def _g(value: float) -> str:
+    """A number as the note shows it: 6 significant digits (alpha-bar near T is tiny)."""
+    return f"{value:.6g}"
+
+
+def _ab(value: float) -> str:
+    """alpha-bar as the note shows it: 6 significant digits, and near 1 enough decimals that 1 - alpha-bar keeps
+    5 significant digits (the DDPM coefficients divide by it)."""
+    if value >= 1:
+        return "1"
+    if value > 0.5:
+        return f"{value:.{math.ceil(-math.log10(1 - value)) + 4}f}"
+    return _g(value)
+
+
+def update_latex(terms: StepTerms, previous: StepTerms | None = None) -> str:
+    """The step's update in the paper's notation, then with this step's numbers (Markdown + LaTeX).
+
+    Every number the update uses is shown, one symbol per meaning: for a strided run the jump's own
+    beta = 1 - alpha-bar_t / alpha-bar_t' (not the 1,000-step schedule's beta_t); sigma_t is the noise's standard
+    deviation in DDPM and DDIM, the noise level sqrt((1 - alpha-bar)/alpha-bar) for Euler, and sqrt(1 - alpha-bar)
+    for DPM-Solver++. ``previous``: the step before (DPM-Solver++ shows its step-size ratio r).
+    """
     s, i = terms, terms.index
+    prev = "t'"
     head = (f"**Step {i + 1} of {s.num_steps}**, $t = {s.timestep:.0f}$"
-            + (f" → ${s.prev_timestep:.0f}$" if s.prev_timestep is not None else " → clean image")
-            + f": $\\beta_t = {s.beta_t:.5f}$, $\\bar\\alpha_t = {s.alpha_prod_t:.5f}$, "
-            f"$\\bar\\alpha_{{\\text{{prev}}}} = {s.alpha_prod_prev:.5f}$, "
-            f"$\\sigma_t = \\sqrt{{(1-\\bar\\alpha_t)/\\bar\\alpha_t}} = {s.sigma_t:.4g}$\n\n")
+            + (f" → $t' = {s.prev_timestep:.0f}$" if s.prev_timestep is not None else " → the clean image")
+            + f": $\\bar\\alpha_t = {_ab(s.alpha_prod_t)}$, $\\bar\\alpha_{{{prev}}} = {_ab(s.alpha_prod_prev)}$")
     x0 = (f"$$\\hat x_0 = \\frac{{x_t - \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon_\\theta}}{{\\sqrt{{\\bar\\alpha_t}}}}"
           f" = \\frac{{x_t - {math.sqrt(1 - s.alpha_prod_t):.4f}\\,\\epsilon_\\theta}}"
           f"{{{math.sqrt(s.alpha_prod_t):.4f}}}$$\n\n")
     noise = f" + {s.noise_std:.4f}\\,z" if s.noise_std > 0 else ""
-    numeric = (f"$$x_{{\\text{{prev}}}} = {s.coef_sample:.4f}\\,x_t {s.coef_eps:+.4f}\\,\\epsilon_\\theta"
+    numeric = (f"$$x_{{{prev}}} = {s.coef_sample:.4f}\\,x_t {s.coef_eps:+.4f}\\,\\epsilon_\\theta"
                + (f" {s.coef_history:+.4f}\\,\\hat x_0^{{(i-1)}}" if s.coef_history else "") + noise + "$$")
+    jump = ""
+    if s.strided:
+        jump = (f" (this step jumps {s.timestep - (s.prev_timestep or 0):.0f} of the schedule's steps, so its $\\beta$ "
+                f"is the jump's, not the schedule's $\\beta_{{{s.timestep:.0f}}} = {_g(s.beta_t)}$)")
     if s.sampler == "ddpm":
+        head += (f", $\\beta = 1 - \\bar\\alpha_t/\\bar\\alpha_{{{prev}}} = {_g(s.beta_jump)}$, "
+                 f"$\\alpha = 1 - \\beta = {_g(s.alpha_jump)}$, noise $\\sigma_t = {_g(s.noise_std)}$" + jump)
         body = ("DDPM posterior mean (Ho et al. 2020, Eq. 7; Algorithm 2 line 4 when $\\hat x_0$ is not clipped):\n"
-                "$$x_{t-1} = \\frac{\\sqrt{\\bar\\alpha_{t-1}}\\,\\beta_t}{1-\\bar\\alpha_t}\\hat x_0 + "
-                "\\frac{\\sqrt{\\alpha_t}(1-\\bar\\alpha_{t-1})}{1-\\bar\\alpha_t}x_t + \\sigma_t z"
+                f"$$x_{{{prev}}} = \\frac{{\\sqrt{{\\bar\\alpha_{{{prev}}}}}\\,\\beta}}{{1-\\bar\\alpha_t}}\\hat x_0 + "
+                f"\\frac{{\\sqrt{{\\alpha}}(1-\\bar\\alpha_{{{prev}}})}}{{1-\\bar\\alpha_t}}x_t + \\sigma_t z"
                 f" = {s.coef_x0:.4f}\\,\\hat x_0 + {s.coef_xt:.4f}\\,x_t{noise}$$\n\nIn terms of the noise: ")
     elif s.sampler == "ddim":
+        head += f", noise $\\sigma_t = {_g(s.noise_std)}$" + (" ($\\eta = 0$: deterministic)" if s.noise_std == 0 else "")
         body = ("DDIM (Song et al. 2021, Eq. 12):\n"
-                "$$x_{t-1} = \\sqrt{\\bar\\alpha_{t-1}}\\,\\hat x_0 + \\sqrt{1-\\bar\\alpha_{t-1}-\\sigma_t^2}\\,"
+                f"$$x_{{{prev}}} = \\sqrt{{\\bar\\alpha_{{{prev}}}}}\\,\\hat x_0 + \\sqrt{{1-\\bar\\alpha_{{{prev}}}-\\sigma_t^2}}\\,"
                 "\\epsilon_\\theta + \\sigma_t z"
                 f" = {s.ddim_coefs[0]:.4f}\\,\\hat x_0 + {s.ddim_coefs[1]:.4f}\\,\\epsilon_\\theta{noise}$$"
                 "\n\nIn terms of $x_t$: ")
     elif s.sampler == "dpmpp-2m":
-        order = "second order (uses the previous step's $\\hat x_0$)" if s.coef_history else "first order"
+        alpha, sigma = math.sqrt(s.alpha_prod_t), math.sqrt(1 - s.alpha_prod_t)
+        alpha_p, sigma_p = math.sqrt(s.alpha_prod_prev), math.sqrt(1 - s.alpha_prod_prev)
+        head += (f", $\\alpha_t = \\sqrt{{\\bar\\alpha_t}} = {_g(alpha)}$, $\\sigma_t = \\sqrt{{1-\\bar\\alpha_t}} = {_g(sigma)}$, "
+                 f"$\\alpha_{{{prev}}} = {_g(alpha_p)}$, $\\sigma_{{{prev}}} = {_g(sigma_p)}$")
+        order = "first order"
+        if s.coef_history and previous is not None and s.alpha_prod_prev < 1:
+            r = dpm_ratio(previous, s)
+            head += f", $r = h_{{\\text{{prev}}}}/h = {_g(r)}$"
+            order = "second order (uses the previous step's $\\hat x_0$)"
         body = (f"DPM-Solver++ 2M (Lu et al. 2022, Algorithm 2), {order}: with "
-                "$\\lambda = \\log(\\alpha/\\sigma)$, $h = \\lambda_{\\text{prev}} - \\lambda_t$, "
-                "$$x_{\\text{prev}} = \\frac{\\sigma_{\\text{prev}}}{\\sigma_t}x_t - \\alpha_{\\text{prev}}"
+                "$\\lambda = \\log(\\alpha/\\sigma)$, $h = \\lambda_{t'} - \\lambda_t$, "
+                "$$x_{t'} = \\frac{\\sigma_{t'}}{\\sigma_t}x_t - \\alpha_{t'}"
                 "(e^{-h}-1)\\Big[(1+\\tfrac{1}{2r})\\hat x_0^{(i)} - \\tfrac{1}{2r}\\hat x_0^{(i-1)}\\Big]$$"
                 "\n\nWith this step's numbers: ")
     elif s.sampler in ("euler", "euler-a"):
+        head += (f", noise level $\\sigma_t = \\sqrt{{(1-\\bar\\alpha_t)/\\bar\\alpha_t}} = {_g(s.sigma_t)}$, "
+                 f"$\\sigma_{{{prev}}} = {_g(s.karras_sigma_prev)}$")
         body = ("Euler (Karras et al. 2022, Algorithm 1) in the $\\sigma$ parametrisation, where "
                 "$x_t$ is the sample scaled by $\\sqrt{1+\\sigma_t^2}$ and $d = (x_t - \\hat x_0)/\\sigma_t = "
-                "\\epsilon_\\theta$: $$x_{\\text{next}} = x_t + (\\sigma_{\\text{next}} - \\sigma_t)\\,d"
-                + ("\\;+\\;\\sigma_{\\text{up}} z" if s.sampler == "euler-a" else "") + "$$\n\nWith this step's numbers: ")
+                "\\epsilon_\\theta$: "
+                + ("$$x_{t'} = x_t + (\\sigma_{t'} - \\sigma_t)\\,d$$" if s.sampler == "euler" else
+                   "$$x_{t'} = x_t + (\\sigma_{\\text{down}} - \\sigma_t)\\,d + \\sigma_{\\text{up}} z,\\quad "
+                   "\\sigma_{\\text{up}} = \\sqrt{\\sigma_{t'}^2(\\sigma_t^2-\\sigma_{t'}^2)/\\sigma_t^2},\\ "
+                   "\\sigma_{\\text{down}} = \\sqrt{\\sigma_{t'}^2-\\sigma_{\\text{up}}^2}$$")
+                + "\n\nWith this step's numbers: ")
     else:
         body = "With this step's numbers: "
-    return head + x0 + body + numeric
+    return head + "\n\n" + x0 + body + numeric
+
+
+def dpm_ratio(previous: StepTerms, current: StepTerms) -> float:
+    """DPM-Solver++ 2M's r = h_{i-1} / h_i, with lambda = log(alpha / sigma) = log(sqrt(ab / (1 - ab)))."""
+    def lam(ab: float) -> float:
+        return 0.5 * math.log(ab / (1 - ab))
+
+    return (lam(previous.alpha_prod_prev) - lam(previous.alpha_prod_t)) / (lam(current.alpha_prod_prev) - lam(current.alpha_prod_t))

@@ -71,7 +71,8 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
 
     ``model`` is a :class:`diffusion.loading.LatentTextModel`. Guidance is on when
     ``guidance_scale > 1``: eps = eps(x, "") + w (eps(x, prompt) - eps(x, "")), with the
-    negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6). ``prompts``
+    negative prompt in place of "" when given (Ho & Salimans 2022, Eq. 6, whose w is this w - 1: diffusers'
+    convention, where w = 1 is the plain conditional model). ``prompts``
     (``request.n`` of them) gives each image its own prompt (batched evaluation); by default
     every image gets ``request.prompt``. Yields one record per step; the last record's
     ``prev_sample`` is the final latent (B, C, h, w). ``init_sample`` (scaled latents of an

@@ -89,3 +89,97 @@ def test_ddpm_noise_and_posterior_coefficients():
 def test_every_sampler_typesets(sampler):
     text = update_latex(step_terms(sampler, CONFIG, 5)[2])
     assert "$$" in text and "\\epsilon_\\theta" in text and "Step 3 of 5" in text
+
+
+# ----- the step note, recomputed from the numbers as displayed -----
+import math  # noqa: E402
+import re  # noqa: E402
+
+LINEAR_1000 = {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+               "clip_sample": False, "prediction_type": "epsilon", "_class_name": "DDPMScheduler"}
+
+
+def shown(text: str, pattern: str) -> float:
+    """The number the note displays after ``pattern`` (a regex of the text before '= number')."""
+    match = re.search(pattern + r"[^$]*?= (-?[0-9.e+-]+)", text)
+    assert match is not None, (pattern, text)
+    return float(match.group(1))
+
+
+def shown_update(text: str) -> tuple[float, float, float]:
+    """(a, b, s) of the note's last line: x_t' = a x_t + b eps + s z."""
+    line = text.rsplit("$$x_{t'} = ", 1)[1]
+    a = float(re.match(r"(-?[0-9.]+)\\,x_t", line).group(1))
+    b = float(re.search(r"([+-][0-9.]+)\\,\\epsilon_\\theta", line).group(1))
+    noise = re.search(r"\+ ([0-9.]+)\\,z", line)
+    return a, b, float(noise.group(1)) if noise else 0.0
+
+
+@pytest.mark.parametrize("sampler,steps,eta", [("ddpm", 20, 0.0), ("ddpm", 1000, 0.0), ("ddim", 20, 0.0),
+                                               ("ddim", 20, 1.0), ("ddim", 1000, 0.0), ("euler", 20, 0.0),
+                                               ("euler-a", 20, 0.0), ("dpmpp-2m", 20, 0.0)])
+def test_a_student_recomputes_every_step_from_the_numbers_shown(sampler, steps, eta):
+    """Issue: for a strided sampler the note showed the 1,000-step beta_t while the update used the jump's beta.
+    Now the numbers displayed give the displayed coefficients (to their 4 decimals) by the displayed formula."""
+    terms = step_terms(sampler, LINEAR_1000, steps, eta)
+    picks = sorted({1, 2, len(terms) // 2, len(terms) - 2, len(terms) - 1})
+    for i in picks:
+        text = update_latex(terms[i], terms[i - 1])
+        ab, ab_prev = shown(text, r"\\bar\\alpha_t"), shown(text, r"\\bar\\alpha_\{t'\}")
+        a, b, s = shown_update(text)
+        tol = 2e-4 * max(1.0, abs(a), abs(b))
+        sigma = None
+        if sampler in ("ddpm", "ddim"):
+            sigma = shown(text, r"noise \$\\sigma_t")  # the noise's scale, to 6 digits (z's coefficient: 4 decimals)
+            assert s == pytest.approx(sigma, abs=1e-4)
+        if sampler == "ddpm":
+            beta = shown(text, r"\$\\beta = 1 - ")
+            assert beta == pytest.approx(1 - ab / ab_prev, rel=1e-4, abs=2e-6)  # the jump's beta, not the schedule's
+            c0 = math.sqrt(ab_prev) * beta / (1 - ab)
+            ct = math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)
+            assert re.search(rf"= {c0:.4f}\\,\\hat x_0 \+ {ct:.4f}\\,x_t", text) or \
+                (abs(c0 - terms[i].coef_x0) < 1.5e-4 and abs(ct - terms[i].coef_xt) < 1.5e-4), (i, text)
+            # in terms of the noise: x_t' = (c0 / sqrt(ab) + ct) x_t - c0 sqrt(1 - ab) / sqrt(ab) eps
+            assert a == pytest.approx(c0 / math.sqrt(ab) + ct, abs=tol)
+            assert b == pytest.approx(-c0 * math.sqrt(1 - ab) / math.sqrt(ab), abs=tol)
+            if i == len(terms) - 1:
+                assert s == 0
+            else:  # Eq. 7's variance for the jump: (1 - ab') / (1 - ab) beta
+                assert s == pytest.approx(math.sqrt((1 - ab_prev) / (1 - ab) * beta), abs=2e-4)
+        elif sampler == "ddim":
+            k = math.sqrt(max(0.0, 1 - ab_prev - sigma * sigma))
+            assert a == pytest.approx(math.sqrt(ab_prev / ab), abs=tol)
+            assert b == pytest.approx(k - math.sqrt(ab_prev) * math.sqrt(1 - ab) / math.sqrt(ab), abs=tol)
+        elif sampler == "euler":
+            sig, sig_prev = shown(text, r"noise level \$\\sigma_t"), shown(text, r"\$\\sigma_\{t'\}")
+            assert a == pytest.approx(1.0, abs=1e-4)
+            assert b == pytest.approx(sig_prev - sig, rel=2e-3, abs=2e-4)
+        elif sampler == "euler-a":
+            sig, sig_prev = shown(text, r"noise level \$\\sigma_t"), shown(text, r"\$\\sigma_\{t'\}")
+            up = math.sqrt(sig_prev**2 * (sig**2 - sig_prev**2) / sig**2)
+            down = math.sqrt(sig_prev**2 - up**2)
+            assert b == pytest.approx(down - sig, rel=2e-3, abs=2e-4) and s == pytest.approx(up, rel=2e-3, abs=2e-4)
+        elif sampler == "dpmpp-2m":
+            al, sg = shown(text, r"\$\\alpha_t = "), shown(text, r"\$\\sigma_t = ")
+            al_p, sg_p = shown(text, r"\$\\alpha_\{t'\}"), shown(text, r"\$\\sigma_\{t'\}")
+            e = (sg_p / al_p) / (sg / al) if al_p < 1 else 0.0  # e^{-h}
+            scale = 1.0
+            if "r = h" in text:
+                r = shown(text, r"\$r = h")
+                scale = 1 + 1 / (2 * r)
+                history = float(re.search(r"([+-][0-9.]+)\\,\\hat x_0\^\{\(i-1\)\}", text).group(1))
+                assert history == pytest.approx(al_p * (e - 1) / (2 * r), abs=tol)
+            # x_t' = (sg'/sg) x_t - al' (e - 1) scale x0_hat, with x0_hat = (x_t - sg eps) / al
+            assert a == pytest.approx(sg_p / sg - al_p * (e - 1) * scale / al, abs=tol)
+            assert b == pytest.approx(al_p * (e - 1) * scale * sg / al, abs=tol)
+        if terms[i].strided:
+            assert "jumps" in text or sampler not in ("ddpm",)
+
+
+def test_one_symbol_per_meaning():
+    """sigma_t named both sqrt((1-ab)/ab) and the noise's scale in one block before; now each block has one."""
+    for sampler in ("ddpm", "ddim"):
+        text = update_latex(step_terms(sampler, LINEAR_1000, 20)[3])
+        assert "\\sqrt{(1-\\bar\\alpha_t)/\\bar\\alpha_t}" not in text and "noise $\\sigma_t" in text
+    text = update_latex(step_terms("euler", LINEAR_1000, 20)[3])
+    assert "noise level $\\sigma_t" in text and "noise $\\sigma_t" not in text

@@ -200,7 +200,7 @@ def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
                        scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
     """Classifier-free guidance at one recorded step, from its one cached pair of predictions.
 
-    eps_w = eps_uncond + w (eps_text - eps_uncond) (Ho & Salimans 2022, Eq. 6) and the
+    eps_w = eps_uncond + w (eps_text - eps_uncond) (Ho & Salimans 2022, Eq. 6; their w is this w - 1) and the
     predicted x0 for each w (DDPM Eq. 15), decoded; w = 0 is unconditional, w = 1 conditional.
     """
     if view.guidance is None:
