@@ -8,7 +8,10 @@ command that printed it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
+
+from diffusion.studio import gate_figures
 
 
 @dataclass(frozen=True)
@@ -20,7 +23,7 @@ class Lesson:
     answer: str
 
 
-LESSONS: tuple[Lesson, ...] = (
+_LESSONS: tuple[Lesson, ...] = (
     Lesson(
         "1. The forward process",
         "Forward",
@@ -123,7 +126,8 @@ channels, and the measured cost of one UNet step of each embedded model.
         "Where does the autoencoder lose detail, and why does that bound the whole model?",
         r"At sharp edges and fine texture: the reconstruction error sits on the outlines. Every sample passes through "
         r"$\mathcal D$, so nothing the decoder cannot reproduce can appear in a sample: this project measured the judge on "
-        r"reconstructions (the autoencoder ceiling, shape 0.965) above the model (0.905).",
+        r"reconstructions (the autoencoder ceiling, shape [[ceiling.shape|.3f]]) above the model "
+        r"([[single.shape|.3f]]).",
     ),
     Lesson(
         "7. Text conditioning",
@@ -150,21 +154,25 @@ $\epsilon_\theta(z_t, y)$. Guidance extrapolates from the first toward the secon
 $$\tilde\epsilon = \epsilon_\theta(z_t, \varnothing) + w\,\big(\epsilon_\theta(z_t, y) - \epsilon_\theta(z_t, \varnothing)\big)\quad\text{(Ho \& Salimans 2022, Eq. 6)}.$$
 This is the convention of diffusers and Stable Diffusion: the paper writes $(1+w)\,\epsilon_\theta(z_t, y) - w\,\epsilon_\theta(z_t, \varnothing)$,
 so the paper's $w$ is this $w - 1$ ($w = 1$ here, $w = 0$ there: the plain conditional model). The view decomposes one step. In numbers (`python -m diffusion.metrics.shapes_gate`, 200 prompts, exact match of
-colour, shape, size and position): $w = 1$: 0.825, $w = 2$: 0.900, $w = 4$: 0.905, $w = 7$: 0.895.
+colour, shape, size and position): $w = 1$: [[sweep.1.exact|.3f]], $w = 2$: [[sweep.2.exact|.3f]], $w = 4$:
+[[sweep.4.exact|.3f]], $w = 7$: [[sweep.7.exact|.3f]]. On 200 prompts a difference of 0.02 is within sampling noise
+(one standard error of an accuracy near 0.9 is about 0.02).
 """,
-        "Guidance raises prompt-following from 0.825 to 0.905. What does it cost?",
+        "Past $w = 1$, guidance makes pictures follow the prompt more closely (exact match [[sweep.1.exact|.3f]] at "
+        "$w = 1$, [[sweep.4.exact|.3f]] at $w = 4$: about two standard errors apart). What does it cost?",
         r"Two UNet passes per step (conditional and unconditional), and diversity: large $w$ pushes every sample toward "
-        r"the most typical image of the prompt, and past a point (here $w = 7$) quality falls again.",
+        r"the most typical image of the prompt, and past a point it stops paying: here $w = 7$ scores "
+        r"[[sweep.7.exact|.3f]], no better than $w = 4$ within sampling noise.",
     ),
     Lesson(
         "9. Limits, honestly",
         "Limits",
         r"""
 What the models cannot do is part of the lesson:
-* **Composition.** 100 two-object prompts drawn by the plain model: both objects in 53%, the relation right in 25%
+* **Composition.** 100 two-object prompts drawn by the plain model: both objects in [[pairs_layout_off.both|%]], the relation right in [[pairs_layout_off.relation|%]]
   (the same weak spot as Stable Diffusion's, scored 0.1-0.2 on spatial relations by T2I-CompBench). Lesson 10 shows
   why, and how a planned layout fixes much of it. Show me runs the plain model here.
-* **Held-out pairs.** Colour-shape pairs never seen together in training reach 0.82 exact match: the model composes
+* **Held-out pairs.** Colour-shape pairs never seen together in training reach [[held_out.exact|.2f]] exact match: the model composes
   words it saw only apart.
 * **Memorisation.** A model can copy its training data. Show me puts 16 new digits beside their nearest training
   digits, and compares those distances with how far real digits the model never saw are from the training set.
@@ -195,7 +203,8 @@ $W_k$ is 1 in object $k$'s soft region, and the objects share what lies outside.
 finishes on its own trajectory: seeing the other object in $x_t$, a caption's prediction drifts its colour or
 shape. Show me runs the same prompt and seed with the layout **on**: the regions, what each caption predicts, and
 the result. On the gate's 100 two-object prompts (`python -m diffusion.metrics.shapes_gate --pairs-only`) the
-relation goes from 25% right to 92%, for 1.3 times the plain path's time.
+relation goes from [[pairs_layout_off.relation|%]] right to [[pairs.relation|%]], for [[layout_cost.ratio|.1f]] times the
+plain path's time.
 """,
         "Composable Diffusion (Liu et al. 2022) *sums* the scores of two captions and composes CLEVR objects well. Why does "
         "summing \"a red circle on the left\" and \"a blue square on the right\" fail here?",
@@ -204,3 +213,29 @@ relation goes from 25% right to 92%, for 1.3 times the plain path's time.
         r"prediction to its own region removes the fight: outside its region a caption has no say.",
     ),
 )
+
+
+_FIGURE = re.compile(r"\[\[([a-z_.0-9]+)\|([^\]]+)\]\]")
+
+
+def fill(text: str, figures: dict[str, float]) -> str:
+    """``text`` with every ``[[name|format]]`` replaced by the gate's figure (``%``: a whole percentage), or by
+    "(not measured)" when the shipped model's gate file lacks it."""
+    def one(match: re.Match) -> str:
+        name, fmt = match.groups()
+        if name not in figures:
+            return "(not measured)"
+        value = figures[name]
+        return f"{round(100 * value)}%" if fmt == "%" else format(value, fmt)
+
+    return _FIGURE.sub(one, text)
+
+
+def lessons(figures: dict[str, float]) -> tuple[Lesson, ...]:
+    """The lessons with the shipped model's measured figures filled in."""
+    return tuple(replace(lesson, text=fill(lesson.text, figures), question=fill(lesson.question, figures),
+                         answer=fill(lesson.answer, figures)) for lesson in _LESSONS)
+
+
+#: Read once at start-up from the gate's file (diffusion.studio.gate_figures).
+LESSONS: tuple[Lesson, ...] = lessons(gate_figures("ldm-shapes"))

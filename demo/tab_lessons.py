@@ -133,6 +133,11 @@ def make_lesson_sampling(studio: Studio):
 
 
 # ----- 4. fewer steps -----
+RACE_NOTE = ("\n\nAll lanes start from the same $x_T$. DDIM ($\\eta = 0$), DPM-Solver++ and Euler all solve the same "
+             "deterministic probability-flow ODE, so they usually end on the same digit; DDPM adds fresh noise at every step "
+             "(its $\\sigma_t z$), follows another path from the same start, and may end on another digit.")
+
+
 def make_lesson_race(studio: Studio):
     @streamed
     def lesson_race(seed: float) -> Iterator[tuple]:
@@ -144,7 +149,7 @@ def make_lesson_race(studio: Studio):
                     yield Tick((gr.skip(), gr.skip()))
                     continue
                 shown = race_milestones(lanes)
-                yield labelled_race_grid(lanes), race_table(lanes)
+                yield labelled_race_grid(lanes), race_table(lanes) + RACE_NOTE
 
     return lesson_race
 
@@ -167,7 +172,10 @@ def make_lesson_determinism(studio: Studio):
         gallery = [(_enlarge(make_grid(images, ncols=4), 256), title) for title, images in grids]
         note = (f"Seed {int(seed)}, 4 images each, one starting noise $x_T$ for all runs. Run twice: "
                 f"**{'identical, byte for byte' if same else 'DIFFERENT (a reproducibility bug)'}**. "
-                f"Images that differ from eta = 0: {changed[0]} of 4 at eta = 0.5, {changed[1]} of 4 at eta = 1.")
+                f"Images that differ from eta = 0: {changed[0]} of 4 at eta = 0.5, {changed[1]} of 4 at eta = 1. "
+                "The eta = 0.5 and eta = 1 runs draw their step noise $z$ from the same seeded generator in the same "
+                "order: they share every noise draw and differ only in its scale $\\sigma_t$, so they often end on the "
+                "same digits as each other.")
         yield gallery, note
 
     return lesson_determinism

@@ -124,6 +124,29 @@ from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
 
+def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
+    """The figures the shipped model's gate wrote (``assets/<model>/gate_results.json``, by
+    ``python -m diffusion.metrics.shapes_gate --write``), flattened: "single.exact", "pairs.both",
+    "pairs_layout_off.relation", "sweep.4.exact", "layout_cost.ratio", ... Empty when the file is missing. What
+    lessons and cards quote about a shipped model comes from here, never typed by hand."""
+    import json
+
+    path = ASSETS / model_id / "gate_results.json"
+    if not path.is_file():
+        return {}
+    out: dict[str, float] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), item)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[prefix] = float(value)
+
+    walk("", json.loads(path.read_text(encoding="utf-8")))
+    return out
+
+
 __all__ = [  # what the UI may use: the Studio and plain values
     "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
@@ -139,7 +162,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     # the planner (studio.planner)
     "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
     # the lessons' own views
-    "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost",
+    "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost", "gate_figures",
     # composition by layout (the text tab, the step lab, lesson 10)
     "LAYOUT_MODES", "Layout",
 ]

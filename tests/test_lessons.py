@@ -219,3 +219,25 @@ def test_the_layout_lesson_shows_the_plain_runs_words_then_the_regions(served) -
     # a prompt with one object has no layout: the lesson says so
     gallery, note = client.predict("a red circle", 3, api_name="/lesson_layout")
     assert "names no two objects" in note
+
+
+def test_every_figure_a_lesson_quotes_about_the_shipped_model_comes_from_its_gate_file() -> None:
+    """Lessons quoted hand-typed gate figures of older weights (0.905 exact, 37% / 19%); now they are filled from
+    assets/ldm-shapes/gate_results.json at start-up, and any other number in [0, 1] or percentage there fails."""
+    import re
+
+    from demo.lessons import _LESSONS, fill
+    from diffusion.studio import ASSETS, gate_figures
+
+    assert (ASSETS / "ldm-shapes" / "gate_results.json").is_file()
+    figures = gate_figures("ldm-shapes")
+    allowed = {"10%", "0.02"}  # the caption dropout of training; the standard error of an accuracy near 0.9
+    for template, lesson in zip(_LESSONS[5:], LESSONS[5:], strict=True):
+        for field in ("text", "question", "answer"):
+            shown_text = getattr(lesson, field)
+            assert "[[" not in shown_text and "(not measured)" not in shown_text
+            assert shown_text == fill(getattr(template, field), figures)
+            quoted = set(re.findall(r"\b0\.\d{2,3}\b|\b\d{1,3}%", re.sub(r"\[\[[^\]]+\]\]", "", getattr(template, field))))
+            assert quoted <= allowed, (lesson.title, field, quoted - allowed)  # no figure typed by hand
+    assert f"{figures['sweep.4.exact']:.3f}" in LESSONS[7].text
+    assert f"{round(100 * figures['pairs.relation'])}%" in LESSONS[9].text

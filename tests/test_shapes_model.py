@@ -167,3 +167,21 @@ def test_cross_attention_of_colour_and_shape_words_lands_on_the_object():
             ratios[kind].append(float((m * mask).sum() / m.sum() / mask.mean()))
     assert np.mean(ratios["colour"]) > 2.0 and np.mean(ratios["shape"]) > 2.0, ratios
 
+
+
+def test_the_model_card_quotes_the_gate_results_file() -> None:
+    """One file of figures (written by ``shapes_gate --write``): the card's model-index reads it."""
+    import json
+
+    from huggingface_hub import ModelCard
+
+    record = json.loads((ASSET / gate.RESULTS_FILE).read_text())
+    card = ModelCard.load(ASSET / "README.md")
+    shown = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    assert len(shown) == len(gate.CARD_METRICS)
+    for path, name in gate.CARD_METRICS:
+        value = record
+        for key in path.split("."):
+            value = value[key]
+        assert shown[name] == value, name
+    assert record["pairs"]["both"] >= gate.PAIR_TARGETS["both"] and record["pairs"]["relation"] >= gate.PAIR_TARGETS["relation"]

@@ -207,6 +207,71 @@ def run_gate(model, classifier: ShapeClassifier, config: GateConfig = GateConfig
                             two_ceiling, by_relation)
 
 
+RESULTS_FILE = "gate_results.json"  # stored with the weights; the lessons and the model card read it
+
+
+def results_record(report: ShapesGateReport, plain_pairs: dict[str, float] | None = None,
+                   cost: dict[str, float] | None = None) -> dict:
+    """The gate's figures as plain JSON: what every lesson, card and document quotes about the shipped model.
+    ``plain_pairs``: the two-object scores with the layout off; ``cost``: :func:`layout_cost`."""
+    import datetime
+    import platform
+
+    import torch as _torch
+
+    def rounded(acc: dict[str, float] | None) -> dict[str, float] | None:
+        return None if acc is None else {k: round(float(v), 4) for k, v in acc.items()}
+
+    c = report.config
+    return {
+        "model": "ldm-shapes",
+        "measured": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}, torch {_torch.__version__}",
+        "command": "python -m diffusion.metrics.shapes_gate --write",
+        "config": {"sampler": c.sampler, "steps": c.steps, "guidance": c.guidance, "seed": c.seed,
+                   "prompts": c.n_prompts, "held_out": c.n_held_out, "pairs": c.n_pairs, "layout": c.layout},
+        "single": rounded(report.single), "held_out": rounded(report.held_out), "ceiling": rounded(report.ceiling),
+        "pairs": rounded(report.pairs), "pair_ceiling": rounded(report.pair_ceiling),
+        "pairs_by_relation": {k: rounded(v) for k, v in (report.by_relation or {}).items()},
+        "pairs_layout_off": rounded(plain_pairs),
+        "sweep": {format(w, "g"): rounded(acc) for w, acc in report.sweep.items()},
+        "layout_cost": None if cost is None else {k: round(float(v), 3) for k, v in cost.items()},
+    }
+
+
+#: The card's model-index rows: (results path, metric name) of the gate's figures.
+CARD_METRICS = (("single.exact", "single objects: colour, shape, size and position all right"),
+                ("held_out.exact", "held-out colour-shape pairs: all attributes right"),
+                ("pairs.both", "two objects (drawn by layout): both right"),
+                ("pairs.relation", "two objects (drawn by layout): relation right"),
+                ("pairs_layout_off.both", "two objects, plain pipeline: both right"),
+                ("pairs_layout_off.relation", "two objects, plain pipeline: relation right"))
+
+
+def write_card_results(card_path: Path, record: dict) -> None:
+    """Write the gate's figures into the model card's ``model-index`` (huggingface_hub's ``EvalResult``), so the
+    Hub page shows the same numbers as the results file and the lessons."""
+    from huggingface_hub import EvalResult, ModelCard
+
+    card = ModelCard.load(card_path)
+    c = record["config"]
+    results = []
+    for path, name in CARD_METRICS:
+        value: object = record
+        for key in path.split("."):
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        results.append(EvalResult(task_type="text-to-image", dataset_type="synthetic-shapes",
+                                  dataset_name="shapes prompt gate (diffusion/metrics/shapes_gate.py)",
+                                  dataset_args={"sampler": c["sampler"], "steps": c["steps"], "guidance": c["guidance"]},
+                                  metric_type="accuracy", metric_name=name, metric_value=value,
+                                  metric_config=f"measured {record['measured']}"))
+    card.data.model_name = record["model"]
+    card.data.eval_results = results
+    card.save(card_path)
+
+
 def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[str, float]] | None = None) -> str:
     """A plain-text table of the gate (what the CLI prints and the README quotes)."""
     c = report.config
@@ -273,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attend-excite", action="store_true", help="sample with Attend-and-Excite")
     p.add_argument("--layout", choices=("auto", "off"), default="auto",
                    help="two-object prompts drawn by a planned layout (auto) or by the plain model (off)")
+    p.add_argument("--write", action="store_true",
+                   help=f"also score the two-object prompts with the layout off, time the layout, and write every figure "
+                        f"to MODEL_DIR/{RESULTS_FILE} (which the lessons and the model card read)")
     p.add_argument("--cost", action="store_true",
                    help="also time 4 images of a two-object prompt with the layout off and on")
     p.add_argument("--device", default="auto")
@@ -292,8 +360,18 @@ def main(argv: list[str] | None = None) -> int:
         sensitivity = {k: prompt_sensitivity(model, a, b) for k, (a, b) in SENSITIVITY_PAIRS.items()}
         lines.append("Prompt sensitivity at t = 999 (RMS change of the predicted x0 between two prompts): "
                      + ", ".join(f"{k} {v:.4f}" for k, v in sensitivity.items()))
-    if args.cost:
-        cost = layout_cost(model, config=config)
+    cost = layout_cost(model, config=config) if args.cost or args.write else None
+    if args.write:
+        import json
+
+        plain = dataclasses.replace(config, layout="off", n_prompts=0, n_held_out=0, sweep=())
+        plain_pairs = run_gate(model, classifier, plain).pairs
+        target = Path(args.model_dir or card.source) / RESULTS_FILE
+        record = results_record(report, plain_pairs, cost)
+        target.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_card_results(target.parent / "README.md", record)
+        lines.append(f"Wrote {target} and the model-index of {target.parent / 'README.md'}")
+    if cost is not None:
         lines.append(f"Layout cost, 4 images, {config.sampler.upper()} {config.steps}: off {cost['off_s']:.2f} s, "
                      f"auto {cost['auto_s']:.2f} s, ratio {cost['ratio']:.2f} (median of 5)")
     print("\n".join(lines))  # noqa: T201 - the command's output
