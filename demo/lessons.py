@@ -45,8 +45,8 @@ which is where sampling will start.
         r"""
 The network $\epsilon_\theta(x_t, t)$ never sees a clean image as its target. It is given a noisy image and asked which
 noise was added, with the simple objective
-$$L_\text{simple} = \mathbb E_{t, x_0, \epsilon}\,\big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\quad\text{(Eq. 14)}.$$
-From a noise estimate, a clean-image estimate follows: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$ (Eq. 15).
+$$L_\text{simple} = \mathbb E_{t, x_0, \epsilon}\,\big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\quad\text{(Ho et al. 2020, Eq. 14)}.$$
+From a noise estimate, a clean-image estimate follows: $\hat x_0 = (x_t - \sqrt{1-\bar\alpha_t}\,\epsilon_\theta)/\sqrt{\bar\alpha_t}$ (Ho et al. 2020, Eq. 15).
 The view measures the embedded model's own error against $t$ on digits it **never trained on**, and shows its noise
 and $\hat x_0$ at a few $t$. The Playground tab trains such a network live on 2-D points: its "Loss against t" view
 is the same curve for a model you just trained.
@@ -63,7 +63,7 @@ is the same curve for a model you just trained.
         "Sampling",
         r"""
 Sampling runs the process backwards. Start from $x_T \sim \mathcal N(0, I)$ and for $t = T, \dots, 1$
-$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z,\qquad z \sim \mathcal N(0, I)\quad\text{(Algorithm 2, Eq. 11)}.$$
+$$x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\Big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\,\epsilon_\theta(x_t, t)\Big) + \sigma_t z,\qquad z \sim \mathcal N(0, I)\quad\text{(Ho et al. 2020, Algorithm 2, Eq. 11)}.$$
 Watch $\hat x_0$: early it is a blurry average of all digits (at low SNR the best guess is the mean), later it commits to
 one digit and only sharpens. The equation below the strip is the exact update of one step, with that step's numbers
 read off the diffusers scheduler.
@@ -196,8 +196,8 @@ the layout **off** and shows the cross-attention of each word (lesson 7's view).
 The fix splits the work, as LLM-grounded Diffusion does (Lian et al. 2023): first a **layout** (here a parser picks two
 cells where the relation holds and a background; the seed chooses among them), then an image that follows it. Each
 object gets its own single-object caption at its cell. For the first half of the steps the objects share one state,
-whose conditional prediction is composed per pixel from the objects' predictions (MultiDiffusion, Bar-Tal et al.
-2023, Eq. 5):
+whose conditional prediction is composed per pixel from the objects' predictions
+(MultiDiffusion, Bar-Tal et al. 2023, Eq. 5):
 $$\epsilon_c(x_t) = \sum_k W_k \odot \epsilon_\theta(x_t, y_k),\qquad \tilde\epsilon = \epsilon_\theta(x_t, \varnothing) + w\,\big(\epsilon_c - \epsilon_\theta(x_t, \varnothing)\big).$$
 $W_k$ is 1 in object $k$'s soft region, and the objects share what lies outside. From the middle on, each object
 finishes on its own trajectory: seeing the other object in $x_t$, a caption's prediction drifts its colour or

@@ -96,14 +96,14 @@ def step_caption(run: PlanRun, index: int) -> str:
     t, a = float(run.timesteps[index]), float(run.alpha_bar[index])
     head = (f"Step {index + 1} of {len(run.timesteps)}, $t = {t:.0f}$, $\\bar\\alpha_t = {a:.4f}$. Left: the noisy plan "
             "$\\tau_t$ (ends written back). ")
-    if run.prediction_type == "sample":  # the network predicts the clean plan; the noise follows from Eq. 4
+    if run.prediction_type == "sample":  # the network predicts the clean plan; the noise follows (Ho et al. 2020, Eq. 4)
         return head + (f"Right: the network's prediction $\\hat\\tau_0$, clipped to the maze. Middle: the noise it "
                        f"implies, $\\hat\\epsilon = (\\tau_t - \\sqrt{{\\bar\\alpha_t}}\\,\\hat\\tau_0) / "
                        f"\\sqrt{{1-\\bar\\alpha_t}} = (\\tau_t - {np.sqrt(a):.3f}\\,\\hat\\tau_0) / "
-                       f"{np.sqrt(1 - a):.3f}$ (Eq. 4 solved for the noise).")
+                       f"{np.sqrt(1 - a):.3f}$ (Ho et al. 2020, Eq. 4, solved for the noise).")
     return head + (f"Middle: the network's noise estimate $\\epsilon_\\theta(\\tau_t, t)$. Right: "
                    f"$\\hat\\tau_0 = (\\tau_t - {np.sqrt(1 - a):.3f}\\,\\epsilon_\\theta) / {np.sqrt(a):.3f}$ "
-                   "(Eq. 15), clipped to the maze.")
+                   "(Ho et al. 2020, Eq. 15), clipped to the maze.")
 
 
 # ----- handlers -----

@@ -207,7 +207,7 @@ def make_playground_forward(studio: Studio, exports: ExportDir):
                                   exports.path("forward.gif"), fps=12)
         strip = make_grid(np.stack([cloud_picture(c, side=240) for c in clouds]), ncols=len(clouds))
         note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$" for t, a in zip(ts, alpha_bar, strict=True))
-        return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Eq. 4), "
+        return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Ho et al. 2020, Eq. 4), "
                                  f"one $\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
 
     return scheduled(playground_forward)

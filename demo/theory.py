@@ -29,10 +29,10 @@ LDM = r"""
 An autoencoder $\mathcal E, \mathcal D$ compresses an image to a small latent $z=\mathcal E(x)$; the UNet
 denoises **latents**, conditioned on the prompt $y$ through cross-attention on a text encoder's
 output $\tau_\theta(y)$:
-$$L_{LDM} = \mathbb E_{\mathcal E(x),\,y,\,\epsilon\sim\mathcal N(0,1),\,t}\Big[\big\lVert \epsilon - \epsilon_\theta\big(z_t, t, \tau_\theta(y)\big)\big\rVert_2^2\Big]\quad\text{(Eq. 3)}.$$
+$$L_{LDM} = \mathbb E_{\mathcal E(x),\,y,\,\epsilon\sim\mathcal N(0,1),\,t}\Big[\big\lVert \epsilon - \epsilon_\theta\big(z_t, t, \tau_\theta(y)\big)\big\rVert_2^2\Big]\quad\text{(Rombach et al. 2022, Eq. 3)}.$$
 **Classifier-free guidance** (Ho & Salimans 2022) mixes a conditional and an unconditional prediction,
 $$\tilde\epsilon = \epsilon_\theta(z_t,\varnothing) + w\,\big(\epsilon_\theta(z_t,y)-\epsilon_\theta(z_t,\varnothing)\big),$$
-where $w$ is the guidance scale (diffusers' convention: the paper's Eq. 6 writes the same with $w + 1$ in
+where $w$ is the guidance scale (diffusers' convention: Ho & Salimans 2022, Eq. 6 writes the same with $w + 1$ in
 place of $w$, so $w = 1$ here is the plain conditional model) and a negative prompt takes the place of $\varnothing$. The decoder
 turns the final latent into pixels: $\hat x = \mathcal D(z_0)$.
 """
@@ -89,7 +89,7 @@ each region, what its caption predicts, and the composed prediction.
 PLAYGROUND = r"""
 ### Algorithm 1, live: a diffusion model learns a 2-D point cloud
 Every training step takes a batch of data points $x_0$, a random step $t$ and fresh noise $\epsilon$, makes
-$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4) and nudges the network to predict the noise:
+$x_t = \sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Ho et al. 2020, Eq. 4) and nudges the network to predict the noise:
 $$\nabla_\theta \big\lVert \epsilon - \epsilon_\theta\big(\sqrt{\bar\alpha_t}\,x_0 + \sqrt{1-\bar\alpha_t}\,\epsilon,\ t\big)\big\rVert^2\qquad\text{(Ho et al. 2020, Algorithm 1, Eq. 14)}.$$
 The network is a small MLP with a sinusoidal embedding of $t$; the sampling below uses the same loop and the
 same diffusers schedulers as the image models. **Quality** is the sliced Wasserstein distance between 2,000
@@ -112,8 +112,8 @@ PLANNER = r"""
 ### Beyond images: a diffusion model that plans (Janner et al. 2022, "Planning with Diffusion")
 A plan is a whole trajectory $\tau = (s_0, s_1, \dots, s_{H-1})$ of $H = 64$ positions, a two-channel 1-D signal.
 The same Algorithm 1 trains a temporal U-Net (diffusers' `UNet1DModel`) on clear paths between random starts and
-goals, noised as $\tau_t = \sqrt{\bar\alpha_t}\,\tau_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Eq. 4); like Diffuser's maze
-planner it predicts the clean plan $\hat\tau_0$ rather than $\epsilon$ (each determines the other through Eq. 4).
+goals, noised as $\tau_t = \sqrt{\bar\alpha_t}\,\tau_0 + \sqrt{1-\bar\alpha_t}\,\epsilon$ (Ho et al. 2020, Eq. 4); like Diffuser's maze
+planner it predicts the clean plan $\hat\tau_0$ rather than $\epsilon$ (each determines the other: Ho et al. 2020, Eq. 4).
 To plan from $s$ to $g$, start from noise and run the reverse process, but after every step
 write the known states back: $s_0 := s$, $s_{H-1} := g$. This is *inpainting* (Sec. 3.3): the network fills in
 the waypoints between. The network is told which of the three layouts it is in, never where the walls are: it

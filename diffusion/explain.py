@@ -10,7 +10,7 @@ prediction eps_theta (for v- or x0-predicting models, the noise their output imp
 diffusers scheduler itself, not re-derived: a fresh scheduler is replayed through the run's
 timesteps and, at each step, copies of it are probed with tiny basis inputs. So what the lab
 prints is what the scheduler computes. For DDPM and DDIM the same update is also given in the
-x0 form of the papers, x_prev = c0 * x0_hat + ct * x_t + s * z (DDPM Eq. 7, DDIM Eq. 12), which
+x0 form of the papers, x_prev = c0 * x0_hat + ct * x_t + s * z (Ho et al. 2020, Eq. 7; Song et al. 2021, Eq. 12), which
 stays exact when x0_hat is clipped.
 """
 
