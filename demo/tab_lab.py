@@ -110,6 +110,11 @@ def _trajectory(session: LabSession | None) -> Trajectory:
     return session.trajectory
 
 
+def _channels(latents: np.ndarray | None) -> gr.Image:
+    """The latent-channels panel: shown for latent models, hidden (not an empty box) for pixel models."""
+    return gr.Image(value=latents, visible=latents is not None)
+
+
 def _step_index(traj: Trajectory, step: float) -> int:
     """The 0-based index of the 1-based step ``step`` of ``traj``."""
     return as_int(step, "Step", 1, len(traj.steps)) - 1
@@ -127,13 +132,13 @@ def make_lab_run(studio: Studio, budget: StateBudget):
             for done, total, traj in studio.trajectory(card.id, request, images=images):
                 view = traj.steps[-1]
                 if done < total:  # every step is yielded; the browser gets one every stream_interval
-                    yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
+                    yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, _channels(view.latents), gr.skip(),
                                 gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
             session = LabSession(card.id, traj, schedule_picture(traj.curves))
             budget.admit(session, trajectory_nbytes(traj) + session.schedule.nbytes)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
-                   last.x_t, last.noise, last.pred_x0, last.latents, session.schedule.at(last.timestep),
+                   last.x_t, last.noise, last.pred_x0, _channels(last.latents), session.schedule.at(last.timestep),
                    update_latex(traj.terms[-1], traj.terms[-2] if len(traj.terms) > 1 else None),
                    f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                    "Play) to revisit any step.")
@@ -146,7 +151,7 @@ def lab_show(session: LabSession | None, step: float) -> tuple:
     traj = _trajectory(session)
     index = _step_index(traj, step)
     view = traj.steps[index]
-    return (view.x_t, view.noise, view.pred_x0, view.latents, session.schedule.at(view.timestep),
+    return (view.x_t, view.noise, view.pred_x0, _channels(view.latents), session.schedule.at(view.timestep),
             update_latex(traj.terms[index], traj.terms[index - 1] if index else None))
 
 
@@ -419,7 +424,7 @@ def make_forward_show(studio: Studio):
                 f"(of $x_0$: {view.x0_std:.3f}).")
         if view.reconstruction_psnr is not None:
             text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
-        return view.x0, view.x_t, view.latents, text
+        return view.x0, view.x_t, _channels(view.latents), text
 
     return scheduled(forward_show)
 
@@ -435,9 +440,11 @@ def make_forward_denoise(studio: Studio):
             for update in studio.generate(str(model_id), request, previews=10, init_image=image,
                                           start_timestep=timestep):
                 if update.done:
+                    used = (f" Prompt (from the box above the tabs): \"{update.request.prompt}\", guidance "
+                            f"{update.request.guidance_scale:g}." if update.request.prompt else "")
                     yield update.grid, (f"SDEdit from $t = {int(timestep)}$: {update.num_steps} of "
                                         f"{update.request.steps} {update.request.sampler} steps, 4 seeds, "
-                                        f"{update.wall_s:.2f} s.")
+                                        f"{update.wall_s:.2f} s.{used}")
                 elif update.preview is not None:
                     yield Tick((update.preview, f"Denoising: step {update.step}/{update.num_steps}"), preview=True)
                 else:  # every step is yielded, so a cancelled run stops within one step (``streamed``)
@@ -465,7 +472,7 @@ def build_forward(studio: Studio, c: Controls) -> None:
             text = gr.Markdown(latex_delimiters=LATEX, elem_id="forward-text")
             result = gr.Image(label="SDEdit results (4 seeds)", format="png", interactive=False, height=240,
                               elem_classes=["pixelated"], elem_id="forward-result")
-            status = gr.Markdown()
+            status = gr.Markdown(latex_delimiters=LATEX)
     # ----- events -----
     inputs, outputs = [c.model, c.source, c.t, c.seed], [x0, x_t, latents, text]
     forward_show = make_forward_show(studio)
@@ -540,7 +547,7 @@ def build_schedules(studio: Studio, c: Controls) -> None:
                 "The strip shows the forward lab's image at six evenly spaced $t$.", latex_delimiters=LATEX)
     show = gr.Button("Compare the schedules")
     plot = LockedPlot(label="Schedules")
-    strip = gr.Image(label="q(x_t | x_0) at t = 0 … T", format="png", interactive=False, height=120,
+    strip = gr.Image(label="x_t ~ q(x_t | x_0) at t = 0 … T (latent models: each latent x_t decoded to pixels)", format="png", interactive=False, height=120,
                      elem_classes=["pixelated"])
     # ----- events -----
     show.click(make_schedules_show(studio), inputs=[c.model, c.t, c.source, c.seed], outputs=[plot, strip],

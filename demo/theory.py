@@ -67,7 +67,7 @@ Each row of the softmax sums to 1 over the tokens. Below, one map per token: its
 probabilities at the chosen step, averaged over heads and over the layers of the chosen resolution,
 drawn over that step's predicted $\hat x_0$ (each map scaled to its own maximum). The label is the
 token's share of all attention; the start and end tokens and the padding take their share too.
-Drag the step slider to watch the words find their places.
+Move the step slider on the *Reverse process* tab (or press ← and →) to watch the words find their places.
 """
 
 LAYOUT_VIEW = r"""

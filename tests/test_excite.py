@@ -105,7 +105,8 @@ def test_through_the_studio_and_the_work_budget(studio) -> None:
 
     from diffusion.studio import EXCITE_PASSES
 
-    request = SampleRequest("ddim", 4, 2, 5, prompt=PROMPT, guidance_scale=4.0)
+    # against the plain model (a two-object prompt is otherwise drawn by layout, which Attend-and-Excite replaces)
+    request = SampleRequest("ddim", 4, 2, 5, prompt=PROMPT, guidance_scale=4.0, layout="off")
     off = studio.sample("local/tiny-sd", request)
     on = studio.sample("local/tiny-sd", dataclasses.replace(request, attend_excite=True))
     assert off.shape == on.shape and not np.array_equal(off, on)

@@ -140,6 +140,19 @@ def test_the_objects_share_one_state_then_go_apart_guided_then_unguided(studio) 
             torch.testing.assert_close(record.model_input, L.compose(step.inputs, step.weights))
     # the budget counts these UNet rows: 3 joint, 4 apart, 2 unguided per image and step
     assert L.unet_rows(10, True) == 5 * 3 + 3 * 4 + 2 * 2 and L.unet_rows(10, False) == 20
+    card = studio.card("local/tiny-sd")
+    request = SampleRequest(sampler="ddim", steps=10, n=2, prompt="a red circle left of a blue square",
+                            guidance_scale=3.0)
+    budget = studio.work_budget_s
+    try:
+        studio.work_budget_s = 2 * L.unet_rows(10, True) * card.image_step_ms / 1000
+        studio.check_budget(card, [request])
+        studio.work_budget_s *= 0.99
+        with pytest.raises(ValueError, match="needs about"):
+            studio.check_budget(card, [request])
+        studio.check_budget(card, [dataclasses.replace(request, layout="off")])  # 2 rows a step: fits
+    finally:
+        studio.work_budget_s = budget
 
 
 def test_the_studio_reports_each_images_layout_and_a_recipe_replays_it(studio) -> None:
