@@ -110,11 +110,6 @@ def _trajectory(session: LabSession | None) -> Trajectory:
     return session.trajectory
 
 
-def _channels(latents: np.ndarray | None) -> gr.Image:
-    """The latent-channels panel: shown for latent models, hidden (not an empty box) for pixel models."""
-    return gr.Image(value=latents, visible=latents is not None)
-
-
 def _step_index(traj: Trajectory, step: float) -> int:
     """The 0-based index of the 1-based step ``step`` of ``traj``."""
     return as_int(step, "Step", 1, len(traj.steps)) - 1
@@ -132,13 +127,13 @@ def make_lab_run(studio: Studio, budget: StateBudget):
             for done, total, traj in studio.trajectory(card.id, request, images=images):
                 view = traj.steps[-1]
                 if done < total:  # every step is yielded; the browser gets one every stream_interval
-                    yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, _channels(view.latents), gr.skip(),
+                    yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
                                 gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
             session = LabSession(card.id, traj, schedule_picture(traj.curves))
             budget.admit(session, trajectory_nbytes(traj) + session.schedule.nbytes)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
-                   last.x_t, last.noise, last.pred_x0, _channels(last.latents), session.schedule.at(last.timestep),
+                   last.x_t, last.noise, last.pred_x0, last.latents, session.schedule.at(last.timestep),
                    update_latex(traj.terms[-1], traj.terms[-2] if len(traj.terms) > 1 else None),
                    f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                    "Play) to revisit any step.")
@@ -151,7 +146,7 @@ def lab_show(session: LabSession | None, step: float) -> tuple:
     traj = _trajectory(session)
     index = _step_index(traj, step)
     view = traj.steps[index]
-    return (view.x_t, view.noise, view.pred_x0, _channels(view.latents), session.schedule.at(view.timestep),
+    return (view.x_t, view.noise, view.pred_x0, view.latents, session.schedule.at(view.timestep),
             update_latex(traj.terms[index], traj.terms[index - 1] if index else None))
 
 
@@ -424,7 +419,7 @@ def make_forward_show(studio: Studio):
                 f"(of $x_0$: {view.x0_std:.3f}).")
         if view.reconstruction_psnr is not None:
             text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
-        return view.x0, view.x_t, _channels(view.latents), text
+        return view.x0, view.x_t, view.latents, text
 
     return scheduled(forward_show)
 

@@ -36,7 +36,7 @@ def test_every_planner_endpoint_works_in_order(served) -> None:
     assert Image.open(gif).n_frames >= 11
     assert picture(client.predict(0, api_name="/planner_frame")).shape == (SIDE, SIDE, 3)
     image, caption = client.predict(9, 4, api_name="/planner_step")
-    assert picture(image).shape[1] > 2 * SIDE and "Eq. 4 solved for the noise" in caption and "Step 10 of 10" in caption
+    assert picture(image).shape[1] > 2 * SIDE and "Eq. 4, solved for the noise" in caption and "Step 10 of 10" in caption
     # the same request plans the same paths
     again = client.predict(*PLAN, api_name="/planner_plan")
     assert again[1]["data"] == table["data"]
