@@ -192,28 +192,28 @@ def layout_steps(model: Any, request: SampleRequest, prompts: Sequence[str], lay
     def pair(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x])
 
+    def by_object(x2: torch.Tensor) -> torch.Tensor:
+        """[first objects; second objects] (2B, ...) -> (B, 2, ...)."""
+        return x2.unflatten(0, (2, n)).transpose(0, 1)
+
     def guidance(x2: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
         stage = phase(clock["index"], clock["steps"])
         clock["index"] += 1
         if stage == "joint":
             x = x2[:n]  # both trajectories are the same state here
-            rows = [x, x, x] if do_guidance else [x, x]
-            out = unet(torch.cat(rows), t, torch.cat([negative, text]) if do_guidance else text)
+            out = unet(torch.cat([x, x, x] if do_guidance else [x, x]), t,
+                       torch.cat([negative, text]) if do_guidance else text)
             uncond = pair(out[:n]) if do_guidance else None
             per_object = out[-2 * n:]
-            composed = compose(per_object.unflatten(0, (2, n)).transpose(0, 1), weights)
-            cond = pair(composed)
-            inputs = x2
+            cond = pair(compose(by_object(per_object), weights))
         else:
             guided_here = do_guidance and stage == "apart"
             out = unet(torch.cat([x2, x2]) if guided_here else x2, t,
                        torch.cat([pair(negative), text]) if guided_here else text)
             uncond = out[:2 * n] if guided_here else None
             per_object = cond = out[-2 * n:]
-            inputs = x2
-        kept.append(LayoutStep(list(layouts), weights, per_object.unflatten(0, (2, n)).transpose(0, 1),
-                               inputs.unflatten(0, (2, n)).transpose(0, 1),
-                               None if uncond is None else uncond.unflatten(0, (2, n)).transpose(0, 1), stage))
+        kept.append(LayoutStep(list(layouts), weights, by_object(per_object), by_object(x2),
+                               None if uncond is None else by_object(uncond), stage))
         guided = cond if uncond is None else uncond + w * (cond - uncond)
         return guided, uncond, cond
 
@@ -222,9 +222,7 @@ def layout_steps(model: Any, request: SampleRequest, prompts: Sequence[str], lay
         return pair(x2[:n]) if phase(clock["index"], clock["steps"]) == "joint" else x2
 
     def composed_view(x2: torch.Tensor | None) -> torch.Tensor | None:
-        if x2 is None:
-            return None
-        return compose(x2.unflatten(0, (2, n)).transpose(0, 1), weights)
+        return None if x2 is None else compose(by_object(x2), weights)
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     for record in denoise(None, scheduler, pair(noise), request.steps, generator=generator, eta=eta,  # type: ignore[arg-type]
