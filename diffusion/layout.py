@@ -10,12 +10,13 @@ object's own single-object caption ("a red circle on the left").
   done by a parser because the shapes world has a grammar: ``a [size] [colour] [shape] REL a [size]
   [colour] [shape] [on a ... background]``. The seed chooses among the layouts where the relation holds,
   so a layout is deterministic per seed. A prompt the parser cannot read goes to the plain model.
-- **Sampling** (:func:`compose`): the masked latent composition of MultiDiffusion (Bar-Tal et al. 2023,
-  Eq. 5: a per-pixel weighted average of the regions' predictions) and LMD's layout-grounded stage. Each
-  object's soft mask (its cell, feathered) takes that object's conditional prediction; everywhere else
-  the objects' predictions are averaged, so the background is shared and no seam runs between regions.
-  Classifier-free guidance (Ho & Salimans 2022) then acts on the composed prediction with the one shared
-  unconditional prediction: one UNet row per object plus one, where the plain path needs two.
+- **Sampling** (:func:`compose`, :func:`phase`; the loop is driven by ``diffusion.pipeline.layout_steps``):
+  for the first half of the steps both objects share one x_t whose conditional prediction is the masked
+  composition of MultiDiffusion (Bar-Tal et al. 2023, Eq. 5: a per-pixel weighted average of the regions'
+  predictions; each object's soft mask takes its own caption's prediction, the objects' predictions are
+  averaged outside, and both captions name one background), guided with one shared unconditional prediction.
+  From the middle on each object follows its own trajectory with its own guidance, unguided for the last
+  fifth (:data:`PHASES`); the picture is the trajectories' composition with the same weights.
 
 Everything here is plain data and tensors: no randomness except the seeded planner's choice.
 """

@@ -88,8 +88,7 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     if prompts is not None and len(prompts) != request.n:
         raise ValueError(f"got {len(prompts)} prompts for {request.n} images")
     prompt_list = list(prompts) if prompts is not None else [request.prompt] * request.n
-    # Attend-and-Excite edits the plain prompt's attention: it and the layout are alternatives
-    layouts = plan_images(prompt_list, request.seed, "off" if request.attend_excite else request.layout)
+    layouts = request_layouts(request, prompt_list)
     if any(layout is not None for layout in layouts):
         yield from layout_steps(model, request, prompt_list, layouts, init_sample, start_index, scheduler)
         return
@@ -143,6 +142,14 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
         if excited and excited[-1].index == record.index:
             record.excite = excited[-1]
         yield record
+
+
+def request_layouts(request: SampleRequest, prompts: Sequence[str] | None = None) -> list[Layout | None]:
+    """The planned layout of each image of ``request`` (``prompts``: one per image, else ``request.prompt``), as
+    :func:`latent_steps` draws it: None for an image drawn by the plain model. Attend-and-Excite edits the plain
+    prompt's attention, so it and the layout are alternatives."""
+    prompt_list = [str(p) for p in prompts] if prompts is not None else [str(request.prompt)] * int(request.n)
+    return plan_images(prompt_list, int(request.seed), "off" if request.attend_excite else request.layout)
 
 
 def layout_steps(model: Any, request: SampleRequest, prompts: Sequence[str], layouts: Sequence[Layout | None],

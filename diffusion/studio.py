@@ -62,7 +62,7 @@ from diffusion.lab.trajectory import (
     step_view,
     trajectory_nbytes,
 )
-from diffusion.layout import LAYOUT_MODES, Layout, plan_images, unet_rows
+from diffusion.layout import LAYOUT_MODES, Layout, unet_rows
 from diffusion.loading import (
     LoadedModel,
     ModelLoadError,
@@ -71,7 +71,7 @@ from diffusion.loading import (
     precision_name,
 )
 from diffusion.loop import StepRecord
-from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps
+from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
 from diffusion.planner.service import (
     LAYOUT_TITLES,
     MAX_PLANS,
@@ -551,8 +551,7 @@ class Studio:
     def layouts(request: SampleRequest) -> list[Layout | None]:
         """The planned layout of each image of a (checked) text request, as the run draws it: None for an image
         drawn by the plain model (a prompt that names no two objects, ``layout`` "off", or Attend-and-Excite)."""
-        mode = "off" if request.attend_excite else request.layout
-        return plan_images([str(request.prompt)] * int(request.n), int(request.seed), mode)
+        return request_layouts(request)
 
     def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
         """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""

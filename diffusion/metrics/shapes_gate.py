@@ -217,8 +217,6 @@ def results_record(report: ShapesGateReport, plain_pairs: dict[str, float] | Non
     import datetime
     import platform
 
-    import torch as _torch
-
     def rounded(acc: dict[str, float] | None) -> dict[str, float] | None:
         return None if acc is None else {k: round(float(v), 4) for k, v in acc.items()}
 
@@ -226,7 +224,7 @@ def results_record(report: ShapesGateReport, plain_pairs: dict[str, float] | Non
     return {
         "model": "ldm-shapes",
         "measured": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}, torch {_torch.__version__}",
+        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}, torch {torch.__version__}",
         "command": "python -m diffusion.metrics.shapes_gate --write",
         "config": {"sampler": c.sampler, "steps": c.steps, "guidance": c.guidance, "seed": c.seed,
                    "prompts": c.n_prompts, "held_out": c.n_held_out, "pairs": c.n_pairs, "layout": c.layout},
