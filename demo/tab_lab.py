@@ -228,7 +228,15 @@ def make_lab_replay(studio: Studio, budget: StateBudget):
 
     @streamed
     def lab_replay(path: str | None) -> Iterator[tuple]:
-        yield from run(*load(path)[:8])
+        """The run, each status headed by the recipe's note (what is being replayed stays on screen: the
+        note would otherwise last only until the first step's status, too briefly to read)."""
+        *controls, note = load(path)
+        head = note.replace(" Running it.", "") + " "
+        for update in run(*controls[:8]):
+            if isinstance(update, Tick):
+                yield Tick(update.value[:-1] + (head + update.value[-1],), update.preview)
+            else:
+                yield update[:-1] + (head + update[-1],)
 
     return lab_replay
 

@@ -109,7 +109,9 @@ def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> 
         wait_for_pixels(page, "lab-x0", teacher, equal=False)  # the student's own digit
         page.locator("#lab-recipe-upload input[type=file]").set_input_files(str(recipe))
         wait_for_text(page, "lab-status", "Recipe loaded")
+        # the note heads every status of the replay (it once lasted only until the first step: CI missed it)
         wait_for_text(page, "lab-status", "Done")
+        assert page.locator("#lab-status").inner_text().startswith("Recipe loaded: ddpm-mnist, ddpm, 50 steps, seed 0")
         assert page.locator("#lab-seed input").input_value() == "0"
         wait_for_pixels(page, "lab-x0", teacher)  # the teacher's picture, byte for byte
 
