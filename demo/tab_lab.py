@@ -215,7 +215,7 @@ def make_lab_load_recipe(studio: Studio):
         note = (f"Recipe loaded: {recipe.model}, {r.sampler}, {r.steps} steps, seed {r.seed}"
                 + (f", prompt \"{r.prompt}\", guidance {r.guidance_scale:g}" if r.prompt else "") + ". Running it.")
         if notes:
-            note += " The pixels may differ slightly: " + "; ".join(notes) + "."
+            note += " The pixels may differ: " + "; ".join(notes) + "."
         return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, r.layout, note)
 
     return lab_load_recipe

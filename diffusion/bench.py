@@ -320,7 +320,7 @@ def bench_cold_start(latent_available: bool) -> list[Row]:
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "demo.launch", "--port", str(port)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = None
@@ -439,24 +439,41 @@ def bench_playground(steps: int | None = None, measure_every: int = 100) -> list
 
 
 # ----- main -----
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``diffusion-classroom-bench`` (``python -m diffusion.bench``)."""
+    from diffusion import __version__
+
+    p = argparse.ArgumentParser(prog="diffusion-classroom-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--quick", action="store_true", help="fewer repeats and samples; no DDPM-1000")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per measurement (default 5, quick 3)")
     p.add_argument("--fld-n", type=int, default=None, help="samples per FLD figure (default 500, quick 100)")
     p.add_argument("--ddpm-n", type=int, default=None, help="samples for DDPM-1000's FLD (default 100, quick 0)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow warm-up)")
     p.add_argument("--skip", nargs="*", default=[],
-                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start", "memory", "playground"])
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+                   choices=["parity", "speed", "quality", "efficiency", "variants", "cold-start", "memory", "playground"],
+                   help="sections to leave out")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: the cores this process may use, as in the app)")
     p.add_argument("--out", type=Path, default=None, help="also write the table (Markdown) here")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The console script ``diffusion-classroom-bench``."""
+    return main(parse_args(argv))
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from diffusion.runtime import configure_threads
+
+    configure_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 5)
     n_fld = args.fld_n if args.fld_n is not None else (100 if args.quick else 500)
     n_ddpm = args.ddpm_n if args.ddpm_n is not None else (0 if args.quick else 100)

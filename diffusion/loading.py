@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gc
+import hashlib
 import logging
 import os
 import socket
@@ -46,6 +47,7 @@ class PixelModel:
     device: torch.device
     dtype: torch.dtype
     autocast_dtype: torch.dtype | None = None  # the UNet runs under torch.autocast in this dtype (bf16 on CPU)
+    weights: str = ""  # :func:`weights_digest` of the folder it was loaded from (recipes record it)
 
 
 @dataclass
@@ -68,6 +70,7 @@ class LatentTextModel:
     scaling_factor: float
     cross_attention_layers: int = 0  # layers whose maps diffusion.attention can record
     autocast_dtype: torch.dtype | None = None  # the UNet runs under torch.autocast in this dtype (bf16 on CPU)
+    weights: str = ""  # :func:`weights_digest` of the folder it was loaded from (recipes record it)
     tokenizer_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -184,6 +187,23 @@ def _resolve_source(card: ModelCard) -> str:
         raise ModelLoadError(_remedies(card)) from error
 
 
+WEIGHTS_DIGEST_CHARS = 12
+
+
+def weights_digest(folder: str | Path) -> str:
+    """A short fingerprint of a pipeline folder's weights: SHA-256 over every ``*.safetensors`` file's path
+    (relative, sorted) and bytes, first :data:`WEIGHTS_DIGEST_CHARS` hex digits. Two folders with the same
+    digest hold the same weights; recipes record it so that a replay on other weights says so."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.safetensors")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as f:  # a hub snapshot's files are links into the cache: read what they name
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:WEIGHTS_DIGEST_CHARS]
+
+
 def load_pipeline(card: ModelCard, device: torch.device, precision: str = "fp32",
                   speedups: Speedups = Speedups()) -> LoadedModel:
     """Load a card's diffusers pipeline and keep the components the app needs.
@@ -214,8 +234,9 @@ def load_pipeline(card: ModelCard, device: torch.device, precision: str = "fp32"
     if speedups.compile:
         unet = torch.compile(unet)
     scheduler_config = dict(pipe.scheduler.config)
+    weights = weights_digest(folder)
     if card.kind == "pixel":
-        return PixelModel(card, unet, scheduler_config, device, dtype, autocast_dtype)
+        return PixelModel(card, unet, scheduler_config, device, dtype, autocast_dtype, weights)
     vae = getattr(pipe, "vae", None) or getattr(pipe, "vqvae", None)
     text_encoder = getattr(pipe, "text_encoder", None) or getattr(pipe, "bert", None)
     if vae is None or text_encoder is None or getattr(pipe, "tokenizer", None) is None:
@@ -228,7 +249,7 @@ def load_pipeline(card: ModelCard, device: torch.device, precision: str = "fp32"
         scheduler_config=scheduler_config, device=device, dtype=dtype,
         vae_scale_factor=2 ** (len(vae.config.block_out_channels) - 1),
         scaling_factor=float(getattr(vae.config, "scaling_factor", 1.0) or 1.0),
-        cross_attention_layers=cross_attention_layers, autocast_dtype=autocast_dtype,
+        cross_attention_layers=cross_attention_layers, autocast_dtype=autocast_dtype, weights=weights,
     )
 
 

@@ -2,9 +2,9 @@
 
     python -m diffusion.sample --recipe recipe.json --out grid.png
 
-A recipe names the model, the sampler and its full scheduler config, steps, seed, eta,
-guidance and prompts, the UNet's precision, and the library versions that made it. Replaying it with the same
-weights and versions gives the same pixels (sampling draws every random number from a CPU
+A recipe names the model and a digest of its weights, the sampler and its full scheduler config, steps, seed,
+eta, guidance and prompts, the UNet's precision, and the app's and libraries' versions that made it. Replaying it
+with the same weights and versions gives the same pixels; on other weights the replay runs and says so (sampling draws every random number from a CPU
 ``torch.Generator`` seeded by the recipe).
 """
 
@@ -32,7 +32,9 @@ def library_versions() -> dict[str, str]:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
+    from diffusion import __version__
+
+    return {"diffusion-classroom": __version__, "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
             "transformers": transformers.__version__, "numpy": numpy.__version__}
 
 
@@ -45,11 +47,12 @@ class Recipe:
     scheduler_config: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     precision: str = "fp32"  # the UNet's arithmetic: "fp32" or "bf16" (autocast)
+    weights: str = ""  # diffusion.loading.weights_digest of the model's folder ("": a recipe from before digests)
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, "model": self.model, "request": asdict(self.request),
-                           "precision": self.precision, "scheduler_config": self.scheduler_config,
-                           "versions": self.versions}, indent=2)
+        return json.dumps({"format": FORMAT, "model": self.model, "weights": self.weights,
+                           "request": asdict(self.request), "precision": self.precision,
+                           "scheduler_config": self.scheduler_config, "versions": self.versions}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Recipe:
@@ -89,8 +92,11 @@ class Recipe:
             if not isinstance(value, (str, int, float, bool, list, type(None))):
                 raise ValueError(f"scheduler_config.{key} must be a plain JSON value, got {type(value).__name__}")
         versions = _object(data.get("versions", {}), "versions", None)
+        weights = _typed(data.get("weights", ""), str, "weights")
+        if len(weights) > 64 or not all(c in "0123456789abcdef" for c in weights):
+            raise ValueError("weights must be a hexadecimal digest of at most 64 digits")
         return cls(model, request, config, {k: _typed(v, str, f"versions.{k}") for k, v in versions.items()},
-                   precision)
+                   precision, weights)
 
     def check_scheduler_config(self, base_scheduler_config: dict[str, Any]) -> None:
         """Raise ``ValueError`` when the recipe's scheduler config differs from the one this model and
@@ -106,14 +112,21 @@ class Recipe:
             raise ValueError(f"the recipe's scheduler config does not match {self.model}'s: {shown}")
 
     def version_mismatches(self) -> list[str]:
-        """Library versions that differ from this process's (replays may then differ slightly)."""
+        """The app's and library versions that differ from this process's (replays may then differ slightly)."""
         here = library_versions()
         return [f"{k}: recipe {v}, here {here.get(k)}" for k, v in self.versions.items() if here.get(k) != v]
+
+    def weights_mismatch(self, here: str) -> str | None:
+        """What to tell the user when the model's weights here (digest ``here``) are not the recipe's: the
+        replay runs, but its pixels will differ. ``None`` when they match or the recipe has no digest."""
+        if not self.weights or not here or self.weights == here:
+            return None
+        return f"other weights: the recipe ran on {self.model} weights {self.weights}, these are {here}"
 
 
 MAX_RECIPE_CHARS = 1 << 20
 MAX_RECIPE_IMAGES = 64
-TOP_LEVEL = {"format", "model", "request", "precision", "scheduler_config", "versions"}
+TOP_LEVEL = {"format", "model", "weights", "request", "precision", "scheduler_config", "versions"}
 REQUEST_TYPES: dict[str, type] = {"sampler": str, "steps": int, "n": int, "seed": int, "eta": float,
                                   "prompt": str, "negative_prompt": str, "guidance_scale": float,
                                   "attend_excite": bool, "layout": str}
@@ -140,11 +153,12 @@ def _typed(value: Any, kind: type, what: str) -> Any:
 
 
 def make_recipe(model_id: str, request: SampleRequest, base_scheduler_config: dict[str, Any],
-                precision: str = "fp32", scheduler: SchedulerMixin | None = None) -> Recipe:
+                precision: str = "fp32", scheduler: SchedulerMixin | None = None, weights: str = "") -> Recipe:
     """The recipe of ``request`` on a model whose scheduler config is ``base_scheduler_config``,
     run in ``precision`` ("fp32" or "bf16", :func:`diffusion.loading.precision_name`); ``scheduler``:
-    the run's own, if built already (only its config is read)."""
+    the run's own, if built already (only its config is read); ``weights``: the model's weights digest."""
     scheduler = scheduler or make_scheduler(request.sampler, base_scheduler_config)
     config = {k: v for k, v in dict(scheduler.config).items() if not k.startswith("_") or k == "_class_name"}
     config["_class_name"] = type(scheduler).__name__
-    return Recipe(model_id, request, json.loads(json.dumps(config, default=str)), library_versions(), precision)
+    return Recipe(model_id, request, json.loads(json.dumps(config, default=str)), library_versions(), precision,
+                  weights)

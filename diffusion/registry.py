@@ -10,7 +10,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+
+def _assets_folder() -> Path:
+    """The shipped weights and examples: the copy installed beside this package (``pip install .`` puts the
+    repository's ``assets/`` at ``diffusion/assets``), else the repository's own ``assets/`` (a clone or an
+    editable install)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "assets"
+    return installed if installed.is_dir() else here.parent / "assets"
+
+
+#: The one place the shipped assets are found (every module that reads a shipped file starts here).
+ASSETS = _assets_folder()
 
 ModelKind = Literal["pixel", "latent-text"]
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from diffusion.images import make_grid
@@ -27,6 +26,7 @@ from diffusion.loading import PRECISIONS, ModelLoadError
 from diffusion.recipe import Recipe
 from diffusion.registry import Registry
 from diffusion.request import MAX_BATCH, MAX_IMAGES, SampleRequest, in_batches
+from diffusion.runtime import configure_threads
 from diffusion.schedulers import SAMPLERS
 from diffusion.studio import Studio
 
@@ -35,8 +35,13 @@ logger = logging.getLogger("diffusion.sample")
 MAX_GRID_IMAGES = 1024  # the PNG grid of a long run shows this many (32 x 32 tiles)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``diffusion-classroom-sample`` (``python -m diffusion.sample``)."""
+    from diffusion import __version__
+
+    p = argparse.ArgumentParser(prog="diffusion-classroom-sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--model", default="ddpm-mnist", help="a model id (see --list) or local/<folder name>")
     p.add_argument("--model-dir", type=Path, action="append", default=[],
                    help="an extra local diffusers pipeline folder (repeatable); its id is local/<name>")
@@ -48,32 +53,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=16, help=f"number of images (up to {MAX_IMAGES:,}, in batches)")
     p.add_argument("--batch-size", type=int, default=MAX_BATCH,
                    help=f"images per batch (1 to {MAX_BATCH}); batch b uses seed + b")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="the first batch's seed (batch b uses seed + b)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM only: 0 deterministic, 1 DDPM-like")
-    p.add_argument("--prompt", default="")
-    p.add_argument("--negative-prompt", default="")
+    p.add_argument("--prompt", default="", help="what to draw (text models only)")
+    p.add_argument("--negative-prompt", default="", help="what to steer away from (text models only)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
     p.add_argument("--attend-excite", action="store_true",
                    help="Attend-and-Excite (Chefer et al. 2023): excite neglected object words (text models; slower)")
     p.add_argument("--layout", choices=LAYOUT_MODES, default="auto",
                    help="auto: a prompt naming two objects ('a red circle left of a blue square') is drawn by a "
                         "planned layout, one region per object (text models); off: the plain model")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="UNet arithmetic: auto (bf16 autocast on CPUs with native bf16, else fp32), fp32, bf16; "
                         "a --recipe sets its own")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    p.add_argument("--out", type=Path, default=Path("grid.png"))
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: the cores this process may use, capped by a container's CPU quota, "
+                        "as in the app)")
+    p.add_argument("--out", type=Path, default=Path("grid.png"), help="the grid of images (PNG; default grid.png)")
     p.add_argument("--save-npy", type=Path, default=None,
                    help="also save the raw samples as uint8 (N x H x W, or N x H x W x 3)")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The console script ``diffusion-classroom-sample``."""
+    return main(parse_args(argv))
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the CLI; every failure is one line on stderr and exit code 2, never a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     try:
         return _run(args)
     except CliError as error:
@@ -113,7 +128,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     if recipe is not None:
         request = recipe.request
-        recipe.check_scheduler_config(studio.load(card.id).scheduler_config)
+        model = studio.load(card.id)
+        recipe.check_scheduler_config(model.scheduler_config)
+        if (other := recipe.weights_mismatch(model.weights)) is not None:
+            logger.warning("%s: the pixels will differ from the recipe's", other)
         for mismatch in recipe.version_mismatches():
             logger.warning("recipe made with other library versions (%s): pixels may differ slightly", mismatch)
     batches = in_batches(request, args.batch_size)

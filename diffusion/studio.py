@@ -423,6 +423,8 @@ class Studio:
         model = self.load(card.id)
         recipe.check_scheduler_config(model.scheduler_config)
         notes = recipe.version_mismatches()
+        if (other := recipe.weights_mismatch(model.weights)) is not None:
+            notes.insert(0, other)
         here = precision_name(model.autocast_dtype)
         if recipe.precision != here:
             notes.append(f"precision: recipe {recipe.precision}, here {here}")
@@ -452,7 +454,7 @@ class Studio:
                                                    request.eta, scheduler=scheduler),
             curves=ScheduleCurves.of(scheduler), precision=precision_name(model.autocast_dtype),
             recipe=make_recipe(run.card.id, request, model.scheduler_config, precision_name(model.autocast_dtype),
-                               scheduler=scheduler))
+                               scheduler=scheduler, weights=model.weights))
         record_attention = run.text and model.cross_attention_layers > 0 and count == 1
         kept = None
         if record_attention:

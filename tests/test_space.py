@@ -69,7 +69,7 @@ def test_a_bad_platform_port_is_one_line() -> None:
     env = {**os.environ, "GRADIO_SERVER_PORT": "http"}
     out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == "app.py: GRADIO_SERVER_PORT must be a port number, got 'http'"
+    assert out.stderr.strip().splitlines()[-1] == "diffusion-classroom: GRADIO_SERVER_PORT must be a port number, got 'http'"
 
 
 def test_the_space_front_matter_is_a_valid_space_card() -> None:
@@ -87,6 +87,12 @@ def test_the_space_front_matter_is_a_valid_space_card() -> None:
     assert 0 < len(short) <= 60
     requirements = (ROOT / "requirements.txt").read_text()
     assert f"gradio=={gradio.__version__}" in requirements
+    meta = data.to_dict()
+    assert meta["suggested_hardware"] == "cpu-basic"
+    from diffusion.deploy import check_card, hub_models
+
+    assert sorted(meta["models"]) == hub_models() and set(meta["preload_from_hub"]) <= set(meta["models"])
+    check_card(ROOT / "README.md")
 
 
 # ----- deploy: a clean Space folder, LFS for large files -----
@@ -110,17 +116,32 @@ def test_a_large_file_outside_lfs_is_refused() -> None:
 
 
 def test_deploy_dry_run_lists_files_and_checks_the_card() -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # offline: nothing is asked of the Hub
     out = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--dry-run"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+                         env=env, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert any("LFS  assets/ldm-shapes/unet/diffusion_pytorch_model.safetensors" in line for line in lines)
     assert any(line.endswith("  app.py") for line in lines)
-    assert "every file over 10 MB is in LFS" in lines[-1] and "Python 3.11" in lines[-1]
+    assert "any other file on the Space would be deleted" in lines[-1]
+    assert "every file over 10 MB is in LFS" in lines[-1] and "Python 3.11" in lines[-1] and "cpu-basic" in lines[-1]
 
 
-def test_deploy_builds_a_clean_folder_and_uploads_it(tmp_path: Path, monkeypatch) -> None:
+def test_the_space_gets_runtime_files_only() -> None:
+    from diffusion.deploy import space_files
+
+    files = {f.path for f in space_files()}
+    assert {"app.py", "README.md", "requirements.txt", ".gitattributes", "demo/launch.py",
+            "assets/ddpm-mnist/unet/diffusion_pytorch_model.safetensors"} <= files
+    assert not [f for f in files if f.startswith(("tests/", ".ci/", "diffusion/training/", "build/"))
+                or f in {"diffusion/bench.py", "pyproject.toml"} or "screenshot" in f or "__pycache__" in f]
+
+
+def test_deploy_uploads_this_folder_with_patterns_in_one_call(monkeypatch) -> None:
+    """One upload_folder call on the repository itself: what it picks with the allow and ignore patterns (by
+    huggingface_hub's own filter) is what the dry run lists, and files gone from here are deleted there."""
     import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
 
     from diffusion import deploy
 
@@ -131,99 +152,45 @@ def test_deploy_builds_a_clean_folder_and_uploads_it(tmp_path: Path, monkeypatch
             calls.append(("create_repo", {"repo_id": repo_id, **kwargs}))
 
         def upload_folder(self, **kwargs):
-            folder = Path(kwargs["folder_path"])
-            calls.append(("upload_folder", {**kwargs, "files": sorted(
-                p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())}))
+            calls.append(("upload_folder", kwargs))
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    out = tmp_path / "space"
-    assert deploy.main(["--space", "someone/classroom", "--out", str(out)]) == 0
+    assert deploy.main(["--space", "someone/classroom"]) == 0
     (create, kw1), (upload, kw2) = calls
     assert create == "create_repo" and kw1["repo_type"] == "space" and kw1["space_sdk"] == "gradio"
     assert upload == "upload_folder" and kw2["repo_id"] == "someone/classroom" and kw2["repo_type"] == "space"
-    files = kw2["files"]
-    assert {"app.py", "README.md", "requirements.txt", ".gitattributes"} <= set(files)
-    assert "assets/ddpm-mnist/unet/diffusion_pytorch_model.safetensors" in files
-    assert not any(f.startswith("tests/") for f in files)
-    assert "*.safetensors filter=lfs" in (out / ".gitattributes").read_text()
-    assert (out / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()  # as is, by default
+    assert Path(kw2["folder_path"]) == ROOT and kw2["delete_patterns"] == ["*"]
+    every = [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*")
+             if p.is_file() and p.relative_to(ROOT).parts[0] != ".git"]
+    picked = set(filter_repo_objects(every, allow_patterns=kw2["allow_patterns"],
+                                     ignore_patterns=kw2["ignore_patterns"]))
+    assert picked == {f.path for f in deploy.space_files()}
 
 
-def test_deploy_can_ask_for_the_cpu_only_torch(tmp_path: Path) -> None:
-    """--cpu-torch: the Space's requirements name PyTorch's CPU index first; pip then resolves the pinned
-    torch==2.13.0 to its +cpu wheel (checked here with packaging's own version rules)."""
+def test_the_space_installs_the_cpu_only_torch_from_pyprojects_pins() -> None:
+    """requirements.txt is written from pyproject.toml (the one list of pins) with PyTorch's CPU index first;
+    pip then resolves the pinned torch==2.13.0 to its +cpu wheel (checked with packaging's version rules)."""
+    import tomllib
+
     from packaging.specifiers import SpecifierSet
     from packaging.version import Version
 
-    from diffusion.deploy import CPU_TORCH_INDEX, build
+    from diffusion.deploy import CPU_TORCH_INDEX, space_requirements
 
-    build(tmp_path / "space", cpu_torch=True)
-    lines = (tmp_path / "space" / "requirements.txt").read_text().splitlines()
-    assert lines[0] == CPU_TORCH_INDEX and "torch==2.13.0" in lines
+    text = (ROOT / "requirements.txt").read_text()
+    assert text == space_requirements(), "run diffusion-classroom-deploy --write-requirements"
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert lines == [CPU_TORCH_INDEX, *pins] and "torch==2.13.0" in pins
     assert Version("2.13.0+cpu") in SpecifierSet("==2.13.0") and Version("2.13.0+cpu") > Version("2.13.0")
 
 
-def test_deploy_problems_are_one_line(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "someone/classroom"], cwd=ROOT,
-                         env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith("deploy: ")
+def test_deploy_problems_are_one_line() -> None:
+    for env in ({"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_TOKEN": "x"}):
+        out = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "someone/classroom"], cwd=ROOT,
+                             env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("deploy: "), out.stderr
     bad = subprocess.run([sys.executable, "-m", "diffusion.deploy", "--space", "no-slash"], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "USER/NAME" in bad.stderr
-
-
-# ----- threads from the container's CPU quota -----
-@pytest.mark.parametrize("files, quota", [
-    ({"cpu.max": "200000 100000\n"}, 2.0),
-    ({"cpu.max": "50000 100000\n"}, 0.5),
-    ({"cpu.max": "max 100000\n"}, None),
-    ({"cpu/cpu.cfs_quota_us": "150000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.5),
-    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
-    ({"cpu.max": "garbage\n"}, None),
-    ({}, None),
-])
-def test_threads_follow_the_cgroup_cpu_quota(tmp_path: Path, files: dict[str, str], quota: float | None) -> None:
-    from diffusion.runtime import available_cores, cpu_quota
-
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert cpu_quota(tmp_path) == quota
-    affinity = len(os.sched_getaffinity(0))
-    expected = affinity if quota is None else min(affinity, max(1, int(quota)))
-    assert available_cores(tmp_path) == expected
-
-
-# ----- model cards on the Hub's terms -----
-CARDS = ["ddpm-mnist", "ldm-shapes", "lenet-mnist", "shapes-analyser"]
-
-
-@pytest.mark.parametrize("name", CARDS)
-def test_each_shipped_model_has_a_hub_model_card_whose_snippet_runs(name: str, monkeypatch) -> None:
-    import re
-
-    from huggingface_hub import ModelCard
-
-    card = ModelCard.load(ROOT / "assets" / name / "README.md")
-    meta = card.data.to_dict()
-    assert meta["license"] == "mit" and meta["library_name"] in ("diffusers", "pytorch")
-    assert meta["pipeline_tag"] in ("unconditional-image-generation", "text-to-image", "image-classification")
-    assert meta["tags"]
-    if meta["library_name"] == "diffusers":
-        assert meta["pipeline_tag"] != "image-classification"
-    snippets = re.findall(r"```python\n(.*?)```", card.text, flags=re.S)
-    assert len(snippets) == 1
-    code = re.sub(r"num_inference_steps=\d+", "num_inference_steps=2", snippets[0])  # the same call, faster
-    monkeypatch.chdir(ROOT)  # the snippets use the assets/ paths
-    scope: dict = {}
-    exec(compile(code, f"assets/{name}/README.md", "exec"), scope)  # noqa: S102 - our own card's snippet
-    if "images" in scope:
-        assert len(scope["images"]) >= 1 and scope["images"][0].size[0] > 0
-
-
-def test_training_the_judge_writes_the_same_card() -> None:
-    from diffusion.training.train_lenet import CARD
-
-    assert CARD.format(seed=0, epochs=30, acc=0.9870) == (ROOT / "assets/lenet-mnist/README.md").read_text()

@@ -102,5 +102,10 @@ def test_ray_is_optional_and_imported_only_by_its_backend() -> None:
     code = "import sys, app, diffusion.studio, demo.app; print(any(m == 'ray' or m.startswith('ray.') for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.lower().startswith("ray")]
     assert "ray" not in (ROOT / "requirements.txt").read_text().lower()
-    assert "ray[serve]==" in (ROOT / "requirements-scale.txt").read_text()
+    assert project["optional-dependencies"]["scale"] == ["ray[serve]==2.60.0"]
+    assert "-e .[scale]" in (ROOT / "requirements-scale.txt").read_text()

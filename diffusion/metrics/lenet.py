@@ -14,7 +14,9 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "lenet-mnist"
+from diffusion.registry import ASSETS
+
+ASSET = ASSETS / "lenet-mnist"
 
 
 class LeNet(ModelMixin, ConfigMixin):

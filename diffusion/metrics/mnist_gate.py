@@ -134,17 +134,31 @@ def evaluate(samples: np.ndarray, lenet: LeNet | None = None, seed: int = 0) -> 
                       [float(s) for s in shares], memorised)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="ddpm-mnist")
-    p.add_argument("--n", type=int, default=1000)
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=250)
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``diffusion-classroom-gate-digits`` (``python -m diffusion.metrics.mnist_gate``)."""
+    from diffusion import __version__
+
+    p = argparse.ArgumentParser(prog="diffusion-classroom-gate-digits", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--model", default="ddpm-mnist", help="the digit model to judge (default ddpm-mnist)")
+    p.add_argument("--n", type=int, default=1000, help="samples to judge (default 1000)")
+    p.add_argument("--sampler", default="ddim", help="sampler (default ddim)")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="the first batch's seed (batch b uses seed + b)")
+    p.add_argument("--batch", type=int, default=250, help="samples per batch (default 250)")
     p.add_argument("--samples", default=None, help="judge a saved uint8 .npy (N x 32 x 32) instead of sampling")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """The console script ``diffusion-classroom-gate-digits``."""
+    return main(parse_args(argv))
 
 
 def draw_samples(model_id: str, n: int, sampler: str, steps: int, seed: int, batch: int) -> np.ndarray:

@@ -102,13 +102,25 @@ def run_gate(planner: Planner, pairs: int = 200, sampler: str = "ddim", steps: i
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--folder", type=Path, default=Path("assets/planner-mazes"))
-    p.add_argument("--pairs", type=int, default=200)
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``diffusion-classroom-gate-planner`` (``python -m diffusion.metrics.planner_gate``)."""
+    from diffusion import __version__
+    from diffusion.registry import ASSETS
+
+    p = argparse.ArgumentParser(prog="diffusion-classroom-gate-planner", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--folder", type=Path, default=ASSETS / "planner-mazes",
+                   help="the planner's folder (default: the shipped planner-mazes)")
+    p.add_argument("--pairs", type=int, default=200, help="start and goal pairs to plan (default 200)")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
                    help="also report success against the sampler and its number of steps")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script ``diffusion-classroom-gate-planner``: plan, judge, print one line per setting."""
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     planner = Planner.from_folder(args.folder)
     settings = STEP_SWEEP if args.sweep else (("ddim", 20),)

@@ -31,8 +31,9 @@ from scipy import ndimage
 from torch import nn
 
 from diffusion.data import shapes
+from diffusion.registry import ASSETS
 
-ASSET = Path(__file__).resolve().parents[2] / "assets" / "shapes-analyser"
+ASSET = ASSETS / "shapes-analyser"
 CROP = 32
 FOREGROUND_DISTANCE = 40.0  # RGB distance from the background that counts as object
 MIN_AREA = 8  # pixels; smaller blobs are noise

@@ -9,6 +9,8 @@ relation, a guidance sweep, the autoencoder's ceiling and the prompt sensitivity
 
 from __future__ import annotations
 
+import argparse
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,16 +322,13 @@ def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m diffusion.metrics.shapes_gate [--quick]``: validate the judge, run the gate, print."""
-    import argparse
-    import dataclasses
-    import logging
+def parser() -> argparse.ArgumentParser:
+    """The command line of ``diffusion-classroom-gate-shapes`` (``python -m diffusion.metrics.shapes_gate``)."""
+    from diffusion import __version__
 
-    from diffusion.loading import choose_device, load_pipeline
-    from diffusion.registry import Registry, local_card
-
-    p = argparse.ArgumentParser(description="Quality gate of the latent shapes model")
+    p = argparse.ArgumentParser(prog="diffusion-classroom-gate-shapes",
+                                description="Quality gate of the latent shapes model")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("--model-dir", type=Path, default=None, help="default: the embedded ldm-shapes")
     p.add_argument("--quick", action="store_true", help="40 prompts, 20 held-out, 20 two-object")
     p.add_argument("--pairs-only", action="store_true", help="only the two-object prompts (and their ceiling)")
@@ -341,8 +340,19 @@ def main(argv: list[str] | None = None) -> int:
                         f"to MODEL_DIR/{RESULTS_FILE} (which the lessons and the model card read)")
     p.add_argument("--cost", action="store_true",
                    help="also time 4 images of a two-object prompt with the layout off and on")
-    p.add_argument("--device", default="auto")
-    args = p.parse_args(argv)
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, else CPU), cpu, cuda, mps")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``diffusion-classroom-gate-shapes [--quick]``: validate the judge, run the gate, print."""
+    import dataclasses
+    import logging
+
+    from diffusion.loading import choose_device, load_pipeline
+    from diffusion.registry import Registry, local_card
+
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     card = local_card(args.model_dir) if args.model_dir else Registry.default().get("ldm-shapes")
     model = load_pipeline(card, choose_device(args.device))
