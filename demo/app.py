@@ -11,7 +11,7 @@ from demo.tab_planner import build_planner_tab
 from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_text import build_text_tab
-from diffusion.studio import ExportDir, StateBudget, Studio
+from diffusion.studio import ExportDir, StateBudget, Studio, __version__
 
 INTRO = """# Diffusion Classroom
 Diffusion models, demonstrated: sample digits from a DDPM trained for this app, watch the reverse
@@ -76,6 +76,9 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
                 build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
                 build_text_tab(studio)
+        shipped = ", ".join(f"{model} {digest}" for model, digest in studio.weights().items()) or "none shipped"
+        gr.Markdown(f"Diffusion Classroom {__version__} · weights: {shipped} · usage analytics off",
+                    elem_id="app-footer")
         # ----- events -----
         app.load(None, inputs=toggle, outputs=toggle, js=PRESENTER_ON_LOAD)
         toggle.change(None, inputs=toggle, outputs=toggle, js=PRESENTER_TOGGLE)

@@ -296,6 +296,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
 # ----- guidance -----
 def make_lab_guidance(studio: Studio):
     def lab_guidance(session: LabSession | None, step: float) -> tuple:
+        """Classifier-free guidance at recorded step ``step`` (1-based) of the user's run: the unconditional and conditional predictions and x0 at several scales."""
         traj = _trajectory(session)
         index = _step_index(traj, step)
         view = traj.steps[index]
@@ -417,6 +418,7 @@ def build_layout(c: Controls, run_event: gr.Dependency) -> None:
 # ----- forward process and SDEdit -----
 def make_forward_show(studio: Studio):
     def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> tuple:
+        """SDEdit's first half: ``image`` noised to ``timestep`` by q(x_t | x_0) with ``seed`` (latent models noise its latents)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         with user_errors():
@@ -436,6 +438,7 @@ def make_forward_denoise(studio: Studio):
     @streamed
     def forward_denoise(model_id: str, image: np.ndarray | None, timestep: float, sampler: str, steps: float,
                         seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+        """SDEdit: ``image`` noised to ``timestep``, then denoised from there by ``sampler`` in ``steps`` steps (text models follow ``prompt``)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         with user_errors():
@@ -498,6 +501,7 @@ def race_table(lanes: list[RaceLane]) -> str:
 def make_race(studio: Studio):
     @streamed
     def race(model_id: str, seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+        """The sampler race: the same seed through DDPM, DDIM, Euler and DPM-Solver++ on ``model_id``, streamed lane by lane."""
         with user_errors():
             request = card_request(studio.card(model_id), "ddim", 50, seed, prompt=prompt, guidance=guidance)
             shown = None
@@ -529,6 +533,7 @@ def build_race(studio: Studio, c: Controls) -> None:
 # ----- schedules -----
 def make_schedules_show(studio: Studio):
     def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> tuple:
+        """The noise schedule of ``model_id`` beside the common ones, marked at ``timestep``, and ``image`` (an example when none) noised at six t with ``seed``."""
         with user_errors():
             curves = studio.schedule(str(model_id))
             t = as_int(timestep, "t", 0, len(curves.timesteps) - 1)

@@ -6,6 +6,8 @@ Every model handler is named after its ``api_name``.
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Callable, Iterator
 
 import gradio as gr
@@ -65,6 +67,7 @@ def _enlarge(picture: np.ndarray, side: int = 96) -> np.ndarray:
 # ----- 1. the forward process -----
 def make_lesson_forward(studio: Studio):
     def lesson_forward(seed: float) -> tuple:
+        """Lesson 1: one digit noised to five timesteps by q(x_t | x_0) (DDPM eq. 4), with the schedule; ``seed`` draws the noise."""
         with user_errors():
             curves = studio.schedule(PIXEL)
             T = len(curves.timesteps)
@@ -98,6 +101,7 @@ def error_figure(timesteps: np.ndarray, error: np.ndarray, spread: np.ndarray) -
 
 def make_lesson_denoising(studio: Studio):
     def lesson_denoising() -> tuple:
+        """Lesson 2: the DDPM's noise-prediction error against t on 64 held-out digits, with its predicted noise and x0 at five t."""
         with user_errors():
             result = studio.denoising_error(PIXEL)
         gallery = []
@@ -117,6 +121,7 @@ def make_lesson_denoising(studio: Studio):
 def make_lesson_sampling(studio: Studio):
     @streamed
     def lesson_sampling(seed: float) -> Iterator[tuple]:
+        """Lesson 3: one digit sampled by DDPM (Algorithm 2) in 50 steps, streamed step by step; ``seed`` in [0, 2^32 - 1]."""
         with user_errors():
             request = SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed)
             for done, total, traj in studio.trajectory(PIXEL, request):
@@ -141,6 +146,7 @@ RACE_NOTE = ("\n\nAll lanes start from the same $x_T$. DDIM ($\\eta = 0$), DPM-S
 def make_lesson_race(studio: Studio):
     @streamed
     def lesson_race(seed: float) -> Iterator[tuple]:
+        """Lesson 4: the same seed through four samplers side by side (DDPM, DDIM, Euler, DPM-Solver++), streamed."""
         with user_errors():
             request = SampleRequest(sampler="ddim", steps=50, n=1, seed=seed)
             shown = None
@@ -158,6 +164,7 @@ def make_lesson_race(studio: Studio):
 def make_lesson_determinism(studio: Studio):
     @streamed
     def lesson_determinism(seed: float) -> Iterator[tuple]:
+        """Lesson 5: DDIM with eta 0 twice (equal), then eta 0.5 and 1 (different): determinism against noise, same ``seed``."""
         runs = [("DDIM, eta = 0", 0.0), ("the same, again", 0.0), ("DDIM, eta = 0.5", 0.5), ("DDIM, eta = 1", 1.0)]
         grids = []
         with user_errors():
@@ -184,6 +191,7 @@ def make_lesson_determinism(studio: Studio):
 # ----- 6. latent space -----
 def make_lesson_latent(studio: Studio):
     def lesson_latent() -> tuple:
+        """Lesson 6: a shapes image, its autoencoder latents and the decoded image, with one UNet step's cost in pixels and in latents."""
         with user_errors():
             image = _image(SHAPES)
             view = studio.forward_process(LATENT, image, 0, 0)
@@ -215,6 +223,7 @@ def make_lesson_latent(studio: Studio):
 def make_lesson_text(studio: Studio):
     @streamed
     def lesson_text(prompt: str, seed: float) -> Iterator[tuple]:
+        """Lesson 7: ``prompt`` as the text encoder's tokens, then one image of it (DDIM 25, w = 4), streamed."""
         with user_errors():
             tokens = studio.prompt_tokens(LATENT, prompt)
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
@@ -236,6 +245,7 @@ def make_lesson_text(studio: Studio):
 def make_lesson_guidance(studio: Studio):
     @streamed
     def lesson_guidance(prompt: str, seed: float) -> Iterator[tuple]:
+        """Lesson 8: ``prompt`` at several guidance scales from one cached pair of predictions per step, streamed."""
         with user_errors():
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
             for done, total, traj in studio.trajectory(LATENT, request):
@@ -265,6 +275,7 @@ def copies_pictures(copies: NearestCopies) -> list[tuple[np.ndarray, str]]:
 def make_lesson_limits(studio: Studio):
     @streamed
     def lesson_limits(seed: float) -> Iterator[tuple]:
+        """Lesson 9: where the plain models fail (a colour-shape pair never seen together, two objects) and 16 new digits beside their nearest training digits."""
         colour, shape = sorted(HELD_OUT_PAIRS)[0]
         prompts = [f"a {colour} {shape}", "a red circle left of a blue square"]
         gallery = []
@@ -462,6 +473,15 @@ def make_lessons_handout(views: list[tuple[int, gr.components.Component]], expor
             path.write_text(handout_html(LESSONS, shown), encoding="utf-8")
         return str(path)
 
+    # one named parameter per view (lesson3_gallery1, lesson3_note1, ...): the API page names what each input is
+    names, counts = [], {}
+    for number, component in views:
+        kind = {gr.Markdown: "note", gr.Gallery: "gallery"}.get(type(component), "picture")
+        counts[number, kind] = counts.get((number, kind), 0) + 1
+        names.append(f"lesson{number}_{kind}{counts[number, kind]}")
+    lessons_handout.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=object) for name in names],
+        return_annotation=str)
     return lessons_handout
 
 

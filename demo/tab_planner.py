@@ -151,6 +151,7 @@ def make_planner_plan(studio: Studio, budget: StateBudget, exports: ExportDir):
     @streamed
     def planner_plan(layout: str, sx: float, sy: float, gx: float, gy: float, plans: float, sampler: str,
                      steps: float, seed: float) -> Iterator[tuple]:
+        """Plan ``plans`` paths from the start (sx, sy) to the goal (gx, gy) in maze ``layout`` by denoising trajectories (Janner et al. 2022), streamed."""
         start, goal = _ends(studio, layout, sx, sy, gx, gy)
         with user_errors():
             for progress in studio.planner.plan(layout, start, goal, plans, sampler, steps, seed):

@@ -123,6 +123,7 @@ def make_playground_train(studio: Studio, budget: StateBudget):
     @streamed
     def playground_train(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
                          steps: float, seed: float) -> Iterator[tuple]:
+        """Train a small denoiser on 2-D points live (DDPM Algorithm 1): streamed loss, samples and snapshots; ``steps`` training steps."""
         with user_errors():
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, steps, seed)
             data = studio.playground.data(config)
@@ -167,6 +168,7 @@ def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportD
     @streamed
     def playground_sample(session: PlaygroundSession | None, sampler: str, steps: float, particles: float,
                           seed: float, eta: float) -> Iterator[tuple]:
+        """Sample ``particles`` points from the user's trained model with ``sampler`` in ``steps`` steps, streamed frame by frame."""
         model, data = _model(session)
         with user_errors():
             for progress in studio.playground.sample(model, sampler, steps, particles, seed, eta):
@@ -197,6 +199,7 @@ def playground_show(session: PlaygroundSession | None, frame: float) -> tuple:
 def make_playground_forward(studio: Studio, exports: ExportDir):
     def playground_forward(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
                            seed: float) -> tuple:
+        """The forward process on the chosen 2-D data: the points at several timesteps of ``schedule`` with ``timesteps`` steps."""
         with user_errors():
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, 1, seed)
             ts, alpha_bar, clouds = studio.playground.forward(config, seed=seed)
@@ -215,6 +218,7 @@ def make_playground_forward(studio: Studio, exports: ExportDir):
 
 def make_playground_field(studio: Studio):
     def playground_field(session: PlaygroundSession | None, timestep: float, score: bool) -> tuple:
+        """The trained model's predicted noise (or score) as arrows over the plane at ``timestep``."""
         model, data = _model(session)
         with user_errors():
             field = studio.playground.field(model, timestep, 21)
@@ -229,6 +233,7 @@ def make_playground_field(studio: Studio):
 
 def make_playground_paths(studio: Studio):
     def playground_paths(session: PlaygroundSession | None, particles: float, seed: float, steps: float) -> object:
+        """The paths ``particles`` points take from noise to data in ``steps`` DDIM steps (eta 0) with ``seed``."""
         model, data = _model(session)
         with user_errors():
             paths = studio.playground.paths(model, particles, seed, steps)
@@ -239,6 +244,7 @@ def make_playground_paths(studio: Studio):
 
 def make_playground_loss(studio: Studio):
     def playground_loss(session: PlaygroundSession | None) -> tuple:
+        """The trained model's loss against t (where the denoiser finds the task hard)."""
         model, _ = _model(session)
         with user_errors():
             ts, loss = studio.playground.loss_by_t(model)
@@ -260,6 +266,7 @@ def make_playground_exports(studio: Studio, exports: ExportDir):
             return str(studio.playground.export(model, exports.path("point-model.zip").parent))
 
     def playground_animation(session: PlaygroundSession | None, fmt: str) -> str:
+        """The last sampling run as an animation to download, ``fmt`` gif or mp4."""
         run = _run(session)
         if fmt not in ("gif", "mp4"):
             raise gr.Error("choose the format gif or mp4")

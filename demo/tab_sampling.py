@@ -30,6 +30,7 @@ def make_sample_handler(studio: Studio):
     @streamed
     def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
                seed: float) -> Iterator[tuple[np.ndarray, str]]:
+        """Digits (or a hub model's images) from ``model_id``: ``batch`` images of ``steps`` steps of ``sampler``, streamed previews, then the grid."""
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, eta=eta)
             for update in studio.generate(str(model_id), request):

@@ -19,11 +19,13 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from diffusion import __version__
 from diffusion.batching import SCHEDULING, BatchingScheduler, make_step_scheduler
 from diffusion.budget import StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
@@ -69,6 +71,7 @@ from diffusion.loading import (
     ModelStore,
     Speedups,
     precision_name,
+    weights_digest,
 )
 from diffusion.loop import StepRecord
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
@@ -148,7 +151,7 @@ def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
 
 
 __all__ = [  # what the UI may use: the Studio and plain values
-    "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
+    "__version__", "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "SCHEDULING", "BatchingScheduler", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
@@ -267,6 +270,12 @@ class Studio:
 
     def load(self, model_id: str) -> LoadedModel:
         return self.store.get(self.card(model_id).id)
+
+    def weights(self) -> dict[str, str]:
+        """The weights digest (:func:`diffusion.loading.weights_digest`, 12 hex digits) of each model that
+        ships with the app, read from its files without loading it: what the footer shows and recipes record."""
+        return {card.id: weights_digest(card.source) for card in self.registry.cards.values()
+                if card.embedded and Path(card.source).is_dir()}
 
     # ----- the one check -----
     def prepare(self, model_id: str, request: SampleRequest, max_batch: int | None = None) -> Run:

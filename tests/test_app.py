@@ -177,3 +177,39 @@ def test_every_public_endpoint_is_named_after_its_handler(served) -> None:
     for block in app.fns.values():
         if block.api_name in public and block.fn is not None:
             assert block.fn.__name__ == block.api_name, (block.fn.__name__, block.api_name)
+
+
+def test_the_api_page_explains_every_endpoint(served) -> None:
+    """/gradio_api/info, as the "Use via API" page reads it: every named endpoint has a description and every
+    parameter a name (no param_0 ... of a *args handler)."""
+    import httpx
+
+    app, client, _ = served
+    info = httpx.get(f"{client.src.rstrip('/')}/gradio_api/info", timeout=30).json()
+    endpoints = info["named_endpoints"]
+    assert len(endpoints) >= 40
+    undescribed = [name for name, ep in endpoints.items() if not ep.get("description", "").strip()]
+    unnamed = {name: [p["parameter_name"] for p in ep["parameters"] if p["parameter_name"].startswith("param_")]
+               for name, ep in endpoints.items()}
+    assert undescribed == [] and not any(unnamed.values()), (undescribed, {k: v for k, v in unnamed.items() if v})
+    assert [p["parameter_name"] for p in endpoints["/lessons_handout"]["parameters"]][:3] == [
+        "lesson1_picture1", "lesson1_picture2", "lesson1_note1"]
+
+
+def test_the_footer_names_the_version_and_analytics_are_off(served) -> None:
+    import subprocess
+    import sys
+
+    import httpx
+
+    from diffusion import __version__
+
+    _, client, _ = served
+    page = httpx.get(client.src, timeout=30).text
+    assert f"Diffusion Classroom {__version__}" in page
+    # the app's entry point turns gradio's analytics off unless the deployer set them
+    code = ("import os; os.environ.pop('GRADIO_ANALYTICS_ENABLED', None); import demo.launch, gradio.analytics as a; "
+            "print(a.analytics_enabled())")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]

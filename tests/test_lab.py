@@ -90,6 +90,44 @@ def test_recipe_round_trip_and_cli_replay_is_bit_identical(studio, tiny_sd_dir, 
         Recipe.from_json('{"model": "x"}')
 
 
+def test_a_recipe_records_the_app_version_and_weights_and_other_weights_warn(studio, tiny_ddpm_dir, tmp_path):
+    """A replay on other weights still runs, and says which weights the recipe ran on and which are here (the
+    shipped weights changed twice in one week: an old recipe must not replay to other pixels silently)."""
+    import shutil
+
+    from diffusion import __version__
+    from diffusion.loading import weights_digest
+
+    *_, (_, _, traj) = studio.trajectory("local/tiny-ddpm", SampleRequest("ddim", 3, seed=2))
+    data = json.loads(traj.recipe.to_json())
+    assert data["versions"]["diffusion-classroom"] == __version__
+    assert data["weights"] == weights_digest(tiny_ddpm_dir) == studio.load("local/tiny-ddpm").weights
+    assert len(data["weights"]) == 12
+    _, notes = studio.read_recipe(traj.recipe.to_json())
+    assert notes == []  # the same weights and versions: nothing to say
+    # the same recipe against changed weights: one file's bytes differ
+    other = tmp_path / "tiny-ddpm"
+    shutil.copytree(tiny_ddpm_dir, other)
+    unet = next(other.rglob("*.safetensors"))
+    raw = bytearray(unet.read_bytes())
+    raw[-1] ^= 1
+    unet.write_bytes(bytes(raw))
+    assert weights_digest(other) != data["weights"]
+    data["weights"] = weights_digest(other)
+    _, notes = studio.read_recipe(json.dumps(data))
+    assert notes[0] == (f"other weights: the recipe ran on local/tiny-ddpm weights {weights_digest(other)}, "
+                        f"these are {weights_digest(tiny_ddpm_dir)}")
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(data))
+    out = subprocess.run([sys.executable, "-m", "diffusion.sample", "--model-dir", str(tiny_ddpm_dir), "--recipe",
+                          str(path), "--out", str(tmp_path / "g.png")], capture_output=True, text=True, timeout=300,
+                         env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    assert out.returncode == 0, out.stderr  # it runs, and says so
+    assert f"other weights: the recipe ran on local/tiny-ddpm weights {data['weights']}" in out.stderr
+    with pytest.raises(ValueError, match="weights must be a hexadecimal digest"):
+        Recipe.from_json(json.dumps({**data, "weights": "not hex"}))
+
+
 def test_trajectory_exports(studio, tmp_path):
     *_, (_, _, traj) = studio.trajectory("local/tiny-ddpm", SampleRequest("ddpm", 12, seed=0))
     frames = trajectory_frames(traj.steps, "triptych", max_frames=5)
