@@ -20,13 +20,20 @@ from pathlib import Path
 # before anything imports gradio, which reads it: analytics only where a deployer asks for them
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from diffusion import __version__  # noqa: E402 - after the setting above
-from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
-from diffusion.cache import DEFAULT_CACHE_BYTES
-from diffusion.loading import PRECISIONS, Speedups
-from diffusion.registry import Registry
-from diffusion.runtime import configure_threads
-from diffusion.studio import SCHEDULING, Studio
+from diffusion.studio import (  # noqa: E402 - after the setting above
+    DEFAULT_CACHE_BYTES,
+    DEFAULT_STATE_BYTES,
+    DEFAULT_STATE_TTL_S,
+    PRECISIONS,
+    SCHEDULING,
+    Registry,
+    Speedups,
+    StateBudget,
+    Studio,
+    __version__,
+    configure_threads,
+    ray_backend,
+)
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 7860
 PROG = "diffusion-classroom"
@@ -124,9 +131,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict) -> Studio:
     """The Studio whose model work runs on Ray Serve replicas (exit code 2 with one line when it cannot)."""
     try:
-        from diffusion.ray_backend import RayOptions, RayStudio, StudioSettings
+        backend = ray_backend()
+        RayOptions, RayStudio, StudioSettings = backend.RayOptions, backend.RayStudio, backend.StudioSettings
     except ImportError as error:
-        sys.stderr.write(f"{PROG}: --backend ray needs Ray Serve ({error}): pip install -r requirements-scale.txt\n")
+        sys.stderr.write(f"{PROG}: --backend ray needs Ray Serve ({error}): pip install -e \".[scale]\"\n")
         raise SystemExit(2) from None
     from diffusion.studio import BackendError
 

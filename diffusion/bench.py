@@ -385,7 +385,7 @@ def measure_recording(model_id: str, sampler: str, steps: int, images: int, prom
 
 
 def bench_memory(latent_available: bool, quick: bool, threads: int) -> list[Row]:
-    """Issue 4, item 9: what a step-lab recording costs in memory, each in its own process."""
+    """What a step-lab recording costs in memory, each measured in its own process."""
     import multiprocessing
 
     cases = [("ddpm-mnist", "ddpm", 250 if quick else 1000, 16, "")]

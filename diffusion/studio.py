@@ -27,7 +27,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion import __version__
 from diffusion.batching import SCHEDULING, BatchingScheduler, make_step_scheduler
-from diffusion.budget import StateBudget
+from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
 from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
 from diffusion.data.points import DATASETS as POINT_DATASETS
@@ -66,6 +66,7 @@ from diffusion.lab.trajectory import (
 )
 from diffusion.layout import LAYOUT_MODES, Layout, unet_rows
 from diffusion.loading import (
+    PRECISIONS,
     LoadedModel,
     ModelLoadError,
     ModelStore,
@@ -116,6 +117,7 @@ from diffusion.request import (
     whole_number,
 )
 from diffusion.runtime import (
+    configure_threads,
     MODEL_RUNS,
     ComputeGate,
     FairScheduler,
@@ -168,7 +170,18 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost", "gate_figures",
     # composition by layout (the text tab, the step lab, lesson 10)
     "LAYOUT_MODES", "Layout",
+    # starting the app (demo/launch.py)
+    "DEFAULT_CACHE_BYTES", "DEFAULT_STATE_BYTES", "DEFAULT_STATE_TTL_S", "PRECISIONS", "Registry", "Speedups",
+    "configure_threads", "ray_backend",
 ]
+
+
+def ray_backend():  # noqa: ANN201 - a module
+    """The optional Ray Serve backend (:mod:`diffusion.ray_backend`: ``RayOptions``, ``RayStudio``,
+    ``StudioSettings``); ``ImportError`` where ``ray[serve]`` is not installed (``pip install -e ".[scale]"``)."""
+    from diffusion import ray_backend as backend
+
+    return backend
 
 
 class BackendError(RuntimeError):

@@ -119,7 +119,7 @@ def shown_update(text: str) -> tuple[float, float, float]:
                                                ("ddim", 20, 1.0), ("ddim", 1000, 0.0), ("euler", 20, 0.0),
                                                ("euler-a", 20, 0.0), ("dpmpp-2m", 20, 0.0)])
 def test_a_student_recomputes_every_step_from_the_numbers_shown(sampler, steps, eta):
-    """Issue: for a strided sampler the note showed the 1,000-step beta_t while the update used the jump's beta.
+    """A bug fixed: for a strided sampler the note showed the 1,000-step beta_t while the update used the jump's beta.
     Now the numbers displayed give the displayed coefficients (to their 4 decimals) by the displayed formula."""
     terms = step_terms(sampler, LINEAR_1000, steps, eta)
     picks = sorted({1, 2, len(terms) // 2, len(terms) - 2, len(terms) - 1})

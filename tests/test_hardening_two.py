@@ -191,7 +191,7 @@ def test_cancelled_jobs_stop_within_a_step_and_never_overlap(embedded) -> None:
 
 
 def test_forty_cancelled_jobs_leave_the_server_idle(tmp_path: Path) -> None:
-    """The issue's probe against ``python app.py``: 40 x /sample (DDPM-1000, batch 64) from one client,
+    """The cancellation probe against ``python app.py``: 40 x /sample (DDPM-1000, batch 64) from one client,
     cancelled after 4 s; the server process's CPU time over the next 5 s is under 10% of one core."""
     from gradio_client import Client
 
@@ -220,7 +220,7 @@ def test_forty_cancelled_jobs_leave_the_server_idle(tmp_path: Path) -> None:
         assert "Step 2/2" in status
         client.close()
         log = next(tmp_path.glob("app-*.log")).read_text()
-        assert "Traceback" not in log and "KeyError" not in log  # the issue saw a KeyError in /cancel
+        assert "Traceback" not in log and "KeyError" not in log  # a KeyError in /cancel was seen once
 
 
 def test_a_request_admitted_beside_a_cancelled_one_never_runs_a_step_beside_it(embedded) -> None:

@@ -138,7 +138,7 @@ def test_training_lowers_the_loss_and_the_distance_and_is_reproducible(playgroun
 
 
 def test_the_default_budget_fits_two_moons_within_twice_the_data_floor(playground) -> None:
-    """The issue's gate: the default config (two moons, 3,000 steps) reaches at most 2x the floor."""
+    """The playground's gate: the default config (two moons, 3,000 steps) reaches at most 2x the floor."""
     *_, last = playground.train(PointConfig())
     model = last.model
     assert model.config.dataset == "moons" and model.config.steps == 3000

@@ -1,6 +1,6 @@
 """Quality gate on the shipped weights (a smaller version of `python -m diffusion.metrics.mnist_gate`).
 
-200 DDIM-50 samples (the issue's sampler and steps) against 200 held-out digits, judged by the
+200 DDIM-50 samples (the gate's sampler and steps) against 200 held-out digits, judged by the
 shipped LeNet. The same thresholds reject blurred digits and random noise (checked below), so the
 gate can fail.
 """
@@ -42,7 +42,7 @@ def test_shipped_ddpm_passes_the_gate(shipped_report: MnistGateReport) -> None:
     assert shipped_report.failures(**LIMITS) == []
 
 
-# A tighter FLD floor than the issue's 3x, from what the shipped model (stage 5) measures on this
+# A tighter FLD floor than the gate's 3x, from what the shipped model (stage 5) measures on this
 # 200-sample gate: FLD 2.09x floor, confident 0.865. The earlier shipped models measured here:
 # stage 3 1.85x, 0.790 (fails); stage 4 1.77x, 0.850 (passes this small gate; at n=1000 it missed
 # the share, 0.845); blurred digits and noise fail it (checked below).

@@ -69,7 +69,7 @@ def classifier():
 
 
 def test_judge_is_fair_on_fresh_renders(classifier):
-    """The issue's bar for the judge: >= 99% per attribute on freshly rendered ground truth."""
+    """The bar for the judge: >= 99% per attribute on freshly rendered ground truth."""
     single, pairs = judge.validate(classifier, n=600, n_pairs=200, seed=99)
     for name in (*judge.ATTRIBUTES, "exact"):
         assert single[name] >= 0.99, (name, single)

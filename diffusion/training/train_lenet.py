@@ -41,12 +41,15 @@ The judge of the `ddpm-mnist` quality gate, trained by
 `python -m diffusion.training.train_lenet --seed {seed} --epochs {epochs}`
 on the 4,000 training digits. Held-out accuracy: {acc:.4f}.
 
-It is a diffusers `ModelMixin` / `ConfigMixin` class of this project (safetensors weights):
+It is a diffusers `ModelMixin` / `ConfigMixin` class of this project (safetensors weights), so it is
+project-internal: it loads wherever Diffusion Classroom is installed (Python >= 3.11, `pip install .` in a
+clone), from any folder:
 
 ```python
 from diffusion.metrics.lenet import LeNet
+from diffusion.registry import ASSETS
 
-judge = LeNet.from_pretrained("assets/lenet-mnist", use_safetensors=True).eval()
+judge = LeNet.from_pretrained(ASSETS / "lenet-mnist", use_safetensors=True).eval()
 ```
 """
 
