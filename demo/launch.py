@@ -78,9 +78,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
     p.add_argument("--scheduling", choices=SCHEDULING, default="fair",
                    help="how requests share the model: fair (default: every new request first gets a preview, then the "
-                        "least work left runs first), batching (the same, and compatible requests of different users "
-                        "run as one UNet batch where verified to give each the same bytes as alone; measured slower "
-                        "on a 2-core CPU) or first-come (whole requests in arrival order: a benchmark baseline)")
+                        "least work left runs first) or first-come (whole requests in arrival order: the load "
+                        "harness's baseline)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: the cores this process may use, capped by a container's CPU quota)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,19 @@ class Speedups:
 
     channels_last: bool = False
     compile: bool = False
+
+
+def unet_precision(device: torch.device, autocast_dtype: torch.dtype | None) -> AbstractContextManager:
+    """The context the UNet runs in: ``torch.autocast`` in ``autocast_dtype``, or nothing (its own dtype)."""
+    return torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None else nullcontext()
+
+
+def unet_forward(unet: torch.nn.Module, sample: torch.Tensor, timestep: torch.Tensor,
+                 autocast_dtype: torch.dtype | None = None, **kwargs: torch.Tensor) -> torch.Tensor:
+    """``unet(sample, timestep, **kwargs).sample`` under ``autocast_dtype``: the loop's one way to call a UNet,
+    in the caller's own autograd mode (Attend-and-Excite needs gradients)."""
+    with unet_precision(sample.device, autocast_dtype):
+        return unet(sample, timestep, **kwargs).sample
 
 
 def precision_name(dtype: torch.dtype | None) -> str:

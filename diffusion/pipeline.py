@@ -18,10 +18,10 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 
 from diffusion.attention import AttentionMaps, AttentionStore, recording
-from diffusion.batching import unet_forward, unet_precision
 from diffusion.excite import ExciteConfig, ExciteStep, make_refiner, subject_indices
 from diffusion.images import prepare_image, to_uint8
 from diffusion.layout import Layout, LayoutStep, compose, layout_masks, phase, plan_images, region_weights
+from diffusion.loading import unet_forward, unet_precision
 from diffusion.loop import StepRecord, denoise
 from diffusion.prompts import encode_prompt, token_labels
 from diffusion.request import SampleRequest, make_generator
@@ -56,7 +56,6 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                          param.device, param.dtype)
 
     def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        # through unet_forward: under the app's batching scheduler the call may share a batch (diffusion.batching)
         return unet_forward(unet, x, t, autocast_dtype).to(param.dtype)
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
@@ -108,7 +107,7 @@ def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | No
     autocast_dtype = getattr(model, "autocast_dtype", None)
 
     def unet(x: torch.Tensor, t: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
-        if not record_attention:  # may share a batch with other requests' calls (diffusion.batching)
+        if not record_attention:
             return unet_forward(model.unet, x, t, autocast_dtype, encoder_hidden_states=states).to(model.dtype)
         with unet_precision(model.device, autocast_dtype):
             # the store is active only inside this call (the generator may resume on another thread)

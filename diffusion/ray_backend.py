@@ -8,7 +8,7 @@ same code on a laptop (a local Ray instance) and on a cluster (``ray start --hea
   through ``ray_actor_options``. Models that are not embedded load through Serve's model multiplexing
   (:meth:`StudioReplica.hub_model`), and :class:`RayStudio` names them in each request, so Serve routes a
   request to a replica that holds its model already. A replica's requests share its model thread as in the
-  app (``--scheduling``: fair, batching or first-come).
+  app (``--scheduling``: fair or first-come).
 * :class:`RayStudio` is the Studio the Gradio app talks to: the same door, in the same plain values. Sampling
   and SDEdit (:meth:`generate`), step-lab runs (:meth:`trajectory`), the sampler race (:meth:`race`) and the
   guidance decomposition (:meth:`guidance_view`) run on the replicas; cards, the request checks of the views
@@ -42,12 +42,11 @@ import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 
-from diffusion.batching import make_step_scheduler
 from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
 from diffusion.registry import ModelCard, Registry
 from diffusion.request import SampleRequest
-from diffusion.runtime import StepJob, ThreadPerJob, configure_threads
+from diffusion.runtime import StepJob, ThreadPerJob, configure_threads, make_step_scheduler
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
 
 logger = logging.getLogger(__name__)
@@ -118,7 +117,7 @@ class StudioSettings:
     work_budget_s: float | None = None
     hub_models_at_once: int = 1  # a replica holds the embedded models and at most one hub model
     threads: int = 0  # torch threads per replica (0: its CPU request, at least 1)
-    scheduling: str = "fair"  # how a replica's requests share its model thread (diffusion.batching.SCHEDULING)
+    scheduling: str = "fair"  # how a replica's requests share its model thread (diffusion.runtime.SCHEDULING)
 
 
 @dataclass(frozen=True)

@@ -105,31 +105,18 @@ class ComputeGate:
         finally:
             self._give_slot()
 
-    @contextmanager
-    def released(self) -> Iterator[None]:
-        """The inverse of :meth:`hold`, inside it: the slot is free while the block runs, and taken back after."""
-        self._give_slot()
-        try:
-            yield
-        finally:
-            self._take_slot()
-
     def steps(self, records: Iterator[T]) -> Iterator[T]:
         """Advance ``records`` one item at a time inside the gate and yield each item outside it.
 
         A consumer that stops iterating (a cancelled or disconnected request) stops the work:
         nothing runs between two ``next()`` calls, and closing this generator closes ``records``.
-        A step that waits for work done on another thread lets go of its slot meanwhile
-        (:func:`gate_released`).
         """
         try:
             while True:
                 with self.hold():
-                    _HELD.gate = self
                     try:
                         item = next(records, _DONE)
                     finally:
-                        _HELD.gate = None
                         with self._count:
                             self.steps_run += 1
                 if item is _DONE:
@@ -139,30 +126,6 @@ class ComputeGate:
             close = getattr(records, "close", None)
             if close is not None:
                 close()
-
-
-_HELD = threading.local()  # the gate whose slot this thread holds (inside ComputeGate.steps)
-
-
-def held_gate() -> ComputeGate | None:
-    """The :class:`ComputeGate` whose slot this thread holds now, if any."""
-    return getattr(_HELD, "gate", None)
-
-
-@contextmanager
-def gate_released() -> Iterator[ComputeGate | None]:
-    """Inside a gated step, give the slot back while the block waits for another thread (which may then take
-    it to do the work: :mod:`diffusion.batching`), and take it again after. Yields the gate (None: none held)."""
-    gate = held_gate()
-    if gate is None:
-        yield None
-        return
-    _HELD.gate = None
-    try:
-        with gate.released():
-            yield gate
-    finally:
-        _HELD.gate = gate
 
 
 _DONE = object()
@@ -411,3 +374,17 @@ class ThreadPerJob:
             with self._lock:
                 self._active -= 1
             end_job(job, error)
+
+
+#: How the app's requests share the model thread: "fair" (the default: every new request first gets a preview,
+#: then the least work left runs first) or "first-come" (whole requests in arrival order: the load harness's
+#: baseline).
+SCHEDULING = ("fair", "first-come")
+
+
+def make_step_scheduler(scheduling: str, name: str = "model-steps") -> FairScheduler:
+    """A new step scheduler of the kind ``scheduling`` names (:data:`SCHEDULING`; ``ValueError`` otherwise)."""
+    kinds = {"fair": FairScheduler, "first-come": FirstComeScheduler}
+    if scheduling not in kinds:
+        raise ValueError(f"scheduling must be one of {', '.join(SCHEDULING)}, got {scheduling!r}")
+    return kinds[scheduling](name)

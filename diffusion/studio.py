@@ -26,7 +26,6 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion import __version__
-from diffusion.batching import SCHEDULING, BatchingScheduler, make_step_scheduler
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
 from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
@@ -117,7 +116,9 @@ from diffusion.request import (
     whole_number,
 )
 from diffusion.runtime import (
+    SCHEDULING,
     configure_threads,
+    make_step_scheduler,
     MODEL_RUNS,
     ComputeGate,
     FairScheduler,
@@ -155,7 +156,7 @@ def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
 __all__ = [  # what the UI may use: the Studio and plain values
     "__version__", "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "SCHEDULING", "BatchingScheduler", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
+    "SAMPLERS", "SCHEDULING", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
@@ -248,9 +249,8 @@ class Studio:
         kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
         most estimated compute one request may ask for (None: no limit; a Space sets one);
         ``hub_models_at_once``: hub models kept loaded together (None: no limit; a Space keeps 1).
-        ``scheduling``: how the UI's requests share the model thread (:data:`diffusion.batching.SCHEDULING`):
-        "fair" (the UI's own fair scheduler), "batching" (a :class:`BatchingScheduler`: compatible requests' UNet
-        calls share a batch wherever that is verified bit-identical) or "first-come" (the baseline)."""
+        ``scheduling``: how the UI's requests share the model thread (:data:`diffusion.runtime.SCHEDULING`):
+        "fair" (the UI's own fair scheduler) or "first-come" (the load harness's baseline)."""
         self.registry = registry or Registry.default()
         self.store = ModelStore(self.registry, device, precision, speedups, hub_models_at_once)
         self.work_budget_s = work_budget_s

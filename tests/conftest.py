@@ -38,18 +38,6 @@ def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32", cache_bytes=0)
 
 
-def settled_steps(studio, quiet_s: float = 0.5, timeout_s: float = 30) -> int:
-    """Wait until no denoising step runs (the steps in flight of cancelled jobs end), then ``quiet_s`` more;
-    returns the number of gate steps run so far."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while studio.gate.active and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(quiet_s)
-    return studio.gate.steps_run
-
-
 def free_port() -> int:
     import socket
 
@@ -90,3 +78,9 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     for app, client in started:
         client.close()
         app.close()
+
+
+@pytest.fixture(scope="module")
+def served(serve):
+    """The app on the tiny models with a queue of 8, once per test module: (app, client, studio)."""
+    return serve(queue_size=8)

@@ -8,17 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import load
+
 gradio_client = pytest.importorskip("gradio_client")
 
 
-@pytest.fixture(scope="module")
-def served(serve):
-    return serve(queue_size=8)
-
-
-def load(result) -> np.ndarray:
-    path = result["path"] if isinstance(result, dict) else result
-    return np.asarray(Image.open(path))
 
 
 def test_api_lists_every_model_event(served) -> None:
@@ -55,6 +49,7 @@ def test_sample_endpoint_rejects_bad_input_with_a_clear_message(served, args, me
         client.predict(*args, api_name="/sample")
 
 
+@pytest.mark.slow
 def test_steps_endpoints_record_and_show_each_step(served) -> None:
     _, client, _ = served
     slider, x_t, noise, x0, latents, plot, equation, status = client.predict(
@@ -85,6 +80,7 @@ def test_hub_model_offline_fails_fast_with_remedies(served) -> None:
         client.predict("stabilityai/sd-turbo", "a cat", "", 0.0, "euler-a", 1, 0, 1, api_name="/text_to_image")
 
 
+@pytest.mark.slow
 def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None:
     import json
 
@@ -129,6 +125,7 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     assert load(example).shape == (12, 6 * 10 + 2) and load(example)[2:10, 2:10].std() > 0
 
 
+@pytest.mark.slow
 def test_an_uploaded_recipe_sets_the_controls_to_replay_the_run_exactly(served, tmp_path) -> None:
     from gradio_client import handle_file
 
@@ -157,6 +154,7 @@ def test_step_lab_needs_a_run_first(serve) -> None:
         client.predict("triptych", "gif", api_name="/lab_export")
 
 
+@pytest.mark.slow
 def test_sampler_race_endpoint_streams_to_a_full_grid(served) -> None:
     _, client, _ = served
     grid, table = client.predict("ddpm-mnist", 0, "", 1.0, api_name="/race")
@@ -196,6 +194,7 @@ def test_the_api_page_explains_every_endpoint(served) -> None:
         "lesson1_picture1", "lesson1_picture2", "lesson1_note1"]
 
 
+@pytest.mark.slow
 def test_the_footer_names_the_version_and_analytics_are_off(served) -> None:
     import subprocess
     import sys

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import argparse
 
 import torch
@@ -53,6 +55,7 @@ def test_speed_rows_cover_both_precisions(tiny_ddpm_dir, tiny_sd_dir):
     assert sum("bf16" in r.name for r in rows) == 3 * (precisions - 1)
 
 
+@pytest.mark.slow
 def test_the_playground_rows_report_speed_and_the_time_to_target():
     rows = bench.bench_playground(steps=300, measure_every=100)
     assert [r.section for r in rows] == ["Playground"] * 3

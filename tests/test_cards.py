@@ -9,24 +9,10 @@ from pathlib import Path
 import pytest
 
 from diffusion.registry import ASSETS
+from tests.helpers import card_metrics
 
 MODEL_FOLDERS = sorted({ASSETS / p.relative_to(ASSETS).parts[0] for p in ASSETS.rglob("*.safetensors")})
 GATED = {"ddpm-mnist", "ldm-shapes", "planner-mazes"}  # the generative models: each has a gate
-
-
-def _metrics(folder: Path, record: dict) -> list:
-    if folder.name == "ddpm-mnist":
-        from diffusion.metrics.mnist_gate import CARD_METRICS
-    elif folder.name == "planner-mazes":
-        from diffusion.metrics.planner_gate import card_metrics
-
-        return card_metrics(record)
-    else:
-        from diffusion.metrics.shapes_gate import CARD_METRICS as rows
-        from diffusion.metrics.cards import CardMetric
-
-        return [CardMetric(path, name) for path, name in rows]
-    return list(CARD_METRICS)
 
 
 def test_every_model_folder_is_found() -> None:
@@ -55,7 +41,7 @@ def test_the_model_index_is_the_gate_results_file(name: str) -> None:
     assert record["measured"] and record["machine"] and "gate" in record["command"] and "--write" in record["command"]
     card = ModelCard.load(folder / "README.md")
     shown = {r.metric_name: r.metric_value for r in card.data.eval_results}
-    expected = {m.name: m for m in _metrics(folder, record)}
+    expected = {m.name: m for m in card_metrics(folder, record)}
     assert shown.keys() == expected.keys() and len(shown) >= 3
     from diffusion.metrics.cards import value_at
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import threading
 import time
@@ -56,6 +58,40 @@ def test_a_short_job_behind_a_long_one_finishes_first() -> None:
     assert finished == ["short", "long"]
     assert items == {"long": list(range(200)), "short": list(range(5))}
     assert scheduler.peak_jobs == 2 and scheduler.active == 0
+
+
+def test_first_come_runs_whole_requests_in_arrival_order() -> None:
+    """The load harness's baseline: a short request behind a long one waits for it (the fair scheduler's opposite)."""
+    from diffusion.runtime import FirstComeScheduler
+
+    def work(n: int):
+        for i in range(n):
+            time.sleep(0.005)
+            yield i
+
+    _, finished = run_jobs(FirstComeScheduler("test-fcfs"), {"long": work(50), "short": work(2)})
+    assert finished == ["long", "short"]
+
+
+def test_the_app_flag_chooses_how_requests_share_the_model(tiny_ddpm_dir) -> None:
+    import pytest
+
+    from demo.launch import parse_args
+    from diffusion.registry import Registry
+    from diffusion.runtime import SCHEDULING, FirstComeScheduler, make_step_scheduler
+    from diffusion.studio import Studio
+
+    assert SCHEDULING == ("fair", "first-come")
+    assert parse_args([]).scheduling == "fair" and parse_args(["--scheduling", "first-come"]).scheduling == "first-come"
+    for removed in ("batching", "random"):  # cross-user batching was measured slower on a CPU and removed
+        with pytest.raises(SystemExit):
+            parse_args(["--scheduling", removed])
+        with pytest.raises(ValueError, match="scheduling must be one of fair, first-come"):
+            make_step_scheduler(removed)
+    registry = Registry.default([tiny_ddpm_dir])
+    assert isinstance(Studio(registry, device="cpu", cache_bytes=0, scheduling="first-come").step_runner,
+                      FirstComeScheduler)
+    assert Studio(registry, device="cpu", cache_bytes=0).step_runner is None  # the UI's own fair scheduler
 
 
 def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> None:
@@ -180,6 +216,7 @@ def test_a_follower_whose_leader_is_cancelled_runs_itself(tiny_ddpm_dir) -> None
     np.testing.assert_array_equal(final.images, sharing_studio(tiny_ddpm_dir).sample("local/tiny-ddpm", request))
 
 
+@pytest.mark.slow
 def test_through_the_app_a_short_request_overtakes_a_long_one(serve, tmp_path) -> None:
     """A batch of 64 at 100 steps of a 64x64 RGB model, then one image at 2 steps: the second ends first."""
     from tests.tiny import save_tiny_ddpm
@@ -229,6 +266,7 @@ def test_followers_wait_without_holding_the_model_thread(tiny_ddpm_dir) -> None:
     assert twenty < 5 * one + 1.0  # not twenty runs (measured: about 1-2x one run)
 
 
+@pytest.mark.slow
 def test_after_the_warm_up_the_least_work_left_goes_first() -> None:
     """Three equal long jobs: each gets its warm-up, then one runs to its end before the next (not all at
     the end together); the jobs say their progress as the Studio's steps do."""

@@ -57,13 +57,13 @@ def test_the_gate_figures_in_the_docs_are_the_results_files() -> None:
     """A figures block in docs/ names its results file; rendering that file again gives the block, byte for
     byte (a gate run that changes the weights' figures makes this fail until the docs are regenerated)."""
     from diffusion.metrics.cards import results_table
-    from tests.test_cards import _metrics
+    from tests.helpers import card_metrics
 
     blocks = 0
     for doc in (ROOT / "docs").glob("*.md"):
         text = doc.read_text()
         for match in re.finditer(r"<!-- results: (\S+) -->\n((?:\|.*\n)+)", text):
             record = json.loads((ROOT / match.group(1)).read_text())
-            assert match.group(2) == results_table(record, _metrics((ROOT / match.group(1)).parent, record)), doc.name
+            assert match.group(2) == results_table(record, card_metrics((ROOT / match.group(1)).parent, record)), doc.name
             blocks += 1
     assert blocks >= 3

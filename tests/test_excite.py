@@ -61,6 +61,7 @@ def _run(model, **changes) -> list:
     return list(latent_steps(model, request))
 
 
+@pytest.mark.slow
 def test_off_is_the_plain_loop_and_on_edits_the_first_steps_and_lowers_the_loss(tiny) -> None:
     off = _run(tiny)
     assert torch.equal(_run(tiny, attend_excite=False)[-1].prev_sample, off[-1].prev_sample)

@@ -117,6 +117,7 @@ def test_latent_requests_in_parallel_share_no_tokenizer_state(served) -> None:
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_queue_full_is_answered_while_the_page_stays_responsive(serve) -> None:
     app, client, _ = serve(queue_size=1)
     url = client.src.rstrip("/")
@@ -135,6 +136,7 @@ def test_queue_full_is_answered_while_the_page_stays_responsive(serve) -> None:
     assert any("queue is full" in o.lower() for o in outcomes), outcomes
 
 
+@pytest.mark.slow
 def test_soak_memory_stays_flat(served) -> None:
     psutil = pytest.importorskip("psutil")
     _, client, _ = served
@@ -195,6 +197,7 @@ weird_number = st.one_of(
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=weird_number, eta=weird_number, batch=weird_number, seed=weird_number,
        sampler=st.sampled_from(["ddpm", "ddim", "dpmpp-2m", "euler", "euler-a", "bogus", ""]))
+@pytest.mark.slow
 def test_sample_endpoint_never_crashes(served, steps, eta, batch, seed, sampler) -> None:
     _, client, _ = served
     # keep the valid region cheap
@@ -209,6 +212,7 @@ def test_sample_endpoint_never_crashes(served, steps, eta, batch, seed, sampler)
         assert "JSON" in str(error) or "nan" in str(error).lower() or "inf" in str(error).lower(), error
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(prompt=weird_text, negative=weird_text, guidance=weird_number, seed=weird_number)
 def test_text_endpoint_never_crashes(served, prompt, negative, guidance, seed) -> None:
@@ -224,6 +228,7 @@ def test_text_endpoint_never_crashes(served, prompt, negative, guidance, seed) -
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(model=st.sampled_from(["ddpm-mnist", "local/tiny-sd", "bogus"]), steps=weird_number, seed=weird_number,
        prompt=weird_text, guidance=weird_number, step=weird_number)
+@pytest.mark.slow
 def test_steps_endpoints_never_crash(served, model, steps, seed, prompt, guidance, step) -> None:
     _, client, _ = served
     if isinstance(steps, int) and 1 <= steps:
@@ -238,6 +243,7 @@ def test_steps_endpoints_never_crash(served, model, steps, seed, prompt, guidanc
             assert "JSON" in str(error) or "nan" in str(error).lower() or "inf" in str(error).lower(), error
 
 
+@pytest.mark.slow
 def test_server_survives_the_property_tests(served) -> None:
     _, client, _ = served
     assert sample(client, 3).shape == (22, 22)

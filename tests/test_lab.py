@@ -72,6 +72,7 @@ def test_guidance_decomposition_reuses_the_cached_pair(studio):
         studio.guidance_view("local/tiny-ddpm", plain.steps[0])
 
 
+@pytest.mark.slow
 def test_recipe_round_trip_and_cli_replay_is_bit_identical(studio, tiny_sd_dir, tmp_path):
     request = SampleRequest("dpmpp-2m", 3, n=2, seed=11, prompt="a blue star", guidance_scale=2.5)
     model = studio.load("local/tiny-sd")
@@ -90,6 +91,7 @@ def test_recipe_round_trip_and_cli_replay_is_bit_identical(studio, tiny_sd_dir, 
         Recipe.from_json('{"model": "x"}')
 
 
+@pytest.mark.slow
 def test_a_recipe_records_the_app_version_and_weights_and_other_weights_warn(studio, tiny_ddpm_dir, tmp_path):
     """A replay on other weights still runs, and says which weights the recipe ran on and which are here (the
     shipped weights changed twice in one week: an old recipe must not replay to other pixels silently)."""

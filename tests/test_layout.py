@@ -189,6 +189,7 @@ def test_the_cli_takes_the_switch(tiny_sd_dir, tmp_path) -> None:
 
 
 # ----- the shipped weights -----
+@pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "assets" / "ldm-shapes" / "model_index.json").is_file(), reason="not shipped")
 def test_the_layout_draws_two_object_prompts_better_on_the_shipped_weights() -> None:
     """40 of the gate's two-object prompts, layout off and on (measured on all 100: off both 0.53, relation 0.25;

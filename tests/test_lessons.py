@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from demo.lessons import LESSONS
-from tests.test_app import load
+from tests.helpers import load
 
 gradio_client = pytest.importorskip("gradio_client")
-
-
-@pytest.fixture(scope="module")
-def served(serve):
-    return serve(queue_size=8)
 
 
 def test_ten_lessons_in_the_papers_order_each_with_a_question_and_an_answer() -> None:
@@ -42,6 +37,7 @@ def test_the_denoising_error_falls_as_t_grows_on_held_out_digits(studio) -> None
         studio.denoising_error("local/tiny-sd")
 
 
+@pytest.mark.slow
 def test_the_shipped_ddpm_has_learned_the_noise_where_it_can(tmp_path) -> None:
     """The lesson's claim on the real model, on held-out digits: the error is largest at t = 0 (0.55 measured; 1 is
     predicting zero) and falls toward 0 as t grows."""
@@ -57,6 +53,7 @@ def test_the_shipped_ddpm_has_learned_the_noise_where_it_can(tmp_path) -> None:
     assert cost.shape == (1, 32, 32) and cost.flops > 1e6 and cost.ms > 0
 
 
+@pytest.mark.slow
 def test_the_shipped_ddpm_draws_new_digits_not_copies_of_its_training_set() -> None:
     """Lesson 9's memorisation view on the real model: samples stay about as far from the training digits as real
     held-out digits are, and near copies are rare (the DDPM gate measured 4 in 1,000)."""
@@ -88,6 +85,7 @@ def test_the_shipped_ddpm_draws_new_digits_not_copies_of_its_training_set() -> N
     ("/lesson_limits", (0,)),
     ("/lesson_layout", ("a red circle left of a blue square", 0)),
 ])
+@pytest.mark.slow
 def test_every_show_me_runs_the_models(served, api_name, args) -> None:
     _, client, _ = served
     result = client.predict(*args, api_name=api_name)
@@ -99,6 +97,7 @@ def test_every_show_me_runs_the_models(served, api_name, args) -> None:
         assert load(first).size
 
 
+@pytest.mark.slow
 def test_same_seed_is_identical_in_the_determinism_lesson(served) -> None:
     _, client, _ = served
     gallery, note = client.predict(3, api_name="/lesson_determinism")
@@ -207,6 +206,7 @@ def test_the_handout_is_one_valid_html_file_with_every_lesson_and_its_pictures()
     assert "<script>" not in handout_html(LESSONS, {2: LessonPictures([], ["<script>alert(1)</script>"])})
 
 
+@pytest.mark.slow
 def test_the_layout_lesson_shows_the_plain_runs_words_then_the_regions(served) -> None:
     _, client, _ = served
     gallery, note = client.predict("a red circle left of a blue square", 3, api_name="/lesson_layout")

@@ -7,7 +7,10 @@ import pytest
 
 from tests.load import ENDPOINTS, run_load
 
+pytestmark = pytest.mark.slow  # a class of clients against the app
 
+
+@pytest.mark.slow
 def test_six_students_all_complete_without_errors(serve) -> None:
     _, client, _ = serve(queue_size=64)
     report = run_load(client.src, students=6, spread_s=2.0)

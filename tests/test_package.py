@@ -34,6 +34,7 @@ def test_every_package_folder_is_listed_and_the_assets_install_with_them() -> No
     assert PROJECT["project"]["name"] == "diffusion-classroom"  # not "diffusion" or "demo": other projects
 
 
+@pytest.mark.slow
 def test_each_console_script_has_its_own_name_a_version_and_help_on_every_flag() -> None:
     from diffusion import __version__
 

@@ -175,6 +175,7 @@ def test_service_plans_through_the_gate_and_checks_its_request(shipped) -> None:
 
 
 # ----- training -----
+@pytest.mark.slow
 def test_training_script_runs_checkpoints_and_resumes(tmp_path) -> None:
     run = tmp_path / "run"
     args = [sys.executable, "-m", "diffusion.training.train_planner", "--output_dir", str(run),
@@ -201,6 +202,7 @@ def test_shipped_planner_is_small_and_safetensors_only() -> None:
     assert not any(p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt") for p in files)
 
 
+@pytest.mark.slow
 def test_shipped_planner_passes_the_gate_on_40_held_out_pairs(shipped) -> None:
     rows = run_gate(shipped, pairs=40, sampler="ddim", steps=20)
     assert [r.layout for r in rows] == list(mazes.LAYOUT_NAMES)

@@ -7,18 +7,14 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from tests.conftest import settled_steps  # noqa: E402
-from tests.test_app import load as picture  # noqa: E402
+from tests.helpers import settled_steps  # noqa: E402
+from tests.helpers import load as picture  # noqa: E402
 
 SIDE = 9 * 56  # a 9 x 9 maze at 56 pixels a cell
 PLAN = ("u-maze", 1.5, 1.5, 1.5, 7.5, 4, "ddim", 10, 0)  # layout, start x, y, goal x, y, plans, sampler, steps, seed
 
 
-@pytest.fixture(scope="module")
-def served(serve):
-    return serve(queue_size=8)
-
-
+@pytest.mark.slow
 def test_every_planner_endpoint_works_in_order(served) -> None:
     _, client, studio = served
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
@@ -58,6 +54,7 @@ def test_bad_planner_input_gets_a_clear_message(served, args, message) -> None:
         client.predict(*args, api_name="/planner_plan")
 
 
+@pytest.mark.slow
 def test_views_before_planning_say_what_to_do(serve) -> None:
     _, client, _ = serve(queue_size=8)  # a fresh session: nothing planned
     with pytest.raises(gradio_client.exceptions.AppError, match="Plan first"):

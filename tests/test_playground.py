@@ -123,6 +123,7 @@ def test_the_one_loop_runs_points_exactly_as_a_plain_diffusers_loop() -> None:
 
 
 # ----- training -----
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_the_distance_and_is_reproducible(playground, short_model) -> None:
     model = short_model
     losses = np.asarray(model.losses)
@@ -137,6 +138,7 @@ def test_training_lowers_the_loss_and_the_distance_and_is_reproducible(playgroun
     assert other.model.weights != model.weights
 
 
+@pytest.mark.slow
 def test_the_default_budget_fits_two_moons_within_twice_the_data_floor(playground) -> None:
     """The playground's gate: the default config (two moons, 3,000 steps) reaches at most 2x the floor."""
     *_, last = playground.train(PointConfig())
@@ -174,6 +176,7 @@ def test_sampling_streams_every_step_and_is_reproducible(playground, short_model
         next(playground.sample(short_model, "ddim", 10, 5000, 0))
 
 
+@pytest.mark.slow
 def test_the_noise_field_points_toward_the_data_at_small_t(playground) -> None:
     *_, last = playground.train(replace(SHORT, steps=1500))
     model = last.model
@@ -221,6 +224,7 @@ def test_the_forward_process_ends_in_a_standard_gaussian(playground) -> None:
 
 
 # ----- exports -----
+@pytest.mark.slow
 def test_the_export_loads_back_and_the_recipe_replays_bit_identically(playground, short_model, tmp_path) -> None:
     archive = playground.export(short_model, tmp_path)
     with zipfile.ZipFile(archive) as z:
@@ -253,6 +257,7 @@ def test_bad_recipes_are_refused(text, message) -> None:
         PointConfig.from_json(text)
 
 
+@pytest.mark.slow
 def test_the_cli_replays_a_recipe(short_model, tmp_path, capsys) -> None:
     from diffusion.training import train_points as cli
 

@@ -12,17 +12,13 @@ from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from tests.conftest import settled_steps  # noqa: E402
-from tests.test_app import load as picture  # noqa: E402
+from tests.helpers import settled_steps  # noqa: E402
+from tests.helpers import load as picture  # noqa: E402
 
 TRAIN = ("moons", "", None, "cosine", 100, 300, 0)  # dataset, word, drawing, schedule, T, steps, seed
 
 
-@pytest.fixture(scope="module")
-def served(serve):
-    return serve(queue_size=8)
-
-
+@pytest.mark.slow
 def test_every_playground_endpoint_works_in_order(served, tmp_path) -> None:
     _, client, _ = served
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
@@ -90,6 +86,7 @@ def sketch(path: Path, side: int = 256) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_drawing_trains_into_its_own_shape(served, tmp_path) -> None:
     from gradio_client import handle_file
 
@@ -110,7 +107,7 @@ def test_a_drawing_trains_into_its_own_shape(served, tmp_path) -> None:
 def test_a_pixel_bomb_posted_as_a_drawing_is_refused(served, tmp_path) -> None:
     from gradio_client import handle_file
 
-    from tests.test_hardening_two import bomb_png
+    from tests.helpers import bomb_png
 
     _, client, _ = served
     path = tmp_path / "bomb.png"
@@ -120,6 +117,7 @@ def test_a_pixel_bomb_posted_as_a_drawing_is_refused(served, tmp_path) -> None:
         client.predict("drawing", "", drawing, "cosine", 100, 200, 0, api_name="/playground_train")
 
 
+@pytest.mark.slow
 def test_a_cancelled_training_stops_within_a_chunk_and_the_app_keeps_serving(served) -> None:
     import time
 

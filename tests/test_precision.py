@@ -49,6 +49,7 @@ def test_bf16_autocast_runs_the_unet_in_bf16_and_keeps_the_loop_in_fp32() -> Non
         torch.testing.assert_close(b.model_output, a.model_output, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.slow
 def test_bf16_studio_and_its_recipe_replay_bit_identically(tiny_sd_dir, tmp_path) -> None:
     studio = Studio(Registry.default([tiny_sd_dir]), device="cpu", precision="bf16")
     model = studio.load("local/tiny-sd")
@@ -70,6 +71,7 @@ def test_bf16_studio_and_its_recipe_replay_bit_identically(tiny_sd_dir, tmp_path
         Recipe.from_json(recipe.to_json().replace('"bf16"', '"fp8"'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("speedups", [Speedups(channels_last=True), Speedups(compile=True)], ids=["channels_last", "compile"])
 def test_optional_speedups_keep_the_images(tiny_ddpm_dir, tiny_sd_dir, speedups) -> None:
     registry = Registry.default([tiny_ddpm_dir, tiny_sd_dir])

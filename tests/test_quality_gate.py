@@ -15,6 +15,8 @@ from diffusion.data.mnist import load_split
 from diffusion.metrics.lenet import load_lenet
 from diffusion.metrics.mnist_gate import MnistGateReport, draw_samples, evaluate
 
+pytestmark = pytest.mark.slow  # the digit gate samples the shipped DDPM
+
 N = 200
 LIMITS = {"fld_factor": 3.0, "min_confident": 0.85, "class_share": (0.03, 0.17)}
 
@@ -32,6 +34,7 @@ def shipped_report(lenet) -> MnistGateReport:
     return report
 
 
+@pytest.mark.slow
 def test_judge_is_accurate_on_held_out_digits(lenet, shipped_report: MnistGateReport) -> None:
     assert shipped_report.judge_accuracy >= 0.97
     # the confident-share target is reachable: the real held-out digits meet it
@@ -53,6 +56,7 @@ def test_shipped_ddpm_holds_its_measured_quality(shipped_report: MnistGateReport
     assert shipped_report.failures(**REGRESSION) == []
 
 
+@pytest.mark.slow
 def test_regression_floor_still_rejects_blur_and_noise(blurred_report: MnistGateReport,
                                                        noise_report: MnistGateReport) -> None:
     assert blurred_report.failures(**REGRESSION)

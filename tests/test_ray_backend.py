@@ -21,10 +21,13 @@ from diffusion.registry import Registry  # noqa: E402
 from diffusion.request import SampleRequest  # noqa: E402
 from diffusion.studio import BackendError  # noqa: E402
 
+pytestmark = pytest.mark.slow  # a local Ray instance and its replicas
+
 ROOT = Path(__file__).resolve().parent.parent
 OPTIONS = RayOptions(replicas=2, replica_cpus=1, local_cpus=2, stall_s=60)
 
 
+@pytest.mark.slow
 def test_the_app_on_ray_replicas_gives_the_local_pictures_and_streams(tiny_ddpm_dir: Path, tiny_sd_dir: Path,
                                                                       studio, tmp_path: Path) -> None:
     """``python app.py --backend ray`` (its own local Ray instance, 2 replicas of 1 CPU): the Gradio API is
@@ -78,6 +81,7 @@ def remote(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_images_and_streams_equal_the_local_backend(remote, studio) -> None:
     for model_id, request in (("local/tiny-ddpm", SampleRequest("ddpm", 6, 3, 11)),
                               ("local/tiny-sd", SampleRequest("ddim", 5, 2, 4, prompt="a red circle",
@@ -164,6 +168,7 @@ def test_a_killed_replica_fails_its_request_clearly_and_is_replaced(remote, stud
     print(f"requests that failed while Serve replaced the replicas: {failures}")  # noqa: T201
 
 
+@pytest.mark.slow
 def test_an_unreachable_cluster_is_named() -> None:
     began = time.monotonic()
     with pytest.raises(BackendError, match="--ray-address 127.0.0.1:1"):

@@ -94,6 +94,7 @@ def test_unknown_model_is_refused(studio) -> None:
         list(studio.generate("nope", SampleRequest()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
 def test_every_timestep_of_an_sd_style_schedule_runs(studio, sampler) -> None:
     """Stable Diffusion's scheduler config ("leading" spacing, steps_offset 1, as tiny-sd's) shifts each

@@ -22,7 +22,8 @@ from diffusion.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSET = ROOT / "assets" / "ldm-shapes"
-pytestmark = pytest.mark.skipif(not (ASSET / "model_index.json").is_file(), reason="ldm-shapes is not shipped")
+pytestmark = [pytest.mark.slow,  # the prompt gate samples the shipped LDM
+              pytest.mark.skipif(not (ASSET / "model_index.json").is_file(), reason="ldm-shapes is not shipped")]
 
 # A smaller gate than the full gate's (40 prompts instead of 200): the gate's targets must hold on it
 # (measured with the shipped model: colour 1.000, shape 0.950, size 1.000, position 1.000, exact
@@ -64,6 +65,7 @@ def test_shipped_as_a_standard_diffusers_pipeline_under_60_mb():
     assert pipe.vae.config.scaling_factor != 1.0  # computed from data (LDM App. G)
 
 
+@pytest.mark.slow
 def test_autoencoder_reconstructs_held_out_scenes_above_30_db(model):
     from diffusion.images import from_uint8
     from diffusion.training.train_autoencoder import EVAL_SEED, psnr
@@ -94,6 +96,7 @@ def good(model, classifier, scenes):
     return score(model, classifier, scenes, [shapes.full_caption(s.objects[0]) for s in scenes])
 
 
+@pytest.mark.slow
 def test_prompt_gate_meets_the_issue_targets(good):
     for name, target in gate.TARGETS.items():
         assert good[name] >= target, (name, good)
@@ -115,6 +118,7 @@ def test_caption_moves_the_object(model):
     assert sensitivity["position"] > 0.3 * sensitivity["colour, size and shape"], sensitivity
 
 
+@pytest.mark.slow
 def test_prompt_gate_passes_and_fails_a_broken_model(model, classifier, scenes, good):
     prompts = [shapes.full_caption(s.objects[0]) for s in scenes]
     for name, floor in FLOORS.items():
@@ -134,6 +138,7 @@ def test_prompt_gate_passes_and_fails_a_broken_model(model, classifier, scenes, 
     assert shuffled["position"] < FLOORS["position"] - 0.4, shuffled
 
 
+@pytest.mark.slow
 def test_cli_samples_the_shapes_model(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "diffusion.sample", "--model", "ldm-shapes", "--prompt",
@@ -145,6 +150,7 @@ def test_cli_samples_the_shapes_model(tmp_path):
     assert samples.shape == (8, 64, 64, 3) and samples.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_cross_attention_of_colour_and_shape_words_lands_on_the_object():
     """The step lab's attention maps mean something: on the shipped model the colour and shape
     words attend to the object far more than its share of the image (measured at the last step)."""

@@ -28,6 +28,7 @@ def test_the_flag_beats_the_platform_which_beats_the_default() -> None:
             listen_address(None, None, {"GRADIO_SERVER_PORT": bad})
 
 
+@pytest.mark.slow
 def test_app_starts_as_a_space_starts_it(tmp_path: Path) -> None:
     from gradio_client import Client
     from gradio_client.exceptions import AppError
@@ -43,6 +44,7 @@ def test_app_starts_as_a_space_starts_it(tmp_path: Path) -> None:
     assert "Space mode" in next(tmp_path.glob("app-*.log")).read_text()
 
 
+@pytest.mark.slow
 def test_space_mode_keeps_one_hub_model_and_refuses_work_over_budget(tiny_ddpm_dir: Path, tiny_sd_dir: Path) -> None:
     from diffusion.registry import Registry
     from diffusion.request import SampleRequest
@@ -65,6 +67,7 @@ def test_space_mode_keeps_one_hub_model_and_refuses_work_over_budget(tiny_ddpm_d
         list(studio.race("local/tiny-ddpm", SampleRequest(seed=1)))  # 1100 steps of four samplers
 
 
+@pytest.mark.slow
 def test_a_bad_platform_port_is_one_line() -> None:
     env = {**os.environ, "GRADIO_SERVER_PORT": "http"}
     out = subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

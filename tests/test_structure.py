@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import ast
 import subprocess
 import sys
@@ -21,6 +23,7 @@ def imported_modules(path: Path) -> set[str]:
     return names
 
 
+@pytest.mark.slow
 def test_diffusion_never_imports_gradio() -> None:
     for path in (ROOT / "diffusion").rglob("*.py"):
         assert "gradio" not in imported_modules(path), path
@@ -94,6 +97,7 @@ def test_every_from_pretrained_uses_safetensors_and_no_remote_code() -> None:
                 assert "use_safetensors=True" in line, f"{path}: {line.strip()}"
 
 
+@pytest.mark.slow
 def test_ray_is_optional_and_imported_only_by_its_backend() -> None:
     """Only diffusion/ray_backend.py imports Ray, and app.py imports that module only for --backend ray."""
     for path in [*(ROOT / "diffusion").rglob("*.py"), *(ROOT / "demo").rglob("*.py"), ROOT / "app.py"]:

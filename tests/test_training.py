@@ -22,6 +22,7 @@ def train_then_resume(script, run_dir, args: list[str]) -> None:
     assert "resumed from checkpoint-2" in (run_dir / "train.log").read_text()
 
 
+@pytest.mark.slow
 def test_autoencoder_then_ldm_train_resume_and_export(tmp_path):
     vae_dir = tmp_path / "vae-run"
     args = ["--output_dir", str(vae_dir), "--block_out_channels", "16", "16", "16", "--train_batch_size", "2",
@@ -101,6 +102,7 @@ def test_reinit_words_redraws_only_those_embeddings():
         train_ldm.reinit_word_embeddings(text_encoder, tokenizer, ["zebra"], seed=0)
 
 
+@pytest.mark.slow
 def test_ddpm_train_resume_export_and_fine_tune(tmp_path):
     from diffusers import DDPMPipeline
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from diffusion.batching import unet_precision
+from diffusion.loading import unet_precision
 
 
 @dataclass(frozen=True)

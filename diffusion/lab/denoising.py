@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from diffusion.batching import unet_precision
+from diffusion.loading import unet_precision
 from diffusion.loop import predict_original_sample, predicted_noise
 from diffusion.pipeline import encode_image, pictures, sample_noise
 from diffusion.request import make_generator
