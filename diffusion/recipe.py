@@ -4,8 +4,8 @@
 
 A recipe names the model and a digest of its weights, the sampler and its full scheduler config, steps, seed,
 eta, guidance and prompts, the UNet's precision, and the app's and libraries' versions that made it. Replaying it
-with the same weights and versions gives the same pixels; on other weights the replay runs and says so (sampling draws every random number from a CPU
-``torch.Generator`` seeded by the recipe).
+with the same weights and versions gives the same pixels (sampling draws every random number from a CPU
+``torch.Generator`` seeded by the recipe); on other weights the replay runs and says so.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def library_versions() -> dict[str, str]:
 
     from diffusion import __version__
 
-    return {"diffusion-classroom": __version__, "python": platform.python_version(), "torch": torch.__version__, "diffusers": diffusers.__version__,
-            "transformers": transformers.__version__, "numpy": numpy.__version__}
+    return {"diffusion-classroom": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__, "numpy": numpy.__version__}
 
 
 @dataclass(frozen=True)

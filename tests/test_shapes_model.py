@@ -97,7 +97,7 @@ def good(model, classifier, scenes):
 
 
 @pytest.mark.slow
-def test_prompt_gate_meets_the_issue_targets(good):
+def test_prompt_gate_meets_its_targets(good):
     for name, target in gate.TARGETS.items():
         assert good[name] >= target, (name, good)
 
