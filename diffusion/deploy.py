@@ -79,7 +79,7 @@ def space_files(root: Path = ROOT) -> list[SpaceFile]:
     (huggingface_hub's own filter), sorted, with their sizes."""
     from huggingface_hub.utils import filter_repo_objects
 
-    for entry in ("app.py", "README.md", "requirements.txt", ".gitattributes", "demo", "diffusion", "assets"):
+    for entry in (pattern.removesuffix("/*") for pattern in SPACE_ALLOW):
         if not (root / entry).exists():
             raise DeployError(f"{entry} is missing from {root}")
     every = (p.relative_to(root).as_posix() for p in root.rglob("*")
