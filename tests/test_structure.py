@@ -113,3 +113,23 @@ def test_ray_is_optional_and_imported_only_by_its_backend() -> None:
     assert "ray" not in (ROOT / "requirements.txt").read_text().lower()
     assert project["optional-dependencies"]["scale"] == ["ray[serve]==2.60.0"]
     assert "-e .[scale]" in (ROOT / "requirements-scale.txt").read_text()
+
+
+SERVING = {"diffusion.runtime", "diffusion.cache", "diffusion.budget", "diffusion.ray_backend", "diffusion.studio"}
+
+
+def test_the_denoising_core_imports_no_serving_code() -> None:
+    """The loop, the pipeline and the step lab's views know nothing of how requests are served (the playground's
+    and the planner's service modules still take the compute gate from ``runtime``)."""
+    core = [ROOT / "diffusion" / "loop.py", ROOT / "diffusion" / "pipeline.py", *(ROOT / "diffusion" / "lab").rglob("*.py")]
+    for path in core:
+        assert not diffusion_imports(path) & SERVING, (path.name, diffusion_imports(path) & SERVING)
+
+
+def test_at_most_one_thread_local_in_the_model_module() -> None:
+    """Control flow that no signature shows: at most one ``threading.local()`` in ``diffusion/``, documented
+    where it is defined (a comment on its line)."""
+    found = [(path, line) for path in (ROOT / "diffusion").rglob("*.py")
+             for line in path.read_text().splitlines() if "threading.local()" in line]
+    assert len(found) <= 1, found
+    assert all("#" in line for _, line in found), found
