@@ -111,8 +111,9 @@ def check_card(readme: Path) -> dict:
     if len(meta["short_description"]) > SHORT_DESCRIPTION_LIMIT:
         raise DeployError(f"{readme.name}: short_description is {len(meta['short_description'])} characters; "
                           f"the Hub allows {SHORT_DESCRIPTION_LIMIT}")
-    if sorted(meta["models"]) != hub_models():
-        raise DeployError(f"{readme.name}: models must list the registry's Hub models {hub_models()}, "
+    offered = hub_models()
+    if sorted(meta["models"]) != offered:
+        raise DeployError(f"{readme.name}: models must list the registry's Hub models {offered}, "
                           f"got {sorted(meta['models'])}")
     preload = [line.split()[0] for line in meta.get("preload_from_hub") or []]
     if not set(preload) <= set(meta["models"]):

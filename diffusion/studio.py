@@ -74,6 +74,7 @@ from diffusion.loading import (
     weights_digest,
 )
 from diffusion.loop import StepRecord
+from diffusion.metrics.cards import RESULTS_FILE
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
 from diffusion.planner.service import (
     LAYOUT_TITLES,
@@ -137,7 +138,7 @@ def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
     lessons and cards quote about a shipped model comes from here, never typed by hand."""
     import json
 
-    path = ASSETS / model_id / "gate_results.json"
+    path = ASSETS / model_id / RESULTS_FILE
     if not path.is_file():
         return {}
     out: dict[str, float] = {}

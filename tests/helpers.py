@@ -81,8 +81,5 @@ def card_metrics(folder: Path, record: dict) -> list:
 
         return planner_metrics(record)
     else:
-        from diffusion.metrics.shapes_gate import CARD_METRICS as rows
-        from diffusion.metrics.cards import CardMetric
-
-        return [CardMetric(path, name) for path, name in rows]
+        from diffusion.metrics.shapes_gate import CARD_METRICS
     return list(CARD_METRICS)

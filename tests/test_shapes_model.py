@@ -185,7 +185,8 @@ def test_the_model_card_quotes_the_gate_results_file() -> None:
     card = ModelCard.load(ASSET / "README.md")
     shown = {r.metric_name: r.metric_value for r in card.data.eval_results}
     assert len(shown) == len(gate.CARD_METRICS)
-    for path, name in gate.CARD_METRICS:
+    for metric in gate.CARD_METRICS:
+        path, name = metric.path, metric.name
         value = record
         for key in path.split("."):
             value = value[key]

@@ -234,13 +234,13 @@ def results_record(report: ShapesGateReport, plain_pairs: dict[str, float] | Non
     }
 
 
-#: The card's model-index rows: (results path, metric name) of the gate's figures.
-CARD_METRICS = (("single.exact", "single objects: colour, shape, size and position all right"),
-                ("held_out.exact", "held-out colour-shape pairs: all attributes right"),
-                ("pairs.both", "two objects (drawn by layout): both right"),
-                ("pairs.relation", "two objects (drawn by layout): relation right"),
-                ("pairs_layout_off.both", "two objects, plain pipeline: both right"),
-                ("pairs_layout_off.relation", "two objects, plain pipeline: relation right"))
+#: The card's model-index rows (results path, metric name) of the gate's figures.
+CARD_METRICS = (CardMetric("single.exact", "single objects: colour, shape, size and position all right"),
+                CardMetric("held_out.exact", "held-out colour-shape pairs: all attributes right"),
+                CardMetric("pairs.both", "two objects (drawn by layout): both right"),
+                CardMetric("pairs.relation", "two objects (drawn by layout): relation right"),
+                CardMetric("pairs_layout_off.both", "two objects, plain pipeline: both right"),
+                CardMetric("pairs_layout_off.relation", "two objects, plain pipeline: relation right"))
 
 
 #: What the card's rows measure.
@@ -250,8 +250,7 @@ CARD_TASK = CardTask("text-to-image", "synthetic-shapes", "shapes prompt gate (d
 def write_card_results(folder: Path, record: dict) -> Path:
     """The results file and the card's model-index (:func:`diffusion.metrics.cards.write_results`)."""
     c = record["config"]
-    metrics = [CardMetric(path, name) for path, name in CARD_METRICS]
-    return write_results(folder, record, CARD_TASK, metrics,
+    return write_results(folder, record, CARD_TASK, CARD_METRICS,
                          {"sampler": c["sampler"], "steps": c["steps"], "guidance": c["guidance"]})
 
 
