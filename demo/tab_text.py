@@ -50,11 +50,12 @@ def token_view(tokens: PromptTokens | None) -> list[tuple[str, str | None]]:
     return out
 
 
-def layout_note(layouts: list[Layout | None]) -> str:
-    """What the status line says about the layout: drawn by layout (and how), or not."""
+def layout_note(layouts: list[Layout | None], fallback: str | None = None) -> str:
+    """What the status line says about the layout: drawn by layout (and how), or why not (``fallback``: the
+    planner's reason for a prompt that relates things it cannot read), or nothing for other prompts."""
     first = next((layout for layout in layouts if layout is not None), None)
     if first is None:
-        return ""
+        return f" · {fallback}" if fallback else ""
     return (" · drawn by a planned layout (each object from its own caption in its region; "
             f"image 1: {first.describe()})")
 
@@ -78,7 +79,7 @@ def make_text_handler(studio: Studio):
                 # every step is yielded, so a cancelled run stops within one step (``streamed``)
                 if plan is None and update.request is not None:  # the checked request: its images' layouts
                     layouts = studio.layouts(update.request)
-                    plan = (layout_figure(layouts), layout_note(layouts))
+                    plan = (layout_figure(layouts), layout_note(layouts, studio.layout_fallback(update.request)))
                 status = status_line(update) + note + (plan[1] if plan else "")
                 figure = plan[0] if plan else None
                 if update.done:

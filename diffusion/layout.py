@@ -123,11 +123,7 @@ class Layout:
 def parse(prompt: str) -> TwoObjects | None:
     """The two objects and the relation of ``prompt``, or None when it is not a two-object prompt of the
     shapes grammar ("a red circle left of a blue square", "small pink heart above a cyan circle on black")."""
-    text = " ".join(str(prompt).lower().replace(",", " , ").split()).replace(" ,", ",").strip(" .")
-    background = None
-    if match := _BACKGROUND.search(text):
-        background, text = match.group("bg"), text[:match.start()]
-    parts = _RELATION.split(text)
+    background, parts = _split(prompt)
     if len(parts) != 3:
         return None
     left, relation, right = parts
@@ -135,6 +131,33 @@ def parse(prompt: str) -> TwoObjects | None:
     if objects[0] is None or objects[1] is None:
         return None
     return TwoObjects(objects[0], _RELATIONS[relation], objects[1], background)
+
+
+def _split(prompt: str) -> tuple[str | None, list[str]]:
+    """The prompt's background word (or None) and its text split at its relation phrases:
+    [object, relation, object, ...]."""
+    text = " ".join(str(prompt).lower().replace(",", " , ").split()).replace(" ,", ",").strip(" .")
+    background = None
+    if match := _BACKGROUND.search(text):
+        background, text = match.group("bg"), text[:match.start()]
+    return background, _RELATION.split(text)
+
+
+def why_plain(prompt: str) -> str | None:
+    """Why a prompt that relates things ("a cat left of a dog") is drawn by the plain model, in a sentence for
+    the user; None when the planner reads it as two objects, or when it names no relation at all (a
+    single-object prompt, which the plain model draws well)."""
+    if parse(prompt) is not None:
+        return None
+    _, parts = _split(prompt)
+    if len(parts) == 1:
+        return None
+    if len(parts) > 3:
+        return (f"the layout planner draws two objects and this prompt relates {len(parts) // 2 + 1}; "
+                "it is drawn by the plain model")
+    unread = [side.strip(" ,") for side in (parts[0], parts[2]) if _object(side.strip(" ,")) is None]
+    return (f"the layout planner cannot read {' or '.join(repr(u) for u in unread)} as an object of the shapes "
+            "world ([size] [colour] shape, e.g. \"a small red circle\"); it is drawn by the plain model")
 
 
 def _object(text: str) -> ObjectPhrase | None:

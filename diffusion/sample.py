@@ -134,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
             logger.warning("%s: the pixels will differ from the recipe's", other)
         for mismatch in recipe.version_mismatches():
             logger.warning("recipe made with other library versions (%s): pixels may differ slightly", mismatch)
+    if card.kind == "latent-text" and (fallback := studio.layout_fallback(request)) is not None:
+        logger.warning("%s", fallback)
     batches = in_batches(request, args.batch_size)
     images, calls, wall, final = [], 0, 0.0, None
     with tqdm(total=request.steps * len(batches), desc=f"{card.id} {request.sampler}", unit="step") as bar:

@@ -63,7 +63,7 @@ from diffusion.lab.trajectory import (
     step_view,
     trajectory_nbytes,
 )
-from diffusion.layout import LAYOUT_MODES, Layout, unet_rows
+from diffusion.layout import LAYOUT_MODES, Layout, unet_rows, why_plain
 from diffusion.loading import (
     PRECISIONS,
     LoadedModel,
@@ -577,6 +577,15 @@ class Studio:
         """The planned layout of each image of a (checked) text request, as the run draws it: None for an image
         drawn by the plain model (a prompt that names no two objects, ``layout`` "off", or Attend-and-Excite)."""
         return request_layouts(request)
+
+    @staticmethod
+    def layout_fallback(request: SampleRequest) -> str | None:
+        """Why a text request that relates things ("a cat left of a dog") is drawn by the plain model although
+        its layout switch is "auto", in a sentence for the user; None when it is drawn by layout, when the switch
+        is off or Attend-and-Excite is on (the user chose the plain path), or when the prompt relates nothing."""
+        if request.layout != "auto" or request.attend_excite:
+            return None
+        return why_plain(str(request.prompt))
 
     def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
         """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""

@@ -10,6 +10,7 @@ import pytest
 from tests.browser import (
     browser_page,
     chromium_path,
+    image_pixels,
     wait_for_image,
     wait_for_new_text,
     wait_for_pixels,
@@ -155,6 +156,33 @@ def test_text_tab_generates_and_an_error_is_shown(url: str) -> None:
             page.wait_for_selector("text=/limited to 2000 characters/", timeout=60_000)
         finally:
             page.screenshot(path="/tmp/browser-text-error.png")
+
+
+@pytest.mark.slow
+def test_text_tab_draws_the_planned_layout_boxes(url: str) -> None:
+    """A two-object prompt: the planned layout is drawn beside the images, the first object's box (Okabe-Ito
+    orange) left of the second's (sky blue) for "left of"; a prompt the planner cannot read says why."""
+    with browser_page(url) as page:
+        page.get_by_role("tab", name="Text to image (latent)").click()
+        page.locator("#text-prompt textarea").fill("a red circle left of a blue square")
+        page.get_by_role("button", name="Generate").click()
+        wait_for_text(page, "text-status", "drawn by a planned layout")
+        wait_for_text(page, "text-status", "Step 25/25")
+        wait_for_image(page, "text-layout-plot")
+        width = page.evaluate("() => document.querySelector('#text-layout-plot img').naturalWidth")
+        rgba = image_pixels(page, "text-layout-plot")
+        columns: dict[str, list[int]] = {"orange": [], "blue": []}
+        for i in range(0, len(rgba), 4):
+            for name, (r, g, b) in (("orange", (0xE6, 0x9F, 0x00)), ("blue", (0x56, 0xB4, 0xE9))):
+                if abs(rgba[i] - r) + abs(rgba[i + 1] - g) + abs(rgba[i + 2] - b) < 30:
+                    columns[name].append((i // 4) % width)
+        assert len(columns["orange"]) > 500 and len(columns["blue"]) > 500, {k: len(v) for k, v in columns.items()}
+        first_panel = {k: [x for x in v if x < width / 4] for k, v in columns.items()}  # four images, four panels
+        assert sum(first_panel["orange"]) / len(first_panel["orange"]) < \
+            sum(first_panel["blue"]) / len(first_panel["blue"])
+        page.locator("#text-prompt textarea").fill("a cat left of a dog")
+        page.get_by_role("button", name="Generate").click()
+        wait_for_text(page, "text-status", "cannot read 'a cat' or 'a dog'")
 
 
 @pytest.mark.slow

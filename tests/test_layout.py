@@ -40,6 +40,42 @@ def test_other_prompts_have_no_layout(prompt) -> None:
     assert L.plan(prompt, 0) is None
 
 
+def test_the_parser_reads_every_two_object_caption_the_training_data_writes() -> None:
+    """Every phrasing of diffusion.data.shapes (sizes kept or left out, either object named first, any true
+    relation, "on a black background" or "on black") reads back as the scene's objects and relation."""
+    rng = np.random.default_rng(0)
+    seen: set[tuple[str, bool, bool]] = set()
+    for _ in range(400):
+        scene = shapes.random_two_object_scene(rng)
+        for told in (scene, shapes.restate(scene, rng)):
+            for caption in (shapes.random_caption(told, rng), shapes.two_object_caption(told)):
+                parsed = L.parse(caption)
+                assert parsed is not None, caption
+                assert parsed.relation == told.relation, caption
+                for words, obj in zip((parsed.first, parsed.second), told.objects, strict=True):
+                    assert (words.colour, words.shape) == (obj.colour, obj.shape), caption
+                    assert words.size in (None, obj.size), caption
+                assert parsed.background in (None, told.background), caption
+                seen.add((told.relation, parsed.first.size is None, parsed.background is None))
+    assert len(seen) == 16  # every relation, with and without sizes, with and without a background
+
+
+@pytest.mark.parametrize("prompt, reason", [
+    ("a cat left of a dog", "cannot read 'a cat' or 'a dog' as an object of the shapes world"),
+    ("a red circle above a blue balloon", "cannot read 'a blue balloon'"),
+    ("a red circle left of a blue square left of a star", "draws two objects and this prompt relates 3"),
+])
+def test_a_prompt_the_planner_cannot_read_gets_a_reason_and_the_plain_model(prompt, reason, studio) -> None:
+    assert L.plan(prompt, 0) is None
+    assert reason in L.why_plain(prompt) and "drawn by the plain model" in L.why_plain(prompt)
+    request = SampleRequest(prompt=prompt, layout="auto", n=1)
+    assert studio.layouts(request) == [None] and reason in studio.layout_fallback(request)
+    # nothing to explain: a single object, a planned layout, or the user's own choice of the plain model
+    assert studio.layout_fallback(dataclasses.replace(request, layout="off")) is None
+    assert studio.layout_fallback(dataclasses.replace(request, prompt="a red circle")) is None
+    assert studio.layout_fallback(dataclasses.replace(request, prompt="a red circle left of a star")) is None
+
+
 def test_every_planned_layout_satisfies_its_relation_and_the_seed_chooses_it() -> None:
     for relation in shapes.RELATIONS:
         prompt = f"a red circle {relation} a blue square"
@@ -192,8 +228,8 @@ def test_the_cli_takes_the_switch(tiny_sd_dir, tmp_path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not (ROOT / "assets" / "ldm-shapes" / "model_index.json").is_file(), reason="not shipped")
 def test_the_layout_draws_two_object_prompts_better_on_the_shipped_weights() -> None:
-    """40 of the gate's two-object prompts, layout off and on (measured on all 100: off both 0.53, relation 0.25;
-    on both 0.92, relation 0.92). The floor for "on" is far above what the plain path reaches."""
+    """The gate's first 40 two-object prompts, layout off and on, held to the layout's targets (both
+    objects right and the relation right in at least 90%; measured on all 100: off 0.53 / 0.25, on 0.92 / 0.92)."""
     from diffusion.loading import load_pipeline
     from diffusion.metrics import shape_judge as judge
     from diffusion.metrics import shapes_gate as gate
@@ -208,7 +244,8 @@ def test_the_layout_draws_two_object_prompts_better_on_the_shipped_weights() -> 
         config = gate.GateConfig(n_pairs=40, layout=mode)
         scores[mode] = judge.score_pairs(gate.generate(model, prompts, config.guidance, config), scenes,
                                          classifier).accuracy()
-    assert scores["auto"]["both"] >= 0.85 and scores["auto"]["relation"] >= 0.85, scores
+    print("40 two-object prompts:", {mode: {k: round(v, 3) for k, v in s.items()} for mode, s in scores.items()})
+    assert scores["auto"]["both"] >= 0.90 and scores["auto"]["relation"] >= 0.90, scores
     assert scores["auto"]["relation"] >= scores["off"]["relation"] + 0.4, scores
 
 
