@@ -6,7 +6,7 @@ import gradio as gr
 
 from demo.common import use_step_runner
 from demo.tab_lab import build_lab_tab
-from demo.tab_lessons import build_lessons_tab
+from demo.tab_lessons import build_lessons_tab, link_to_playground
 from demo.tab_planner import build_planner_tab
 from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
@@ -28,6 +28,27 @@ CSS = """
 .pixelated img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 .model-card { font-size: 0.95em; }
 """
+# Text at least WCAG AA (4.5:1) everywhere, tests/test_browser.py measures it on computed styles. The default
+# theme's orange (#f97316) carries white text at 2.8:1 and its subdued grey (#bbbbc2) 1.9:1 on white: a darker
+# orange (#c2410c, 5.2:1) and grey (#52525b, 7.7:1). The lesson stepper names every lesson, not only the current.
+CSS += """
+body {
+  --color-accent: #c2410c; --button-primary-background-fill: #c2410c; --button-primary-background-fill-hover: #9a3412;
+  --button-primary-border-color: #c2410c; --body-text-color-subdued: #52525b; --block-info-text-color: #52525b;
+  --button-cancel-background-fill: #b91c1c; --button-cancel-background-fill-hover: #991b1b;
+  --button-cancel-border-color: #b91c1c;
+}
+/* A picture's or plot's label sits above it, not on it: a floating chip covered figure titles. */
+label[data-testid="block-label"].float { position: relative; top: 0; left: 0; margin-bottom: var(--size-1); }
+/* Gallery captions as large as body text (14 px, 20 px presenting) and whole, not cut off with an ellipsis. */
+.caption-label { font-size: var(--text-md) !important; white-space: normal !important; max-width: 100% !important; }
+/* A lesson's gallery shows all its pictures whole: no inner scroll box that cuts grids off. */
+.lesson-gallery .grid-wrap.fixed-height { height: auto !important; max-height: none !important; overflow: visible; }
+#lessons .stepper-wrapper { padding-bottom: var(--size-2); }
+#lessons .step-button .step-label { display: block; position: static; white-space: nowrap; max-width: none;
+  font-size: var(--text-md); }
+#lessons .step-button.pending { color: var(--body-text-color); }
+"""
 
 # Presenter mode: type read from the back of a room at 1280x720 (body text 20 px, nothing under 14 px).
 # Gradio's theme defines each size as a CSS variable on :root; these override them for the whole page.
@@ -40,6 +61,17 @@ body.presenter {
   --checkbox-label-text-size: 18px; --input-text-size: 20px; --chatbot-text-size: 20px;
 }
 body.presenter .gradio-container { max-width: 100% !important; }
+"""
+# Presenter layout: the lesson starts within 150 px of the top at 1280x720 (tests/test_browser.py). The class has
+# seen the app's introduction; the header keeps the toggle only, as a small box at the top right.
+PRESENTER_CSS += """
+body.presenter #app-intro, body.presenter #lessons-intro { display: none; }
+body.presenter #app-header { position: absolute; top: 4px; right: 8px; z-index: 10; width: auto; }
+body.presenter #presenter-toggle { padding: 2px 8px; }
+body.presenter #presenter-toggle .label-text { font-size: 0; }
+body.presenter #presenter-toggle .label-text::after { content: "Presenter"; font-size: var(--text-md); }
+body.presenter .gradio-container { padding-top: 0 !important; }
+body.presenter #lessons .stepper-wrapper { padding-top: 0; }
 """
 # on at load with --presenter or ?presenter=1 in the address; the toggle follows
 PRESENTER_ON_LOAD = """(start) => {
@@ -59,19 +91,19 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
     exports = ExportDir()
     use_step_runner(studio)
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
-        with gr.Row(equal_height=False):
-            gr.Markdown(INTRO)
+        with gr.Row(equal_height=False, elem_id="app-header"):
+            gr.Markdown(INTRO, elem_id="app-intro")
             toggle = gr.Checkbox(presenter, label="Presenter mode (large type for a projector)", scale=0,
                                  min_width=220, elem_id="presenter-toggle")
         with gr.Tabs() as tabs:
             with gr.Tab("Lessons", id="lessons"):
-                build_lessons_tab(studio, app, tabs, exports)
+                links = build_lessons_tab(studio, app, exports)
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
                 build_lab_tab(studio, budget, exports, app)
             with gr.Tab("Playground: train on points", id="playground"):
-                build_playground_tab(studio, budget, exports)
+                playground_views = build_playground_tab(studio, budget, exports)
             with gr.Tab("Planner: paths in a maze", id="planner"):
                 build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
@@ -80,6 +112,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
         gr.Markdown(f"Diffusion Classroom {__version__} · weights: {shipped} · usage analytics off",
                     elem_id="app-footer")
         # ----- events -----
+        link_to_playground(links, tabs, playground_views)
         app.load(None, inputs=toggle, outputs=toggle, js=PRESENTER_ON_LOAD)
         toggle.change(None, inputs=toggle, outputs=toggle, js=PRESENTER_TOGGLE)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

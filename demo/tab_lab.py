@@ -304,7 +304,8 @@ def make_lab_guidance(studio: Studio):
             result = studio.guidance_view(traj.model_id, view, GUIDANCE_SCALES)
         gallery = [(img, f"w = {w:g}") for w, img in zip(result.scales, result.pred_x0, strict=True)]
         note = (f"Step {index + 1}, $t = {view.timestep:.0f}$: RMS of the guidance direction "
-                f"$\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, \\varnothing)$ = {result.direction_norm:.4f}. "
+                f"$\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, \\varnothing)$ = {result.direction_norm:.4f} "
+                f"(its picture is drawn ×{result.direction_scale:.0f}). "
                 f"The run used $w = {view.guidance.guidance_scale:g}$; all scales come from one cached pair"
                 + (" (of the first image)." if traj.request.n > 1 else "."))
         return result.uncond, result.text, result.direction, gallery, note

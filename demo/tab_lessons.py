@@ -24,7 +24,7 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import BLUE, GREY, readable, schedule_figure
+from demo.figures import BLUE, GREY, labelled_strip, readable, schedule_figure
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
@@ -77,7 +77,7 @@ def make_lesson_forward(studio: Studio):
         ab = [float(curves.alphas_cumprod[t]) for t in ts]
         note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$, SNR = {a / max(1 - a, 1e-12):.3g}"
                           for t, a in zip(ts, ab, strict=True))
-        return make_grid(np.stack([_enlarge(s) for s in strip]), ncols=len(ts)), figure, note
+        return labelled_strip([_enlarge(s) for s in strip], [f"t = {t}" for t in ts]), figure, note
 
     return scheduled(lesson_forward)
 
@@ -253,10 +253,13 @@ def make_lesson_guidance(studio: Studio):
                     yield Tick((gr.skip(), f"Running: step {done}/{total}"))
             index = total // 3  # early enough that guidance still shapes the image
             view = studio.guidance_view(LATENT, traj.steps[index], GUIDANCE_SCALES)
-        parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"), (view.direction, "the direction ε(z_t, y) − ε(z_t, ∅)")]
-        parts += [(img, f"predicted x0 at w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
-        yield parts, (f"Step {index + 1} of {total}: the same pair of predictions, combined with each $w$. RMS of the "
-                      f"guidance direction: {view.direction_norm:.4f}.")
+        parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"),
+                 (view.direction, f"direction ×{view.direction_scale:.0f}")]
+        parts += [(img, f"x̂0, w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
+        yield parts, (f"Step {index + 1} of {total}: the same pair of predictions, combined with each $w$ into the "
+                      "predicted $\\hat x_0$. The guidance direction $\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, "
+                      f"\\varnothing)$ is small (RMS {view.direction_norm:.4f}): its picture is drawn "
+                      f"×{view.direction_scale:.0f}, so that all but its largest 1% of values fit between black and white.")
 
     return lesson_guidance
 
@@ -366,14 +369,16 @@ def _note() -> gr.Markdown:
     return gr.Markdown(latex_delimiters=LATEX)
 
 
-def _gallery(label: str, number: int, columns: int) -> gr.Gallery:
-    return gr.Gallery(label=label, columns=columns, height="auto", elem_classes=["pixelated"],
-                      elem_id=f"lesson-{number}-view")
+def _gallery(label: str, number: int, columns: int, elem_id: str | None = None) -> gr.Gallery:
+    """A lesson's output gallery: not an upload target (the handout reads it as an input, which would otherwise make
+    it one), whole pictures (grids are never cropped to square tiles), captions readable (``CSS`` in demo.app)."""
+    return gr.Gallery(label=label, columns=columns, height="auto", elem_classes=["pixelated", "lesson-gallery"],
+                      elem_id=elem_id or f"lesson-{number}-view", interactive=False, object_fit="contain")
 
 
-PLAYGROUND_LINKS = {  # lessons that continue in the Playground tab: what to do there
-    2: "Open the Playground: train a model on points yourself, then its \"Loss against t\" view",
-    5: "Open the Playground: after training, its \"DDPM against DDIM paths\" view",
+PLAYGROUND_LINKS = {  # lessons that continue in the Playground tab: what to do there, and the view it opens
+    2: ("Open the Playground: train a model on points yourself, then its \"Loss against t\" view", "pg-loss-t"),
+    5: ("Open the Playground: after training, its \"DDPM against DDIM paths\" view", "pg-paths"),
 }
 
 
@@ -389,8 +394,8 @@ def _views(studio: Studio, number: int) -> list:
     elif number == 2:
         return _show_me("the error against t on held-out digits", number, make_lesson_denoising(studio), [], lambda: [
             LockedPlot(label="the embedded DDPM's error against t", elem_id="lesson-2-view"),
-            gr.Gallery(label="x_t, predicted noise and predicted x0 at five t", columns=6, height="auto",
-                       elem_classes=["pixelated"]), _note()], "lesson_denoising")
+            _gallery("x_t, predicted noise and predicted x0 at five t", number, 6, "lesson-2-steps"), _note()],
+            "lesson_denoising")
     elif number == 3:
         seed.render()
         return _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
@@ -422,10 +427,9 @@ def _views(studio: Studio, number: int) -> list:
         seed.render()
         return _show_me("a held-out pair, a two-object prompt and the nearest training digits", number,
                         make_lesson_limits(studio), [seed],
-                        lambda: [_gallery("where the model fails", number, 2),
-                                 gr.Gallery(label="memorisation: each new digit (left) beside its nearest training digit",
-                                            columns=8, height="auto", elem_classes=["pixelated"],
-                                            elem_id="lesson-9-copies"), _note()], "lesson_limits")
+                        lambda: [_gallery("where the model fails", number, 4),
+                                 _gallery("memorisation: each new digit (left) beside its nearest training digit",
+                                          number, 8, "lesson-9-copies"), _note()], "lesson_limits")
     elif number == 10:
         prompt = gr.Textbox(value="a red circle left of a blue square", label="Prompt (two objects)", max_length=200)
         seed.render()
@@ -495,21 +499,23 @@ def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
     return gr.Walkthrough(selected=number if 1 <= number <= len(LESSONS) else 1)
 
 
-def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs, exports: ExportDir) -> None:
-    """The tab; ``tabs`` (the app's tabs) lets lessons 2 and 5 open the Playground."""
+def build_lessons_tab(studio: Studio, app: gr.Blocks, exports: ExportDir) -> dict[int, gr.Button]:
+    """The tab. Returns the buttons of the lessons that continue in the Playground (lesson number -> button), for
+    :func:`link_to_playground` once that tab exists."""
     views: list[tuple[int, gr.components.Component]] = []  # every lesson's outputs, for the handout
+    links: dict[int, gr.Button] = {}
     # ----- layout -----
     gr.Markdown("## Lessons\nA course through DDPM (Ho et al. 2020) and latent diffusion (Rombach et al. 2022). "
-                "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.")
+                "Every **Show me** runs the embedded models live. Link to a lesson with `?lesson=N`.",
+                elem_id="lessons-intro")
     with gr.Walkthrough(selected=1, elem_id="lessons") as walkthrough:
         for number, lesson in enumerate(LESSONS, start=1):
             with gr.Step(f"{number}. {lesson.short}", id=number, elem_id=f"lesson-{number}"):
                 gr.Markdown(f"### {lesson.title}\n" + lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
                 views += [(number, component) for component in _views(studio, number)]
                 if number in PLAYGROUND_LINKS:
-                    link = gr.Button(PLAYGROUND_LINKS[number], variant="secondary", elem_id=f"lesson-{number}-playground")
-                    link.click(lambda: gr.Tabs(selected="playground"), outputs=tabs, api_visibility="private",
-                               queue=False)
+                    links[number] = gr.Button(PLAYGROUND_LINKS[number][0], variant="secondary",
+                                              elem_id=f"lesson-{number}-playground")
                 with gr.Group():
                     gr.Markdown(f"**Question for the class.** {lesson.question}", latex_delimiters=LATEX)
                     reveal = gr.Button("Reveal the answer", size="sm", elem_id=f"lesson-{number}-reveal")
@@ -531,3 +537,13 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks, tabs: gr.Tabs, exports: Ex
     app.load(lesson_from_link, outputs=walkthrough, api_visibility="private", queue=False)
     handout.click(make_lessons_handout(views, exports), inputs=[component for _, component in views],
                   outputs=handout_file, api_name="lessons_handout")
+    return links
+
+
+def link_to_playground(links: dict[int, gr.Button], tabs: gr.Tabs, playground_views: gr.Tabs) -> None:
+    """Each lesson's Playground button opens the Playground tab (one of the app's ``tabs``) at the view it names
+    (one of ``playground_views``)."""
+    for number, button in links.items():
+        view = PLAYGROUND_LINKS[number][1]
+        button.click(lambda view=view: (gr.Tabs(selected="playground"), gr.Tabs(selected=view)),
+                     outputs=[tabs, playground_views], api_visibility="private", queue=False)

@@ -284,7 +284,8 @@ def make_playground_exports(studio: Studio, exports: ExportDir):
 
 
 # ----- the tab -----
-def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> None:
+def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir) -> gr.Tabs:
+    """The tab; returns its views (tabs with ids "pg-reverse", "pg-forward", ...) for lessons to open."""
     default = PointConfig()
     # ----- layout -----
     gr.Markdown(PLAYGROUND, latex_delimiters=LATEX)
@@ -314,7 +315,7 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
                                    y_title="loss", height=340, elem_id="pg-loss")
                 cloud = gr.Image(label="Samples (blue) over the data (grey)", elem_id="pg-cloud", **CLOUD)
     session = gr.State(None, time_to_live=budget.ttl_s, delete_callback=budget.discard)
-    with gr.Tabs():
+    with gr.Tabs(elem_id="pg-views") as views:
         with gr.Tab("Reverse process", id="pg-reverse"):
             with gr.Row():
                 sampler = gr.Dropdown([(SAMPLERS[s].title, s) for s in SAMPLERS_HERE], value="ddpm", label="Sampler")
@@ -393,3 +394,4 @@ def build_playground_tab(studio: Studio, budget: StateBudget, exports: ExportDir
     export.click(playground_export, inputs=session, outputs=download, api_name="playground_export")
     animate.click(playground_animation, inputs=[session, fmt], outputs=download, api_name="playground_animation")
     recipe.click(playground_recipe, inputs=session, outputs=download, api_name="playground_recipe")
+    return views

@@ -104,12 +104,17 @@ def build_text_tab(studio: Studio) -> None:
                     elem_id="text-notice")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
+            # the prompt and Generate first: at 1280x720 both, and the images beside them, fit the first screen
             model = gr.Dropdown([(c.title, c.id) for c in cards], value=default.id, label="Model")
-            about = gr.Markdown(card_note(default), elem_classes=["model-card"])
             prompt = gr.Textbox(label="Prompt", value="a large red circle in the top left corner", lines=2,
                                 elem_id="text-prompt")
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary", scale=3, elem_id="text-generate")
+                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="text-stop")
             gr.Examples([[p] for p in EXAMPLE_PROMPTS], inputs=[prompt],
                         label="Example prompts (embedded shapes model; the last is a held-out colour-shape pair)")
+            with gr.Accordion("About this model", open=False):
+                about = gr.Markdown(card_note(default), elem_classes=["model-card"])
             negative = gr.Textbox(label="Negative prompt", value="")
             guidance = gr.Slider(0.0, GUIDANCE_SLIDER_MAX, value=default.default_guidance, step=0.5, label="Guidance scale w")
             sampler = gr.Dropdown(SAMPLER_CHOICES, value=default.default_sampler, label="Sampler")
@@ -119,12 +124,9 @@ def build_text_tab(studio: Studio) -> None:
                 batch = gr.Slider(1, MAX_TEXT_BATCH, value=4, step=1, label="Batch")
             layout = gr.Radio(list(LAYOUT_MODES), value="auto", elem_id="text-layout",
                               label="Two objects: draw by a planned layout (auto) or the plain model (off)")
-            with gr.Row():
-                run = gr.Button("Generate", variant="primary", scale=3)
-                stop = gr.Button("Stop", variant="stop", scale=1, elem_id="text-stop")
         with gr.Column(scale=2):
             grid = gr.Image(label="Images (streams decoded predicted x0)", format="png", interactive=False,
-                            buttons=["download", "fullscreen"], height=420, elem_id="text-grid",
+                            buttons=["download", "fullscreen"], height=360, elem_id="text-grid",
                             elem_classes=["pixelated"])
             tokens = gr.HighlightedText(label="How the text encoder reads the prompt", combine_adjacent=False)
             status = gr.Markdown(elem_id="text-status")

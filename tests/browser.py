@@ -61,6 +61,43 @@ IMAGE_INFO = DECODE + """
 """
 
 
+# Every visible text on the page whose contrast against its background is under WCAG AA's 4.5:1, as
+# [ratio, colour, background, font size, element, text]. The background is the first opaque one up the tree with
+# translucent ones composed over it; opacity is multiplied up the tree. Text the page hides on purpose
+# (transparent colour, inside disabled buttons, which WCAG exempts) and drawn maths (KaTeX, SVG) are skipped.
+LOW_CONTRAST = """() => {
+  const parse = (c) => { const m = c.match(/rgba?\\(([^)]+)\\)/); if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number); return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1]; };
+  const lum = (rgb) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+    return 0.2126 * f(rgb[0]) + 0.7152 * f(rgb[1]) + 0.0722 * f(rgb[2]); };
+  const ratio = (a, b) => { const [x, y] = [lum(a), lum(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+  const background = (el) => { const layers = [];
+    for (let e = el; e; e = e.parentElement) { const c = parse(getComputedStyle(e).backgroundColor);
+      if (c && c[3] > 0) { layers.push(c); if (c[3] >= 1) break; } }
+    let base = [255, 255, 255];
+    for (const c of layers.reverse()) base = base.map((v, i) => v * (1 - c[3]) + c[i] * c[3]);
+    return base; };
+  const opacity = (el) => { let o = 1; for (let e = el; e; e = e.parentElement) o *= Number(getComputedStyle(e).opacity); return o; };
+  const bad = [], seen = new Set();
+  const walker = document.createTreeWalker(document.querySelector('.gradio-container') || document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode()) {
+    const el = walker.currentNode.parentElement;
+    if (!walker.currentNode.textContent.trim() || seen.has(el)) continue;
+    seen.add(el);
+    if (el.closest('svg, .katex, [aria-hidden=true], button:disabled')) continue;
+    const box = el.getBoundingClientRect(), style = getComputedStyle(el);
+    if (box.width === 0 || box.height === 0 || style.visibility === 'hidden') continue;
+    const fg = parse(style.color);
+    if (!fg || fg[3] === 0) continue;
+    const bg = background(el), alpha = fg[3] * opacity(el);
+    const c = ratio(bg.map((v, i) => v * (1 - alpha) + fg[i] * alpha), bg);
+    if (c < 4.5) bad.push([Math.round(c * 100) / 100, style.color, bg.map(Math.round).join(','), style.fontSize,
+                           el.tagName + '.' + el.className, walker.currentNode.textContent.trim().slice(0, 40)]);
+  }
+  return bad;
+}"""
+
+
 def image_pixels(page, elem_id: str) -> list[int]:
     """The RGBA bytes of the first <img> inside #elem_id, decoded by the browser (once it has loaded)."""
     handle = page.wait_for_function("(id) => {" + DECODE + "return d && Array.from(d); }", arg=elem_id,

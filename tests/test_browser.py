@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from demo.lessons import LESSONS
 from tests.browser import (
+    LOW_CONTRAST,
     browser_page,
     chromium_path,
     image_pixels,
@@ -264,6 +266,10 @@ def test_a_lesson_opens_the_playground(url: str) -> None:
         page.wait_for_selector("#lesson-2-playground", state="visible", timeout=60_000)
         page.locator("#lesson-2-playground").click()
         page.wait_for_selector("#pg-train", state="visible", timeout=30_000)
+        # the view the button names is open: its own button shows, and its tab is the selected one
+        page.get_by_role("button", name="Measure the loss at 20 values of t (fresh data)").wait_for(
+            state="visible", timeout=30_000)
+        assert page.locator("#pg-views [role=tab][aria-selected=true]").inner_text().strip() == "Loss against t"
 
 
 @pytest.mark.slow
@@ -328,6 +334,59 @@ BODY_TEXT_PX = """() => {
     const p = [...document.querySelectorAll('#lessons .prose p')].find(e => e.offsetParent !== null);
     return parseFloat(getComputedStyle(p).fontSize);
 }"""
+
+
+# No CSS transition or finite animation running (a colour mid-transition is neither the old nor the new one).
+SETTLED = ("() => document.getAnimations().every(a => a.playState !== 'running' "
+           "|| a.effect?.getTiming().iterations === Infinity)")
+TABS = ("Lessons", "DDPM sampling", "Step lab", "Playground: train on points", "Planner: paths in a maze",
+        "Text to image (latent)")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("presenter", [False, True], ids=["plain", "presenter"])
+def test_every_text_is_readable_and_the_first_screen_holds_the_work(url: str, presenter: bool) -> None:
+    """At 1280x720: every text of every lesson and tab at least WCAG AA contrast (4.5:1, computed styles); in
+    presenter mode each lesson starts within 150 px of the top; the text tab's Generate and its images fit the
+    first screen; the stepper names every lesson (plain mode); gallery captions as large as body text, whole."""
+    query = "?presenter=1" if presenter else ""
+    with browser_page(url + query, width=1280, height=720) as page:
+        if presenter:
+            page.wait_for_function("() => document.body.classList.contains('presenter')", timeout=60_000)
+        else:
+            names = page.evaluate("() => [...document.querySelectorAll('#lessons .step-label')].map(e => "
+                                  "[e.innerText, e.getBoundingClientRect().width, parseFloat(getComputedStyle(e).fontSize)])")
+            assert [n[0] for n in names] == [f"{k}. {lesson.short}" for k, lesson in enumerate(LESSONS, start=1)], names
+            assert all(width > 0 and size >= 14 for _, width, size in names), names
+        for number in range(1, 11):
+            lesson = page.locator(f"#lesson-{number}")
+            lesson.locator(".prose.lesson-text").wait_for(state="visible", timeout=30_000)
+            page.evaluate("() => window.scrollTo(0, 0)")
+            page.wait_for_function(SETTLED)  # colours mid-transition
+            assert page.evaluate(LOW_CONTRAST) == [], f"lesson {number}"
+            if presenter:
+                top = lesson.locator(".prose.lesson-text").bounding_box()["y"]
+                assert top <= 150, f"lesson {number} starts {top:.0f} px down"
+            if number < 10:
+                lesson.get_by_role("button", name="Next →").click()
+        for tab in TABS:
+            page.get_by_role("tab", name=tab).first.click()
+            page.wait_for_timeout(500)
+            page.wait_for_function(SETTLED)
+            assert page.evaluate(LOW_CONTRAST) == [], tab
+        page.evaluate("() => window.scrollTo(0, 0)")
+        generate = page.locator("#text-generate").bounding_box()
+        grid = page.locator("#text-grid").bounding_box()
+        assert generate["y"] + generate["height"] <= 720 and grid["y"] + 0.5 * grid["height"] <= 720, (generate, grid)
+        # a lesson's gallery: captions at body size, not cut off
+        page.get_by_role("tab", name="Lessons").first.click()
+        page.goto(url + ("?presenter=1&" if presenter else "?") + "lesson=6")
+        page.locator("#lesson-6-show").click()
+        page.wait_for_selector("#lesson-6-view .caption-label", timeout=120_000)
+        body = page.evaluate(BODY_TEXT_PX)
+        captions = page.evaluate("() => [...document.querySelectorAll('#lesson-6-view .caption-label')].map(e => "
+                                 "[parseFloat(getComputedStyle(e).fontSize), e.scrollWidth <= e.clientWidth + 1])")
+        assert captions and all(size >= min(body, 18) and whole for size, whole in captions), (body, captions)
 
 
 @pytest.mark.slow

@@ -190,10 +190,11 @@ class GuidanceView:
 
     uncond: np.ndarray
     text: np.ndarray
-    direction: np.ndarray  # eps_text - eps_uncond, mapped from [-1, 1]
+    direction: np.ndarray  # (eps_text - eps_uncond) * direction_scale, mapped from [-1, 1]
     scales: tuple[float, ...]
     pred_x0: tuple[np.ndarray, ...]
     direction_norm: float  # RMS of the guidance direction
+    direction_scale: float = 1.0  # the factor the picture of the direction is drawn at (99th percentile at +-1)
 
 
 def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
@@ -217,10 +218,14 @@ def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
     uncond, text = (predicted_noise(scheduler, x, out, t) for out in (uncond, text))
     direction = text - uncond
     decoded = pictures(model, x0.to(model.device, model.dtype))
+    # the direction is small (RMS about 0.01 on the shapes model): drawn at [-1, 1] it is flat grey, so it is
+    # scaled until its 99th percentile of the shown channels reaches +-1 (the rest clip), and the factor is
+    # returned to be printed beside it
+    scale = 1.0 / max(float(direction[:, :3].abs().float().quantile(0.99)), 1e-6)
     return GuidanceView(
         uncond=to_display(uncond, -3.0, 3.0)[0], text=to_display(text, -3.0, 3.0)[0],
-        direction=to_display(direction, -1.0, 1.0)[0], scales=tuple(scales),
-        pred_x0=tuple(decoded), direction_norm=float(direction.pow(2).mean().sqrt()))
+        direction=to_display(direction * scale, -1.0, 1.0)[0], scales=tuple(scales),
+        pred_x0=tuple(decoded), direction_norm=float(direction.pow(2).mean().sqrt()), direction_scale=scale)
 
 
 # ----- cross-attention -----
