@@ -339,6 +339,10 @@ BODY_TEXT_PX = """() => {
 # No CSS transition or finite animation running (a colour mid-transition is neither the old nor the new one).
 SETTLED = ("() => document.getAnimations().every(a => a.playState !== 'running' "
            "|| a.effect?.getTiming().iterations === Infinity)")
+# Whether a visible element inside #id invites an upload (Gradio's empty input: "Drop Media Here - or - Click to
+# Upload"): an output must not.
+UPLOAD_HINT = """(id) => [...document.querySelectorAll(`#${id} *`)].some(e => e.offsetParent !== null
+    && [...e.childNodes].some(n => n.nodeType === 3 && /Drop .* Here|Click to Upload/i.test(n.textContent)))"""
 TABS = ("Lessons", "DDPM sampling", "Step lab", "Playground: train on points", "Planner: paths in a maze",
         "Text to image (latent)")
 
@@ -364,6 +368,7 @@ def test_every_text_is_readable_and_the_first_screen_holds_the_work(url: str, pr
             page.evaluate("() => window.scrollTo(0, 0)")
             page.wait_for_function(SETTLED)  # colours mid-transition
             assert page.evaluate(LOW_CONTRAST) == [], f"lesson {number}"
+            assert not page.evaluate(UPLOAD_HINT, f"lesson-{number}"), f"lesson {number}: an output offers an upload"
             if presenter:
                 top = lesson.locator(".prose.lesson-text").bounding_box()["y"]
                 assert top <= 150, f"lesson {number} starts {top:.0f} px down"
@@ -387,6 +392,8 @@ def test_every_text_is_readable_and_the_first_screen_holds_the_work(url: str, pr
         captions = page.evaluate("() => [...document.querySelectorAll('#lesson-6-view .caption-label')].map(e => "
                                  "[parseFloat(getComputedStyle(e).fontSize), e.scrollWidth <= e.clientWidth + 1])")
         assert captions and all(size >= min(body, 18) and whole for size, whole in captions), (body, captions)
+        assert page.evaluate("() => [...document.querySelectorAll('#lesson-6-view .grid-wrap')].every(e => "
+                             "e.scrollHeight <= e.clientHeight + 1)")  # no inner scroll box cuts a picture off
 
 
 @pytest.mark.slow
