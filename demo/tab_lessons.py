@@ -446,8 +446,8 @@ def _picture_of(value: object) -> np.ndarray | None:
         return value
     if isinstance(value, str) and value:  # a gallery file in gradio's cache
         return read_image(value)
-    plot = getattr(value, "plot", None)
-    if isinstance(plot, str) and plot.startswith("data:image/png;base64,"):
+    plot = getattr(value, "plot", None)  # a matplotlib plot as gradio sends it: a PNG or WebP data URL
+    if isinstance(plot, str) and plot.startswith("data:image/"):
         return read_image(data_url_bytes(plot))
     return None
 

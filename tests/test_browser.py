@@ -9,6 +9,7 @@ import pytest
 
 from demo.lessons import LESSONS
 from tests.browser import (
+    CHROMIUM_ARGS,
     LOW_CONTRAST,
     browser_page,
     chromium_path,
@@ -416,7 +417,7 @@ def test_presenter_mode_sets_type_for_a_projector(url: str) -> None:
 
 
 @pytest.mark.slow
-def test_every_lesson_shows_its_live_view_and_the_handout_keeps_them(url: str) -> None:
+def test_every_lesson_shows_its_live_view_and_the_handout_keeps_them(url: str, tmp_path: Path) -> None:
     with browser_page(url) as page:
         for number in range(1, 11):
             page.wait_for_selector(f"#lesson-{number}-show", state="visible", timeout=60_000)
@@ -436,3 +437,39 @@ def test_every_lesson_shows_its_live_view_and_the_handout_keeps_them(url: str) -
     for number in range(1, 11):
         section = text.split(f'<section id="lesson-{number}">')[1].split("</section>")[0]
         assert "data:image/png;base64," in section, number
+    assert text.count('<figure class="wide plot">') >= 2  # lesson 1's and lesson 2's plots
+    check_handout_offline(text, tmp_path)
+
+
+def check_handout_offline(text: str, tmp_path: Path) -> None:
+    """The handout opened from disk in Chromium with every network request refused: no TeX left in what a reader
+    sees, every picture (figures and maths) decoded, tables drawn as tables, and it prints on a sane number of
+    A4 pages."""
+    from playwright.sync_api import sync_playwright
+
+    path = tmp_path / "handout.html"
+    path.write_text(text, encoding="utf-8")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 720})
+            requested: list[str] = []
+            page.route("**/*", lambda route: (requested.append(route.request.url),
+                                              route.continue_() if route.request.url.startswith("file:") else route.abort()))
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            visible = page.evaluate("() => document.body.innerText")
+            assert "$$" not in visible and "\\frac" not in visible and "\\bar" not in visible and "$" not in visible
+            images = page.evaluate("() => [...document.images].map(i => [i.className, i.complete && i.naturalWidth > 0])")
+            assert images and all(ok for _, ok in images), [c for c, ok in images if not ok][:5]
+            assert sum(c == "math" for c, _ in images) > 50
+            assert page.locator("table").count() >= 1 and "|---|" not in visible
+            assert all(url.startswith(("file:", "data:")) for url in requested), requested
+            page.emulate_media(media="print")
+            tallest = page.evaluate("() => Math.max(...[...document.querySelectorAll('figure')].map(f => f.offsetHeight))")
+            assert tallest < 1000, tallest  # a figure fits on a printed page
+            pdf = page.pdf(format="A4")
+            pages = pdf.count(b"/Type /Page") - pdf.count(b"/Type /Pages")
+            assert 10 <= pages <= 40, pages  # one or more pages per lesson, no runaway gallery
+        finally:
+            browser.close()

@@ -178,6 +178,24 @@ def check_html(text: str) -> list[str]:
     return checker.seen
 
 
+def test_every_formula_of_the_lessons_is_drawn_in_the_handout() -> None:
+    """Each $...$ and $$...$$ of every lesson's text, question and answer is drawn by mathtext (no fallback to
+    source), in the order and number they appear."""
+    from markdown_it import MarkdownIt
+
+    from demo.handout import _MATH, render_markdown
+
+    markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+    for lesson in LESSONS:
+        for text in (lesson.text, lesson.question, lesson.answer):
+            formulas = [m.group(1) or m.group(2) for m in _MATH.finditer(text)]
+            html_text = render_markdown(text, markdown)
+            assert html_text.count('<img class="math') == len(formulas), lesson.title
+            assert 'class="tex"' not in html_text, lesson.title  # no formula fell back to its source
+    tables = render_markdown("| a | b |\n|---|---|\n| 1 | 2 |\n", markdown)
+    assert "<table>" in tables and "|" not in tables
+
+
 def test_the_handout_is_one_valid_html_file_with_every_lesson_and_its_pictures() -> None:
     import base64
     import io
@@ -201,7 +219,13 @@ def test_the_handout_is_one_valid_html_file_with_every_lesson_and_its_pictures()
     assert len(images) == 2
     decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(images[0]))))
     assert np.array_equal(decoded, picture)  # embedded losslessly
-    assert "<em>emphasis</em>" in text and "$t = 0$" in text  # Markdown rendered, LaTeX kept as text
+    assert "<em>emphasis</em>" in text  # Markdown rendered
+    # the maths drawn as SVG pictures (their source as alt text), none left as TeX in the text
+    assert '<img class="math" style="height: ' in text and 'alt="t = 0"' in text
+    visible = re.sub(r"<[^>]+>", "", text)
+    assert "$" not in visible and "\\frac" not in visible and "\\bar" not in visible
+    svg = base64.b64decode(re.search(r'alt="t = 0" src="data:image/svg\+xml;base64,([^"]+)"', text).group(1))
+    assert svg.startswith(b"<?xml") and b"<path" in svg and b"<text" not in svg  # glyphs as paths: no fonts
     assert text.count("Not shown in class") == len(LESSONS) - 2
     assert "<script>" not in handout_html(LESSONS, {2: LessonPictures([], ["<script>alert(1)</script>"])})
 
