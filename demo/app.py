@@ -11,6 +11,7 @@ from demo.tab_planner import build_planner_tab
 from demo.tab_playground import build_playground_tab
 from demo.tab_sampling import build_sampling_tab
 from demo.tab_text import build_text_tab
+from demo.warmup import LessonResults
 from diffusion.studio import ExportDir, StateBudget, Studio, __version__
 
 INTRO = """# Diffusion Classroom
@@ -84,11 +85,13 @@ CSS += PRESENTER_CSS
 
 
 def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | None = None,
-              presenter: bool = False) -> gr.Blocks:
+              presenter: bool = False, warm: bool = False) -> gr.Blocks:
     """The app; ``state_budget`` bounds the step-lab runs all sessions keep (default: 1 GiB, one hour);
-    ``presenter`` starts every page in presenter mode (large type)."""
+    ``presenter`` starts every page in presenter mode (large type); ``warm`` runs every lesson's Show me once in
+    the background from the start, so that each answers at once in class (:mod:`demo.warmup`)."""
     budget = state_budget if state_budget is not None else StateBudget()
     exports = ExportDir()
+    lesson_results = LessonResults()
     use_step_runner(studio)
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
         with gr.Row(equal_height=False, elem_id="app-header"):
@@ -97,7 +100,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
                                  min_width=220, elem_id="presenter-toggle")
         with gr.Tabs() as tabs:
             with gr.Tab("Lessons", id="lessons"):
-                links = build_lessons_tab(studio, app, exports)
+                links = build_lessons_tab(studio, app, exports, lesson_results)
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
@@ -116,4 +119,6 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
         app.load(None, inputs=toggle, outputs=toggle, js=PRESENTER_ON_LOAD)
         toggle.change(None, inputs=toggle, outputs=toggle, js=PRESENTER_TOGGLE)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
+    if warm:
+        lesson_results.warm_in_background()
     return app

@@ -100,6 +100,9 @@ def parser() -> argparse.ArgumentParser:
                         f"{SPACE_WORK_BUDGET_S:.0f})")
     p.add_argument("--presenter", action="store_true",
                    help="start every page in presenter mode: large type for a projector (a toggle in the page too)")
+    p.add_argument("--warm", action="store_true",
+                   help="run every lesson's Show me once at start-up (in the background, a few minutes), so that in "
+                        "class each answers at once with the same pictures (the Lessons tab has the same button)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="where the model work runs: in this process (default) or on Ray Serve replicas "
@@ -188,7 +191,8 @@ def serve(args: argparse.Namespace) -> None:
         logging.getLogger("app").error(
             "embedded model %s is missing from assets/ (re-install the app); its tab will say so when used", model_id)
     budget = StateBudget(max_bytes=int(args.state_mb * 2**20), ttl_s=args.state_minutes * 60)
-    app = build_app(studio, queue_size=args.queue_size, state_budget=budget, presenter=args.presenter)
+    app = build_app(studio, queue_size=args.queue_size, state_budget=budget, presenter=args.presenter,
+                    warm=args.warm)
     app.launch(server_name=host, server_port=port, share=args.share, max_file_size="5mb",
                css=CSS)
 

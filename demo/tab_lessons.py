@@ -6,9 +6,10 @@ Every model handler is named after its ``api_name``.
 
 from __future__ import annotations
 
+import functools
 import inspect
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -28,6 +29,7 @@ from demo.figures import BLUE, GREY, labelled_strip, readable, schedule_figure
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
+from demo.warmup import LessonResults
 from diffusion.studio import (
     ASSETS,
     GUIDANCE_SCALES,
@@ -356,12 +358,14 @@ def make_lesson_layout(studio: Studio):
 
 
 # ----- the tab -----
-def _show_me(label: str, number: int, handler: Callable, inputs: list, outputs: Callable[[], list],
-             api_name: str) -> list:
-    """The lesson's Show me button, then its outputs (built by ``outputs``, returned), then the event."""
+def _show_me_button(label: str, number: int, handler: Callable, inputs: list, outputs: Callable[[], list],
+             api_name: str, results: LessonResults) -> list:
+    """The lesson's Show me button, then its outputs (built by ``outputs``, returned), then the event; its final
+    results are kept in ``results`` (the warm-up runs it with its inputs' defaults)."""
     button = gr.Button(f"Show me: {label}", variant="primary", elem_id=f"lesson-{number}-show")
     shown = outputs()
-    button.click(handler, inputs=inputs, outputs=shown, api_name=api_name, **MODEL_CONCURRENCY)
+    remembered = results.remember(number, api_name, handler, [component.value for component in inputs])
+    button.click(remembered, inputs=inputs, outputs=shown, api_name=api_name, **MODEL_CONCURRENCY)
     return shown
 
 
@@ -382,9 +386,10 @@ PLAYGROUND_LINKS = {  # lessons that continue in the Playground tab: what to do 
 }
 
 
-def _views(studio: Studio, number: int) -> list:
+def _views(studio: Studio, number: int, results: LessonResults) -> list:
     """The live view of lesson ``number`` (1-based): its controls, its Show me button and its outputs
     (returned: the handout reads them)."""
+    _show_me = functools.partial(_show_me_button, results=results)
     seed = gr.Number(value=0, precision=0, minimum=0, label="Seed", render=False)
     if number == 1:
         seed.render()
@@ -499,9 +504,24 @@ def lesson_from_link(request: gr.Request) -> gr.Walkthrough:
     return gr.Walkthrough(selected=number if 1 <= number <= len(LESSONS) else 1)
 
 
-def build_lessons_tab(studio: Studio, app: gr.Blocks, exports: ExportDir) -> dict[int, gr.Button]:
-    """The tab. Returns the buttons of the lessons that continue in the Playground (lesson number -> button), for
-    :func:`link_to_playground` once that tab exists."""
+def make_lessons_warm_up(results: LessonResults):
+    async def lessons_warm_up() -> AsyncIterator[str]:
+        """Run every lesson's Show me once with its defaults, so that in class each answers from memory."""
+        lines: list[str] = []
+        async for done, total, line in results.warm():
+            lines.append(line)
+            yield f"Warming up: {done} of {total} done.\n\n" + "\n".join(f"- {item}" for item in lines)
+        yield (f"Warm: every Show me with its defaults answers at once from now on ({len(results)} results kept).\n\n"
+               + "\n".join(f"- {item}" for item in lines))
+
+    return lessons_warm_up
+
+
+def build_lessons_tab(studio: Studio, app: gr.Blocks, exports: ExportDir,
+                      results: LessonResults) -> dict[int, gr.Button]:
+    """The tab; ``results`` keeps each Show me's final results (the warm-up fills it). Returns the buttons of the
+    lessons that continue in the Playground (lesson number -> button), for :func:`link_to_playground` once that
+    tab exists."""
     views: list[tuple[int, gr.components.Component]] = []  # every lesson's outputs, for the handout
     links: dict[int, gr.Button] = {}
     # ----- layout -----
@@ -512,7 +532,7 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks, exports: ExportDir) -> dic
         for number, lesson in enumerate(LESSONS, start=1):
             with gr.Step(f"{number}. {lesson.short}", id=number, elem_id=f"lesson-{number}"):
                 gr.Markdown(f"### {lesson.title}\n" + lesson.text, latex_delimiters=LATEX, elem_classes=["lesson-text"])
-                views += [(number, component) for component in _views(studio, number)]
+                views += [(number, component) for component in _views(studio, number, results)]
                 if number in PLAYGROUND_LINKS:
                     links[number] = gr.Button(PLAYGROUND_LINKS[number][0], variant="secondary",
                                               elem_id=f"lesson-{number}-playground")
@@ -533,10 +553,17 @@ def build_lessons_tab(studio: Studio, app: gr.Blocks, exports: ExportDir) -> dic
     with gr.Row():
         handout = gr.Button("Export handout (HTML): every lesson with the pictures generated here", elem_id="lessons-handout")
         handout_file = gr.File(label="Handout", interactive=False, elem_id="lessons-handout-file")
+    with gr.Accordion("Before class: warm up", open=False, elem_id="lessons-warm"):
+        gr.Markdown("Runs every lesson's **Show me** once with its default inputs (a few minutes). From then on each "
+                    "answers at once, with the same pictures, however busy the app is. `python app.py --warm` does "
+                    "the same at start-up.")
+        warm = gr.Button("Warm up every Show me", elem_id="lessons-warm-up")
+        warm_status = gr.Markdown(elem_id="lessons-warm-status")
     # ----- events -----
     app.load(lesson_from_link, outputs=walkthrough, api_visibility="private", queue=False)
     handout.click(make_lessons_handout(views, exports), inputs=[component for _, component in views],
                   outputs=handout_file, api_name="lessons_handout")
+    warm.click(make_lessons_warm_up(results), outputs=warm_status, api_name="lessons_warm_up")
     return links
 
 

@@ -32,6 +32,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 ENDPOINTS = ("/sample", "/text_to_image", "/lab_run")
+#: Every lesson's Show me with the inputs it starts with (demo/tab_lessons.py), as a teacher presses them.
+LESSON_SHOWS = (("/lesson_forward", (0,)), ("/lesson_denoising", ()), ("/lesson_sampling", (0,)),
+                ("/lesson_race", (0,)), ("/lesson_determinism", (0,)), ("/lesson_latent", ()),
+                ("/lesson_text", ("a large red circle top left", 0)), ("/lesson_guidance", ("a blue star", 0)),
+                ("/lesson_limits", (0,)), ("/lesson_layout", ("a red circle left of a blue square", 0)))
 
 
 @dataclass
@@ -53,6 +58,8 @@ class LoadReport:
     wall_s: float = 0.0
     peak_rss: int | None = None
     probe: Timing | None = None  # a short request (1 image, 10 steps) sent once every student has arrived
+    lessons: list[Timing] = field(default_factory=list)  # a teacher's Show me presses during the class
+    warm_up_s: float | None = None  # the lessons' warm-up before the class
 
     def errors(self) -> list[Timing]:
         return [t for t in self.timings if t.error is not None]
@@ -86,10 +93,20 @@ class LoadReport:
             out.append("a short request (1 image, DDIM 10) sent while the class works: "
                        + (f"completed in {self.probe.done_s:.1f} s" if self.probe.error is None
                           else f"failed: {self.probe.error}"))
+        if self.warm_up_s is not None:
+            out.append(f"lessons warmed up before the class in {self.warm_up_s:.0f} s")
+        if self.lessons:
+            done = [t.done_s for t in self.lessons if t.done_s is not None]
+            out.append("a teacher presses every Show me while the class works: "
+                       + ", ".join(f"{t.endpoint.removeprefix('/lesson_')} "
+                                   + (f"{t.done_s:.1f} s" if t.error is None else "FAILED") for t in self.lessons)
+                       + (f"; slowest {max(done):.1f} s" if done else ""))
         if self.peak_rss is not None:
             out.append(f"server peak RSS: {self.peak_rss / 2**30:.2f} GiB")
         out.append(f"results digest (every student's pictures, decoded): {self.results_digest()} ("
                    + ", ".join(f"{e} {self.results_digest(e)[:8]}" for e in ENDPOINTS) + ")")
+        for t in [t for t in self.lessons if t.error is not None][:3]:
+            out.append(f"error on {t.endpoint}: {t.error}")
         for t in self.errors()[:5]:
             out.append(f"error on {t.endpoint}: {t.error}")
         for error in self.scrub_errors[:3]:
@@ -111,11 +128,11 @@ def result_digest(result: object) -> str:
     return digest.hexdigest()[:16]
 
 
-def _timed(client, endpoint: str, **kwargs) -> Timing:
-    timing = Timing(endpoint, seed=kwargs.get("seed"))
+def _timed(client, endpoint: str, *args: object, **kwargs: object) -> Timing:
+    timing = Timing(endpoint, seed=kwargs.get("seed"))  # type: ignore[arg-type]
     start = time.monotonic()
     try:
-        job = client.submit(api_name=endpoint, **kwargs)
+        job = client.submit(*args, api_name=endpoint, **kwargs)
         while not job.done():
             if timing.first_s is None and job.outputs():
                 timing.first_s = time.monotonic() - start
@@ -131,11 +148,13 @@ def _timed(client, endpoint: str, **kwargs) -> Timing:
 
 def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid: int | None = None,
              scrub: bool = True, same: bool = False, probe: bool = True,
-             only: str | None = None) -> LoadReport:
+             only: str | None = None, lessons: str | None = None) -> LoadReport:
     """Run the class against ``url`` (127.0.0.1 only); bounded: each student sends three requests.
     ``same``: every student sends the same requests (the default seed 0), as a class pressing the buttons
     without changing anything; ``probe``: one short request is timed once everyone has arrived; ``only``:
-    each student sends just this endpoint (e.g. "/sample")."""
+    each student sends just this endpoint (e.g. "/sample"); ``lessons``: once everyone has arrived a teacher
+    presses every lesson's Show me in turn (:data:`LESSON_SHOWS`), "warm" after the warm-up before the class,
+    "cold" without it."""
     from gradio_client import Client
 
     if not url.startswith(("http://127.0.0.1:", "http://localhost:")):
@@ -219,6 +238,26 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
         finally:
             client.close()
 
+    def teacher() -> None:
+        try:
+            client = Client(url, verbose=False)
+        except Exception as error:  # noqa: BLE001 - counted as every Show me failing
+            report.lessons = [Timing(e, error=f"connect: {type(error).__name__}") for e, _ in LESSON_SHOWS]
+            return
+        try:
+            if not stop.wait(spread_s + 1.0):
+                for endpoint, inputs in LESSON_SHOWS:
+                    report.lessons.append(_timed(client, endpoint, *inputs))
+        finally:
+            client.close()
+
+    if lessons == "warm":
+        from gradio_client import Client as WarmClient
+
+        began = time.monotonic()
+        with WarmClient(url, verbose=False) as client:
+            client.predict(api_name="/lessons_warm_up")
+        report.warm_up_s = time.monotonic() - began
     helpers = [threading.Thread(target=watch_rss, daemon=True)]
     if scrub:
         ready = threading.Event()
@@ -231,6 +270,8 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
     threads = [threading.Thread(target=student, args=(k,), daemon=True) for k in range(students)]
     if probe:
         threads.append(threading.Thread(target=prober, daemon=True))
+    if lessons is not None:
+        threads.append(threading.Thread(target=teacher, daemon=True))
     for t in threads:
         t.start()
     for t in threads:
@@ -284,14 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--same", action="store_true", help="every student sends the same requests (seed 0)")
     p.add_argument("--only", choices=ENDPOINTS, help="each student sends just this endpoint")
     p.add_argument("--app-args", default="", help="extra arguments for python app.py (e.g. '--cache-mb 0')")
+    p.add_argument("--lessons", choices=("warm", "cold"),
+                   help="a teacher presses every lesson's Show me during the class, after the lessons' warm-up "
+                        "(warm) or without it (cold)")
     args = p.parse_args(argv)
     if not 1 <= args.students <= 200:
         p.error("--students must be between 1 and 200")
     if args.url is not None:
-        report = run_load(args.url, args.students, args.spread, args.seed, same=args.same, only=args.only)
+        report = run_load(args.url, args.students, args.spread, args.seed, same=args.same, only=args.only,
+                          lessons=args.lessons)
     else:
         with app_server(Path(tempfile.gettempdir()), "--queue-size", "128", *args.app_args.split()) as (pid, url):
-            report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same, only=args.only)
+            report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same, only=args.only,
+                              lessons=args.lessons)
     print("\n".join(report.lines()))
     return 1 if report.errors() else 0
 
