@@ -104,7 +104,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
-                build_lab_tab(studio, budget, exports, app)
+                build_lab_tab(studio, budget, exports, app, tabs)
             with gr.Tab("Playground: train on points", id="playground"):
                 playground_views = build_playground_tab(studio, budget, exports)
             with gr.Tab("Planner: paths in a maze", id="planner"):

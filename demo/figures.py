@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from demo.common import FIGURE_LOCK
-from diffusion.studio import Layout, NoiseField, ParticlePaths, ScheduleCurves
+from diffusion.studio import Layout, NoiseField, ParticlePaths, ScheduleCurves, UpdatePictures
 
 MIN_POINTS = 14  # the smallest text in a figure, for a projector at the back of a room
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), each with its own line style
@@ -236,9 +236,12 @@ def labelled_strip(tiles: list[np.ndarray], labels: list[str], font_px: int = 20
     type read from the back of a room: uint8 RGB (font_px + 12 + H, n * (W + pad) - pad, 3)."""
     from PIL import Image, ImageDraw, ImageFont
 
+    from matplotlib import font_manager
+
     rgb = [np.repeat(t[..., None], 3, axis=-1) if t.ndim == 2 else t for t in tiles]
     h, w = rgb[0].shape[:2]
-    font = ImageFont.load_default(size=font_px)
+    # matplotlib's DejaVu Sans (shipped with it): Greek, hats and subscripts, which Pillow's default font lacks
+    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size=font_px)
     top = font_px + 12
     canvas = Image.new("RGB", (len(rgb) * (w + pad) - pad, top + h), "white")
     draw = ImageDraw.Draw(canvas)
@@ -246,3 +249,16 @@ def labelled_strip(tiles: list[np.ndarray], labels: list[str], font_px: int = 20
         canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (k * (w + pad), top))
         draw.text((k * (w + pad) + w // 2, top // 2), label, fill="black", font=font, anchor="mm")
     return np.asarray(canvas)
+
+
+def update_strip(update: UpdatePictures, side: int = 120) -> np.ndarray:
+    """A step's update as pictures that add up (diffusion.lab.trajectory.UpdatePictures): c0 x̂0, + ct x_t, + σz,
+    = x_{t-1}, each enlarged to about ``side`` pixels and labelled with its coefficient."""
+    def big(picture: np.ndarray) -> np.ndarray:
+        factor = max(1, side // max(picture.shape[:2]))
+        return picture.repeat(factor, 0).repeat(factor, 1)
+
+    labels = [f"{update.coef_x0:.3f} · x̂₀", f"+ {update.coef_xt:.3f} · xₜ", f"+ σz, σ = {update.noise_std:.3f}",
+              "= xₜ₋₁"]
+    return labelled_strip([big(p) for p in (update.x0_term, update.xt_term, update.noise_term, update.result)],
+                          labels, font_px=18, pad=12)

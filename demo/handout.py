@@ -137,6 +137,8 @@ def handout_html(lessons: Sequence[Lesson], shown: dict[int, LessonPictures], ti
     for number, lesson in enumerate(lessons, start=1):
         parts += [f'<section id="lesson-{number}">', f"<h2>{html.escape(lesson.title)}</h2>",
                   render_markdown(lesson.text, markdown)]
+        if lesson.predict is not None:
+            parts.append(render_markdown(f"**Predict first.** {lesson.predict}", markdown))
         got = shown.get(number)
         if got is None or not (got.pictures or got.notes):
             parts.append('<p class="empty">(Not shown in class: press its Show me button in the app.)</p>')

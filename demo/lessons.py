@@ -21,6 +21,9 @@ class Lesson:
     text: str
     question: str
     answer: str
+    #: a question asked before the result shows (predict, then reveal): Show me runs, the class predicts, the
+    #: teacher reveals the result with a click
+    predict: str | None = None
 
 
 _LESSONS: tuple[Lesson, ...] = (
@@ -96,6 +99,9 @@ better; the floor, two real samples against each other, is 3.76):
         "3.76. Why do more steps help less and less?",
         r"Past some step count the discretisation error of the sampler is smaller than the network's own error: the "
         r"remaining gap to the floor is the model's, not the sampler's. More steps then only cost time.",
+        predict="All four lanes start from the same noise $x_T$: DDPM with 1000 steps, DDIM with 50, DPM-Solver++ "
+                "with 20 and Euler with 30. Will they all end on the same digit? If not, which lane will differ, and "
+                "why?",
     ),
     Lesson(
         "5. Noise and determinism",
@@ -211,6 +217,9 @@ plain path's time.
         r"Each of our single-object captions also says *nothing else is there*: the model was trained on scenes where the "
         r"caption lists every object. The two scores then fight: each pushes to erase the other's object. CLEVR captions describe one object among others, so their scores agree. Masking each caption's "
         r"prediction to its own region removes the fight: outside its region a caption has no say.",
+        predict="First the layout is off: the plain model reads *a red circle left of a blue square*. In how many of "
+                "the images will the circle really be left of the square? And which words' attention will land on "
+                "the circle?",
     ),
 )
 

@@ -9,7 +9,7 @@ Every handler is named after its ``api_name``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gradio as gr
@@ -31,7 +31,7 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import SchedulePicture, schedule_figure, schedule_picture
+from demo.figures import SchedulePicture, schedule_figure, schedule_picture, update_strip
 from demo.theory import ATTENTION, FORWARD, GUIDANCE, LAYOUT_VIEW, STEPS
 from diffusion.studio import (
     ASSETS,
@@ -45,7 +45,9 @@ from diffusion.studio import (
     RACE_LEVELS,
     ExportDir,
     RaceLane,
+    Recipe,
     StateBudget,
+    StepView,
     Studio,
     Trajectory,
     attention_overlays,
@@ -128,13 +130,13 @@ def make_lab_run(studio: Studio, budget: StateBudget):
                 view = traj.steps[-1]
                 if done < total:  # every step is yielded; the browser gets one every stream_interval
                     yield Tick((gr.skip(), gr.skip(), view.x_t, view.noise, view.pred_x0, view.latents, gr.skip(),
-                                gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
+                                gr.skip(), gr.skip(), f"Running: step {done}/{total}, {traj.wall_s:.1f} s"))
             session = LabSession(card.id, traj, schedule_picture(traj.curves))
             budget.admit(session, trajectory_nbytes(traj) + session.schedule.nbytes)
             last = traj.steps[-1]
             yield (session, gr.Slider(minimum=1, maximum=total, value=total, step=1, interactive=True),
                    last.x_t, last.noise, last.pred_x0, last.latents, session.schedule.at(last.timestep),
-                   update_latex(traj.terms[-1], traj.terms[-2] if len(traj.terms) > 1 else None),
+                   update_latex(traj.terms[-1], traj.terms[-2] if len(traj.terms) > 1 else None), update_view(last),
                    f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                    "Play) to revisit any step.")
 
@@ -147,7 +149,12 @@ def lab_show(session: LabSession | None, step: float) -> tuple:
     index = _step_index(traj, step)
     view = traj.steps[index]
     return (view.x_t, view.noise, view.pred_x0, view.latents, session.schedule.at(view.timestep),
-            update_latex(traj.terms[index], traj.terms[index - 1] if index else None))
+            update_latex(traj.terms[index], traj.terms[index - 1] if index else None), update_view(view))
+
+
+def update_view(view: StepView) -> np.ndarray | None:
+    """The step's update as pictures that add up to x_{t-1} (DDPM and DDIM; None for the other samplers)."""
+    return None if view.update is None else update_strip(view.update)
 
 
 def lab_play(session: LabSession | None, step: float) -> tuple:
@@ -192,6 +199,22 @@ def make_lab_exports(exports: ExportDir):
     return lab_export, lab_recipe
 
 
+def _recipe_controls(recipe: Recipe, notes: list[str], what: str) -> tuple:
+    """The step lab's controls for a checked recipe and a note on what is replayed (``what``: "Recipe loaded")."""
+    with user_errors():
+        if recipe.request.attend_excite:
+            raise ValueError("this recipe samples with Attend-and-Excite, which the step lab does not run; "
+                             "replay it with: python -m diffusion.sample --recipe FILE")
+        if not 1 <= recipe.request.n <= MAX_LAB_IMAGES:
+            raise ValueError(f"the step lab replays 1 to {MAX_LAB_IMAGES} images; the recipe has {recipe.request.n}")
+    r = recipe.request
+    note = (f"{what}: {recipe.model}, {r.sampler}, {r.steps} steps, seed {r.seed}"
+            + (f", prompt \"{r.prompt}\", guidance {r.guidance_scale:g}" if r.prompt else "") + ". Running it.")
+    if notes:
+        note += " The pixels may differ: " + "; ".join(notes) + "."
+    return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, r.layout, note)
+
+
 def make_lab_load_recipe(studio: Studio):
     def lab_load_recipe(path: str | None) -> tuple:
         """Set the controls from an uploaded recipe (JSON); the run follows, so the student sees the
@@ -206,25 +229,39 @@ def make_lab_load_recipe(studio: Studio):
             except UnicodeDecodeError:
                 raise ValueError("the recipe is not a UTF-8 text file") from None
             recipe, notes = studio.read_recipe(text)
-            if recipe.request.attend_excite:
-                raise ValueError("this recipe samples with Attend-and-Excite, which the step lab does not run; "
-                                 "replay it with: python -m diffusion.sample --recipe FILE")
-            if not 1 <= recipe.request.n <= MAX_LAB_IMAGES:
-                raise ValueError(f"the step lab replays 1 to {MAX_LAB_IMAGES} images; the recipe has {recipe.request.n}")
-        r = recipe.request
-        note = (f"Recipe loaded: {recipe.model}, {r.sampler}, {r.steps} steps, seed {r.seed}"
-                + (f", prompt \"{r.prompt}\", guidance {r.guidance_scale:g}" if r.prompt else "") + ". Running it.")
-        if notes:
-            note += " The pixels may differ: " + "; ".join(notes) + "."
-        return (recipe.model, r.sampler, r.steps, r.seed, r.prompt, r.guidance_scale, r.n, r.layout, note)
+        return _recipe_controls(recipe, notes, "Recipe loaded")
 
     return lab_load_recipe
 
 
-def make_lab_replay(studio: Studio, budget: StateBudget):
-    """The run of an uploaded recipe, read from the file itself on the server (not from the controls, which
-    the browser may not have updated yet when the run starts)."""
-    load, run = make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
+def make_lab_open_link(studio: Studio):
+    def lab_open_link(token: str) -> tuple:
+        """A shared run's link (``?run=...``): the step lab's controls set from it; the run follows."""
+        with user_errors():
+            recipe, notes = studio.read_link(token)
+        return _recipe_controls(recipe, notes, "Shared run")
+
+    return lab_open_link
+
+
+def lab_link_parameter(request: gr.Request) -> str:
+    """The page's ``?run=`` parameter ("" when it has none: the hidden box keeps its value, nothing follows)."""
+    return request.query_params.get("run", "") if request is not None else ""
+
+
+def lab_share(session: LabSession | None) -> str:
+    """The run's link parameter (the page adds its own address): a student who opens the link gets the step
+    lab at the same pixels."""
+    return _trajectory(session).recipe.to_link()
+
+
+SHARE_JS = "(token) => token ? window.location.origin + window.location.pathname + '?run=' + token : ''"
+
+
+def make_lab_replay(studio: Studio, budget: StateBudget, load: Callable[[str | None], tuple] | None = None):
+    """The run of an uploaded recipe (``load``: a shared run's link instead), read from the file (the link) itself
+    on the server (not from the controls, which the browser may not have updated yet when the run starts)."""
+    load, run = load or make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
 
     @streamed
     def lab_replay(path: str | None) -> Iterator[tuple]:
@@ -241,8 +278,10 @@ def make_lab_replay(studio: Studio, budget: StateBudget):
     return lab_replay
 
 
-def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls) -> gr.Dependency:
-    """The reverse process, one step at a time; returns the run event (the other views follow it)."""
+def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls, app: gr.Blocks,
+                  tabs: gr.Tabs) -> gr.Dependency:
+    """The reverse process, one step at a time; returns the run event (the other views follow it). A page opened
+    with a shared run's link (``?run=``) selects the step lab (one of the app's ``tabs``) and replays it."""
     with gr.Row():
         run = gr.Button("Run the reverse process", variant="primary", scale=2)
         play = gr.Button("▶ Play", scale=1, elem_id="lab-play")
@@ -257,6 +296,9 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     latents = gr.Image(label="latent channels of x_t (latent models, first image; each channel in [-3, 3])",
                        format="png", interactive=False, height=90, elem_classes=["pixelated"])
     equation = gr.Markdown(latex_delimiters=LATEX, elem_id="lab-equation")
+    update = gr.Image(label="The update as pictures that add up to x_{t−1} (DDPM and DDIM; first image; one grey "
+                            "scale for all four, so they add as they look)", format="png", interactive=False,
+                      height=190, elem_id="lab-update", elem_classes=["pixelated"])
     plot = gr.Image(label="Noise schedule: beta_t, alpha-bar_t and log-SNR; the line marks this step's t",
                     format="png", interactive=False, show_label=True, elem_id="lab-schedule")
     with gr.Accordion("Export: animation and recipe", open=False):
@@ -266,21 +308,38 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
             animate = gr.Button("Make animation")
             recipe = gr.Button("Recipe (JSON)")
         download = gr.File(label="Download", interactive=False, elem_id="lab-download")
+        with gr.Row():
+            share = gr.Button("Share link", scale=0, min_width=160, elem_id="lab-share")
+            share_link = gr.Textbox(label="Link to this run: it opens the step lab at the same pixels", buttons=["copy"],
+                                    interactive=False, scale=4, elem_id="lab-share-link")
+        share_token = gr.Textbox(visible=False)
         upload = gr.File(label="Load a recipe (JSON): replays its run exactly", file_types=[".json"], type="filepath",
                          elem_id="lab-recipe-upload")
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run_event = run.click(make_lab_run(studio, budget),
                           inputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout],
-                          outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
+                          outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
                           api_name="lab_run", **MODEL_CONCURRENCY)
-    c.slider.change(lab_show, inputs=[c.session, c.slider], outputs=[x_t, noise, x0, latents, plot, equation],
+    c.slider.change(lab_show, inputs=[c.session, c.slider],
+                    outputs=[x_t, noise, x0, latents, plot, equation, update],
                     api_name="lab_show", show_progress="hidden")
     play.click(lab_play, inputs=[c.session, c.slider], outputs=[timer, c.slider], api_visibility="private")
     pause.click(lab_pause, outputs=timer, api_visibility="private")
     stop.click(None, cancels=[run_event], api_visibility="private")  # stops after the step in flight
     timer.tick(lab_tick, inputs=[c.session, c.slider], outputs=[timer, c.slider], api_visibility="private",
                show_progress="hidden")
+    share.click(lab_share, inputs=c.session, outputs=share_token, api_name="lab_share").then(
+        None, inputs=share_token, outputs=share_link, js=SHARE_JS)
+    link = gr.Textbox(visible=False, elem_id="lab-link")  # a shared run's ?run= parameter, once the page loads
+    app.load(lab_link_parameter, outputs=link, api_visibility="private", queue=False)
+    link.change(make_lab_open_link(studio), inputs=link,
+                outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status],
+                api_visibility="private").success(
+        lambda: gr.Tabs(selected="lab"), outputs=tabs, api_visibility="private", queue=False).success(
+        make_lab_replay(studio, budget, make_lab_open_link(studio)), inputs=link,
+        outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
+        api_visibility="private", **MODEL_CONCURRENCY)
     lab_export, lab_recipe = make_lab_exports(exports)
     animate.click(lab_export, inputs=[c.session, panel, fmt], outputs=download, api_name="lab_export")
     recipe.click(lab_recipe, inputs=c.session, outputs=download, api_name="lab_recipe")
@@ -288,7 +347,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
                   outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status],
                   api_name="lab_load_recipe").success(
         make_lab_replay(studio, budget), inputs=upload,
-        outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, status],
+        outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
         api_visibility="private", **MODEL_CONCURRENCY)  # the API replays a recipe with /lab_load_recipe, /lab_run
     return run_event
 
@@ -593,7 +652,7 @@ KEYBOARD_JS = """() => {
 
 
 # ----- the tab -----
-def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: gr.Blocks) -> None:
+def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: gr.Blocks, tabs: gr.Tabs) -> None:
     cards = studio.cards()
     default = studio.cards("pixel")[0]
     # ----- layout -----
@@ -618,7 +677,7 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
                                   render=False))
     with gr.Tabs():
         with gr.Tab("Reverse process", id="reverse"):
-            run_event = build_reverse(studio, budget, exports, c)
+            run_event = build_reverse(studio, budget, exports, c, app, tabs)
         with gr.Tab("Guidance", id="guidance"):
             build_guidance(studio, c)
         with gr.Tab("Cross-attention", id="attention"):

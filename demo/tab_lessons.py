@@ -25,7 +25,7 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import BLUE, GREY, labelled_strip, readable, schedule_figure
+from demo.figures import BLUE, GREY, labelled_strip, readable, schedule_figure, update_strip
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
@@ -128,13 +128,16 @@ def make_lesson_sampling(studio: Studio):
             request = SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed)
             for done, total, traj in studio.trajectory(PIXEL, request):
                 if done < total:
-                    yield Tick((gr.skip(), gr.skip(), f"Running: step {done}/{total}"))
+                    yield Tick((gr.skip(), gr.skip(), f"Running: step {done}/{total}", gr.skip()))
         picks = np.linspace(0, total - 1, 8).round().astype(int)
         rows = [_enlarge(traj.steps[i].x_t) for i in picks] + [_enlarge(traj.steps[i].pred_x0) for i in picks]
         middle = int(picks[len(picks) // 2])
         return_note = (f"Top: $x_t$; bottom: $\\hat x_0$, at steps {', '.join(str(i + 1) for i in picks)} of {total} "
                        f"(DDPM, seed {int(seed)}, {traj.wall_s:.2f} s). The update of step {middle + 1}:")
-        yield make_grid(np.stack(rows), ncols=len(picks)), update_latex(traj.terms[middle], traj.terms[middle - 1] if middle else None), return_note
+        update = traj.steps[middle].update
+        yield (make_grid(np.stack(rows), ncols=len(picks)),
+               update_latex(traj.terms[middle], traj.terms[middle - 1] if middle else None), return_note,
+               None if update is None else update_strip(update))
 
     return lesson_sampling
 
@@ -361,11 +364,23 @@ def make_lesson_layout(studio: Studio):
 def _show_me_button(label: str, number: int, handler: Callable, inputs: list, outputs: Callable[[], list],
              api_name: str, results: LessonResults) -> list:
     """The lesson's Show me button, then its outputs (built by ``outputs``, returned), then the event; its final
-    results are kept in ``results`` (the warm-up runs it with its inputs' defaults)."""
+    results are kept in ``results`` (the warm-up runs it with its inputs' defaults). A lesson with a ``predict``
+    question hides its outputs when Show me is pressed and asks it; a click reveals them (predict, then reveal)."""
+    predict = LESSONS[number - 1].predict
     button = gr.Button(f"Show me: {label}", variant="primary", elem_id=f"lesson-{number}-show")
-    shown = outputs()
+    if predict is not None:
+        ask = gr.Markdown(f"**Predict first.** {predict}", latex_delimiters=LATEX, visible=False,
+                          elem_id=f"lesson-{number}-predict", elem_classes=["predict"])
+        reveal = gr.Button("Reveal the result", visible=False, elem_id=f"lesson-{number}-reveal-result")
+    with gr.Column(elem_id=f"lesson-{number}-result") as result:
+        shown = outputs()
     remembered = results.remember(number, api_name, handler, [component.value for component in inputs])
     button.click(remembered, inputs=inputs, outputs=shown, api_name=api_name, **MODEL_CONCURRENCY)
+    if predict is not None:  # the outputs fill while hidden; the class predicts; the teacher reveals
+        button.click(lambda: (gr.Column(visible=False), gr.Markdown(visible=True), gr.Button(visible=True)),
+                     outputs=[result, ask, reveal], api_visibility="private", queue=False)
+        reveal.click(lambda: (gr.Column(visible=True), gr.Button(visible=False)), outputs=[result, reveal],
+                     api_visibility="private", queue=False)
     return shown
 
 
@@ -405,7 +420,8 @@ def _views(studio: Studio, number: int, results: LessonResults) -> list:
         seed.render()
         return _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
             gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE), _note(),
-            _note()], "lesson_sampling")
+            _note(), gr.Image(label="that step's update as pictures: they add up to x_{t−1} (one grey scale for all)",
+                              elem_id="lesson-3-update", **PICTURE)], "lesson_sampling")
     elif number == 4:
         seed.render()
         return _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [

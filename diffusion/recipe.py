@@ -10,9 +10,12 @@ with the same weights and versions gives the same pixels (sampling draws every r
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import platform
+import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,6 +101,40 @@ class Recipe:
         return cls(model, request, config, {k: _typed(v, str, f"versions.{k}") for k, v in versions.items()},
                    precision, weights)
 
+    def to_link(self) -> str:
+        """The recipe as a short URL parameter (``?run=...``, a few hundred characters): its JSON without the
+        scheduler config and versions (the replay rebuilds the config from the model and sampler, and warns on other
+        weights), compressed with zlib, in URL-safe base64 without padding. :meth:`from_link` reads it back."""
+        data = {"format": FORMAT, "model": self.model, "weights": self.weights, "request": asdict(self.request),
+                "precision": self.precision}
+        packed = zlib.compress(json.dumps(data, separators=(",", ":")).encode("utf-8"), 9)
+        return base64.urlsafe_b64encode(packed).rstrip(b"=").decode("ascii")
+
+    @classmethod
+    def from_link(cls, token: str) -> Recipe:
+        """The recipe of a :meth:`to_link` parameter; every problem is one readable ``ValueError``: too long, not
+        URL-safe base64, not zlib data, more than :data:`MAX_LINK_JSON` bytes once inflated (refused while
+        inflating), or a recipe that :meth:`from_json` refuses."""
+        token = str(token).strip()
+        if not token or len(token) > MAX_LINK_CHARS:
+            raise ValueError(f"a shared run's link parameter is 1 to {MAX_LINK_CHARS} characters, got {len(token)}")
+        if not set(token) <= _URL_SAFE:
+            raise ValueError("a shared run's link parameter must be URL-safe base64 (A-Z, a-z, 0-9, - and _)")
+        try:
+            packed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+            inflate = zlib.decompressobj()
+            text = inflate.decompress(packed, MAX_LINK_JSON)
+        except (binascii.Error, ValueError, zlib.error):
+            raise ValueError("the shared run's link parameter is damaged (copy the whole link)") from None
+        if inflate.unconsumed_tail:
+            raise ValueError(f"a shared run is at most {MAX_LINK_JSON} bytes of JSON")
+        if not inflate.eof:  # cut short: zlib returns what it could inflate without an error
+            raise ValueError("the shared run's link parameter is damaged (copy the whole link)")
+        try:
+            return cls.from_json(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError("the shared run's link parameter is damaged (copy the whole link)") from None
+
     def check_scheduler_config(self, base_scheduler_config: dict[str, Any]) -> None:
         """Raise ``ValueError`` when the recipe's scheduler config differs from the one this model and
         sampler build (the replay always builds its own; a recipe cannot change the schedule)."""
@@ -125,6 +162,9 @@ class Recipe:
 
 
 MAX_RECIPE_CHARS = 1 << 20
+MAX_LINK_CHARS = 4000  # a shared run's URL parameter (a prompt of 2,000 characters still fits)
+MAX_LINK_JSON = 8192  # its JSON, inflated
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 MAX_RECIPE_IMAGES = 64
 TOP_LEVEL = {"format", "model", "weights", "request", "precision", "scheduler_config", "versions"}
 REQUEST_TYPES: dict[str, type] = {"sampler": str, "steps": int, "n": int, "seed": int, "eta": float,

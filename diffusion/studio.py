@@ -58,6 +58,7 @@ from diffusion.lab.trajectory import (
     GuidanceView,
     StepView,
     Trajectory,
+    UpdatePictures,
     attention_overlays,
     decompose_guidance,
     step_view,
@@ -158,7 +159,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "__version__", "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "SCHEDULING", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
-    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView",
+    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView", "UpdatePictures",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
@@ -441,7 +442,14 @@ class Studio:
         """A recipe (JSON text, :class:`diffusion.recipe.Recipe`) checked against this app: its model is served
         here and its scheduler config is the one this model and sampler build (``ValueError`` otherwise). The
         notes say what may make a replay differ from the original: other library versions or precision."""
-        recipe = Recipe.from_json(text)
+        return self._checked(Recipe.from_json(text))
+
+    def read_link(self, token: str) -> tuple[Recipe, list[str]]:
+        """The recipe of a shared run's link parameter (``?run=``, :meth:`diffusion.recipe.Recipe.to_link`), checked
+        as :meth:`read_recipe` checks a file."""
+        return self._checked(Recipe.from_link(token))
+
+    def _checked(self, recipe: Recipe) -> tuple[Recipe, list[str]]:
         card = self.card(recipe.model)
         model = self.load(card.id)
         recipe.check_scheduler_config(model.scheduler_config)
@@ -487,7 +495,7 @@ class Studio:
                 traj.tokens.append("padding")
         began = time.perf_counter()
         for record in self._steps(run, record_attention=record_attention):
-            traj.steps.append(step_view(model, scheduler, traj.curves, record, kept))
+            traj.steps.append(step_view(model, scheduler, traj.curves, record, kept, traj.terms[record.index]))
             if record.cross_attention is not None and traj.attention_layers is None:
                 traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
             if len(traj.steps) > 1:

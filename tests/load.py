@@ -255,8 +255,11 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
         from gradio_client import Client as WarmClient
 
         began = time.monotonic()
-        with WarmClient(url, verbose=False) as client:
+        client = WarmClient(url, verbose=False)
+        try:
             client.predict(api_name="/lessons_warm_up")
+        finally:
+            client.close()
         report.warm_up_s = time.monotonic() - began
     helpers = [threading.Thread(target=watch_rss, daemon=True)]
     if scrub:

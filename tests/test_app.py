@@ -52,9 +52,10 @@ def test_sample_endpoint_rejects_bad_input_with_a_clear_message(served, args, me
 @pytest.mark.slow
 def test_steps_endpoints_record_and_show_each_step(served) -> None:
     _, client, _ = served
-    slider, x_t, noise, x0, latents, plot, equation, status = client.predict(
+    slider, x_t, noise, x0, latents, plot, equation, update, status = client.predict(
         "ddpm-mnist", "ddpm", 3, 5, "", 1.0, api_name="/lab_run")
     assert latents is None  # pixel models have no latent view
+    assert load(update).ndim == 3  # the DDPM update as four labelled pictures
     assert "3 steps" in status and "Step 3 of 3" in equation
     assert load(x_t).shape[:2] == load(x0).shape[:2] == (8, 8)
     # four seeds side by side: each panel is a 2x2 grid of 8x8 images
@@ -87,8 +88,8 @@ def test_step_lab_endpoints_guidance_export_and_recipe(served, tmp_path) -> None
     from gradio_client import handle_file
 
     _, client, studio = served
-    *_, latents, plot, equation, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0,
-                                                         api_name="/lab_run")
+    *_, latents, plot, equation, update, status = client.predict("local/tiny-sd", "ddim", 3, 7, "a red circle", 3.0,
+                                                                 api_name="/lab_run")
     assert "DDIM (Song et al. 2021, Eq. 12)" in equation
     assert load(latents).shape == (8, 4 * 9 - 1)  # the 4 latent channels side by side
     uncond, text, direction, gallery, note = client.predict(2, api_name="/lab_guidance")

@@ -183,3 +183,29 @@ def test_one_symbol_per_meaning():
         assert "\\sqrt{(1-\\bar\\alpha_t)/\\bar\\alpha_t}" not in text and "noise $\\sigma_t" in text
     text = update_latex(step_terms("euler", LINEAR_1000, 20)[3])
     assert "noise level $\\sigma_t" in text and "noise $\\sigma_t" not in text
+
+
+@pytest.mark.parametrize("sampler, steps, eta", [("ddpm", 10, 0.0), ("ddpm", 100, 0.0), ("ddim", 10, 0.0),
+                                                 ("ddim", 10, 1.0)])
+def test_the_update_drawn_as_pictures_adds_up_to_the_next_sample(sampler, steps, eta):
+    """x_{t-1} = c0 x0_hat + ct x_t + sigma z with the step's coefficients as shown: the two model terms come from
+    the numbers in the step note, and what is left is the noise term, sigma z: z of unit spread for DDPM and
+    DDIM with eta = 1, nothing for DDIM with eta = 0."""
+    from diffusion.lab.trajectory import update_pictures, update_terms
+
+    records = run(sampler, steps, eta)
+    terms = step_terms(sampler, CONFIG, steps, eta)
+    for record, term in zip(records, terms, strict=True):
+        x0_term, xt_term, noise_term = update_terms(record, term)
+        torch.testing.assert_close(x0_term, term.coef_x0 * record.pred_original_sample[0].double())
+        torch.testing.assert_close(xt_term, term.coef_xt * record.sample[0].double())
+        torch.testing.assert_close((x0_term + xt_term + noise_term).float(), record.prev_sample[0], rtol=0, atol=1e-6)
+        if term.noise_std == 0:
+            assert float(noise_term.abs().max()) < 1e-3  # deterministic: the two terms are the whole update (float32)
+        elif record.index < len(records) - 1:
+            z = noise_term / term.noise_std  # the step's own draw of N(0, I), 64 values
+            assert 0.6 < float(z.std()) < 1.4 and abs(float(z.mean())) < 0.5
+        pictures = update_pictures(record, term)
+        assert pictures.x0_term.shape == pictures.result.shape == (8, 8) and pictures.scale > 0
+        assert (pictures.coef_x0, pictures.coef_xt, pictures.noise_std) == (term.coef_x0, term.coef_xt, term.noise_std)
+    assert update_pictures(records[0], step_terms("euler", CONFIG, steps)[0]) is None  # not in the x0 form

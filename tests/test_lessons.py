@@ -265,3 +265,16 @@ def test_every_figure_a_lesson_quotes_about_the_shipped_model_comes_from_its_gat
             assert quoted <= allowed, (lesson.title, field, quoted - allowed)  # no figure typed by hand
     assert f"{figures['sweep.4.exact']:.3f}" in LESSONS[7].text
     assert f"{round(100 * figures['pairs.relation'])}%" in LESSONS[9].text
+
+
+def test_a_predict_question_names_what_the_run_shows() -> None:
+    """Predict, then reveal: the lessons that ask first (the race, the layout) describe the run they hide, lane by
+    lane for the race (its lanes and steps as the Studio races them)."""
+    from diffusion.studio import DEFAULT_RACE, SAMPLERS
+
+    asking = {number: lesson.predict for number, lesson in enumerate(LESSONS, start=1) if lesson.predict}
+    assert set(asking) == {4, 10}
+    for sampler, steps in DEFAULT_RACE:
+        title = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp-2m": "DPM-Solver++", "euler": "Euler"}[sampler]
+        assert f"{title} with {steps}" in asking[4], (sampler, SAMPLERS[sampler].title)
+    assert "a red circle left of a blue square" in asking[10]

@@ -56,7 +56,7 @@ def test_the_app_on_ray_replicas_gives_the_local_pictures_and_streams(tiny_ddpm_
             here = studio.sample("local/tiny-sd", SampleRequest("ddim", 20, 2, 5, prompt="a red circle",
                                                                 guidance_scale=3.0))
             np.testing.assert_array_equal(np.asarray(Image.open(final[0])), make_grid(here))
-            *_, equation, lab_status = client.predict("local/tiny-sd", "ddim", 3, 7, "a star", 3.0,
+            *_, equation, _, lab_status = client.predict("local/tiny-sd", "ddim", 3, 7, "a star", 3.0,
                                                       api_name="/lab_run")
             assert "Done: 3 steps" in lab_status and "Step 3 of 3" in equation
             client.close()

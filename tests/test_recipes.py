@@ -128,3 +128,31 @@ def test_app_model_dir_problems_are_one_line(tmp_path: Path) -> None:
                          text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "--model-dir" in out.stderr and "must hold a JSON object" in out.stderr
+
+
+def test_a_shared_run_link_round_trips_and_refuses_damage() -> None:
+    """``?run=``: the recipe without its scheduler config and versions, zlib-compressed, URL-safe base64; a few
+    hundred characters. Every damaged or hostile parameter is one ValueError, an inflation bomb refused while
+    inflating."""
+    import base64
+    import zlib
+
+    from diffusion.recipe import MAX_LINK_JSON, Recipe, make_recipe
+    from diffusion.request import SampleRequest
+
+    request = SampleRequest(sampler="ddpm", steps=50, n=1, seed=7, prompt="a red circle left of a blue square")
+    recipe = make_recipe("ddpm-mnist", request, {"num_train_timesteps": 1000}, weights="362764fa0e93")
+    token = recipe.to_link()
+    assert len(token) < 400 and set(token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+    back = Recipe.from_link(token)
+    assert (back.model, back.request, back.weights, back.precision) == ("ddpm-mnist", request, "362764fa0e93", "fp32")
+    bomb = base64.urlsafe_b64encode(zlib.compress(b"{" + b" " * (50 * MAX_LINK_JSON) + b"}", 9)).rstrip(b"=").decode()
+    hostile = {"": "1 to", "x" * 5000: "1 to", "abc$def": "URL-safe", token[:-8]: "damaged", bomb: "at most",
+               base64.urlsafe_b64encode(zlib.compress(b'{"format": "x"}')).decode().rstrip("="): "not a Diffusion",
+               base64.urlsafe_b64encode(zlib.compress(recipe.to_link().encode())).decode().rstrip("="): "not valid JSON"}
+    for bad, message in hostile.items():
+        with pytest.raises(ValueError, match=message):
+            Recipe.from_link(bad)
+    tampered = Recipe(recipe.model, SampleRequest(sampler="ddpm", steps=10**6, n=1, seed=7), weights="ab")
+    with pytest.raises(ValueError, match="Steps must be a whole number"):
+        Recipe.from_link(tampered.to_link())

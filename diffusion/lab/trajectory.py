@@ -37,6 +37,57 @@ class RegionView:
     pred_x0: np.ndarray
 
 
+#: Samplers whose update has the x0 form x_{t-1} = c0 x0_hat + ct x_t + sigma z (Ho et al. 2020, Eq. 7; Song et al.
+#: 2021, Eq. 12 with its eps written through x_t and x0_hat), exact even when x0_hat is clipped.
+X0_FORM_SAMPLERS = ("ddpm", "ddim")
+
+
+@dataclass(frozen=True)
+class UpdatePictures:
+    """One step's update of the first image drawn as the pictures that add up to x_{t-1}:
+    ``coef_x0`` * x0_hat + ``coef_xt`` * x_t + the noise term (sigma z: x_{t-1} minus the other two, so the sum is
+    exact; 0 for DDIM with eta = 0). The three terms and ``result`` (x_{t-1}) are uint8 (H, W) or (H, W, 3) in model
+    space (latent models: the first three channels), all mapped from [-``scale``, ``scale``] to [0, 255] with one
+    scale, so that the pictures add up as they look; ``noise_std`` is sigma."""
+
+    coef_x0: float
+    coef_xt: float
+    noise_std: float
+    x0_term: np.ndarray
+    xt_term: np.ndarray
+    noise_term: np.ndarray
+    result: np.ndarray
+    scale: float
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.x0_term, self.xt_term, self.noise_term, self.result))
+
+
+def update_terms(record: StepRecord, terms: StepTerms) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(c0 x0_hat, ct x_t, the noise term) of the first image of a DDPM or DDIM step, float (C, H, W), whose sum is
+    the step's x_{t-1}; None for the other samplers (their update is not in the x0 form)."""
+    if terms.sampler not in X0_FORM_SAMPLERS:
+        return None
+    x_t = record.sample[0].double()
+    x0_term = terms.coef_x0 * record.pred_original_sample[0].double()
+    xt_term = terms.coef_xt * x_t
+    return x0_term, xt_term, record.prev_sample[0].double() - x0_term - xt_term
+
+
+def update_pictures(record: StepRecord, terms: StepTerms | None) -> UpdatePictures | None:
+    """:class:`UpdatePictures` of a DDPM or DDIM step (None for other samplers, or without ``terms``)."""
+    parts = None if terms is None else update_terms(record, terms)
+    if parts is None:
+        return None
+    x0_term, xt_term, noise_term = parts
+    result = x0_term + xt_term + noise_term
+    shown = torch.stack([p[:3] for p in (x0_term, xt_term, noise_term, result)])
+    scale = max(float(shown.abs().flatten().quantile(0.999)), 1e-6)
+    drawn = [to_display(p[None], -scale, scale)[0] for p in (x0_term, xt_term, noise_term, result)]
+    return UpdatePictures(terms.coef_x0, terms.coef_xt, terms.noise_std, *drawn, scale=scale)
+
+
 @dataclass(frozen=True)
 class GuidancePair:
     """One image's cached classifier-free-guidance inputs at one step, float16 (C, h, w).
@@ -77,6 +128,7 @@ class StepView:
     attention: dict[str, np.ndarray] | None = None
     regions: tuple[RegionView, ...] | None = None  # text models drawing by layout: each object's region
     layout_phase: str | None = None  # and the step's phase (diffusion.layout.PHASES)
+    update: UpdatePictures | None = None  # DDPM and DDIM: the update as pictures that add up to x_{t-1}
 
 
 @dataclass
@@ -118,11 +170,12 @@ def attention_summary(maps: AttentionMaps, kept: int) -> dict[str, np.ndarray]:
 
 
 def step_view(model: Any, scheduler: SchedulerMixin, curves: ScheduleCurves, record: StepRecord,
-              kept_tokens: int | None) -> StepView:
+              kept_tokens: int | None, terms: StepTerms | None = None) -> StepView:
     """The pictures and numbers of one loop record (every image of the batch, tiled into one grid).
 
     ``scheduler`` is the run's own (read for the prediction type only); ``kept_tokens``: the number of
-    prompt tokens whose attention maps are kept (None: no maps).
+    prompt tokens whose attention maps are kept (None: no maps); ``terms``: the step's update, to draw it as
+    pictures (:func:`update_pictures`).
     """
     latent = getattr(model, "vae", None) is not None
     t = int(round(record.timestep))
@@ -141,6 +194,7 @@ def step_view(model: Any, scheduler: SchedulerMixin, curves: ScheduleCurves, rec
         else attention_summary(record.cross_attention, kept_tokens),
         regions=region_views(model, scheduler, record),
         layout_phase=None if record.layout is None else record.layout.phase,
+        update=update_pictures(record, terms),
     )
 
 
@@ -177,6 +231,7 @@ def trajectory_nbytes(traj: Trajectory) -> int:
             total += view.guidance.model_input.nbytes + view.guidance.uncond.nbytes + view.guidance.text.nbytes
         total += sum(a.nbytes for a in (view.attention or {}).values())
         total += sum(r.weight.nbytes + r.pred_x0.nbytes for r in view.regions or ())
+        total += 0 if view.update is None else view.update.nbytes
     return total
 
 
