@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from demo.common import FIGURE_LOCK
-from diffusion.studio import Layout, NoiseField, ParticlePaths, ScheduleCurves, UpdatePictures
+from diffusion.studio import Layout, NoiseField, ParticlePaths, Progressive, ScheduleCurves, UpdatePictures
 
 MIN_POINTS = 14  # the smallest text in a figure, for a projector at the back of a room
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), each with its own line style
@@ -262,3 +262,20 @@ def update_strip(update: UpdatePictures, side: int = 120) -> np.ndarray:
               "= xₜ₋₁"]
     return labelled_strip([big(p) for p in (update.x0_term, update.xt_term, update.noise_term, update.result)],
                           labels, font_px=18, pad=12)
+
+
+def progressive_grid(view: Progressive, side: int = 64) -> np.ndarray:
+    """Ho et al. 2020, Fig. 6 as a picture: one row per sample, one column per shown step, each column labelled
+    with its t (the last column is the sample itself, labelled x₀)."""
+    def big(picture: np.ndarray) -> np.ndarray:
+        factor = max(1, side // max(picture.shape[:2]))
+        return picture.repeat(factor, 0).repeat(factor, 1)
+
+    n, k = view.pred_x0.shape[:2]
+    columns = []
+    for j in range(k):
+        tiles = [big(view.pred_x0[i, j]) for i in range(n)]
+        gap = np.full((4, *tiles[0].shape[1:]), 255, np.uint8)
+        columns.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1]))
+    labels = [f"t = {t:.0f}" for t in view.timesteps[:-1]] + ["x₀"]
+    return labelled_strip(columns, labels, font_px=16, pad=6)

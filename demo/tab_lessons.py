@@ -25,7 +25,7 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import BLUE, GREY, labelled_strip, readable, schedule_figure, update_strip
+from demo.figures import BLUE, GREY, labelled_strip, progressive_grid, readable, schedule_figure, update_strip
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
@@ -34,6 +34,7 @@ from diffusion.studio import (
     ASSETS,
     GUIDANCE_SCALES,
     HELD_OUT_PAIRS,
+    PROGRESSIVE_FIGURE,
     ExportDir,
     NearestCopies,
     SampleRequest,
@@ -128,16 +129,25 @@ def make_lesson_sampling(studio: Studio):
             request = SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed)
             for done, total, traj in studio.trajectory(PIXEL, request):
                 if done < total:
-                    yield Tick((gr.skip(), gr.skip(), f"Running: step {done}/{total}", gr.skip()))
+                    yield Tick((gr.skip(), gr.skip(), f"Running: step {done}/{total}", gr.skip(), gr.skip()))
         picks = np.linspace(0, total - 1, 8).round().astype(int)
         rows = [_enlarge(traj.steps[i].x_t) for i in picks] + [_enlarge(traj.steps[i].pred_x0) for i in picks]
         middle = int(picks[len(picks) // 2])
         return_note = (f"Top: $x_t$; bottom: $\\hat x_0$, at steps {', '.join(str(i + 1) for i in picks)} of {total} "
                        f"(DDPM, seed {int(seed)}, {traj.wall_s:.2f} s). The update of step {middle + 1}:")
         update = traj.steps[middle].update
-        yield (make_grid(np.stack(rows), ncols=len(picks)),
-               update_latex(traj.terms[middle], traj.terms[middle - 1] if middle else None), return_note,
-               None if update is None else update_strip(update))
+        shown = (make_grid(np.stack(rows), ncols=len(picks)),
+                 update_latex(traj.terms[middle], traj.terms[middle - 1] if middle else None), return_note,
+                 None if update is None else update_strip(update))
+        yield (*shown, gr.skip())
+        with user_errors():  # then Ho et al.'s Fig. 6 live: four samples, their x0 estimate as t falls
+            for done, total, view in studio.progressive(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=4, seed=seed)):
+                if view is None:
+                    yield Tick((gr.skip(), gr.skip(), return_note + f" Progressive generation: step {done}/{total}",
+                                gr.skip(), gr.skip()))
+        yield (*shown[:2], return_note + f" Below: progressive generation, as in [Ho et al. 2020, Fig. 6]"
+               f"({PROGRESSIVE_FIGURE}): four samples (seed {int(seed)}), each one's $\\hat x_0$ as $t$ falls; the "
+               "rough shape comes first, the details last.", shown[3], progressive_grid(view))
 
     return lesson_sampling
 
@@ -421,7 +431,9 @@ def _views(studio: Studio, number: int, results: LessonResults) -> list:
         return _show_me("the reverse process, 50 DDPM steps", number, make_lesson_sampling(studio), [seed], lambda: [
             gr.Image(label="x_t (top) and predicted x0 (bottom)", elem_id="lesson-3-view", **PICTURE), _note(),
             _note(), gr.Image(label="that step's update as pictures: they add up to x_{t−1} (one grey scale for all)",
-                              elem_id="lesson-3-update", **PICTURE)], "lesson_sampling")
+                              elem_id="lesson-3-update", **PICTURE),
+            gr.Image(label="progressive generation (Ho et al. 2020, Fig. 6): x̂0 of four samples as t falls",
+                     elem_id="lesson-3-progressive", **PICTURE)], "lesson_sampling")
     elif number == 4:
         seed.render()
         return _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [

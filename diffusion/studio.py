@@ -64,6 +64,8 @@ from diffusion.lab.trajectory import (
     step_view,
     trajectory_nbytes,
 )
+from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE
+from diffusion.lab.progressive import Progressive, progressive
 from diffusion.layout import LAYOUT_MODES, Layout, unet_rows, why_plain
 from diffusion.loading import (
     PRECISIONS,
@@ -160,6 +162,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "SCHEDULING", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView", "UpdatePictures",
+    "Progressive", "PROGRESSIVE_FIGURE",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
@@ -504,6 +507,14 @@ class Studio:
             if record.is_last:
                 traj.final = tile(pictures(model, record.prev_sample))
             yield record.index + 1, record.num_steps, traj
+
+    def progressive(self, model_id: str, request: SampleRequest,
+                    points: int = 8) -> Iterator[tuple[int, int, Progressive | None]]:
+        """Ho et al. 2020, Fig. 6, live: the predicted x0 of ``request.n`` images at ``points`` evenly spaced steps
+        (:mod:`diffusion.lab.progressive`); yields (steps done, steps, None) as it runs, then the pictures."""
+        run = self.prepare(model_id, request)
+        yield from progressive(self._steps(run), lambda x: pictures(run.model, x),
+                               whole_number(points, "Points", 2, 20))
 
     def race(self, model_id: str, request: SampleRequest,
              lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:

@@ -3,7 +3,8 @@
 Used by ``tests/test_browser.py`` (tiny models) and, for the README's screenshots on the
 shipped models, as a command:
 
-    python -m tests.browser --out assets
+    python -m tests.browser --out assets            # each tab
+    python -m tests.browser --out assets --lessons  # each lesson in presenter mode
 """
 
 from __future__ import annotations
@@ -205,6 +206,30 @@ def screenshots(url: str, out: Path) -> list[Path]:
     return saved
 
 
+def lesson_screenshots(url: str, out: Path) -> list[Path]:
+    """One full-page screenshot per lesson in presenter mode at 1280 px wide, after its Show me (revealed)."""
+    from demo.lessons import LESSONS
+
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    with browser_page(url + "?presenter=1", width=1280, height=720) as page:
+        for number, lesson in enumerate(LESSONS, start=1):
+            page.goto(f"{url}?presenter=1&lesson={number}")
+            page.wait_for_selector(f"#lesson-{number}-show", state="visible", timeout=60_000)
+            page.locator(f"#lesson-{number}-show").click()
+            if lesson.predict is not None:
+                page.locator(f"#lesson-{number}-reveal-result").click()
+            wait_for_image(page, f"lesson-{number}-view", timeout_s=600)
+            page.wait_for_function(f"() => ![...document.querySelectorAll('#lesson-{number} .progress-text, "
+                                   f"#lesson-{number} .eta-bar')].some(e => e.offsetParent !== null)", timeout=600_000)
+            page.wait_for_function(f"() => [...document.querySelectorAll('#lesson-{number} img')]"
+                                   ".every(img => img.complete)", timeout=60_000)
+            path = out / f"screenshot-lesson-{number}.png"
+            page.screenshot(path=str(path), full_page=True)
+            saved.append(path)
+    return saved
+
+
 def main() -> None:
     import socket
 
@@ -214,6 +239,7 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", type=Path, default=Path("assets"))
+    p.add_argument("--lessons", action="store_true", help="each lesson in presenter mode instead of each tab")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO)
     with socket.socket() as s:
@@ -222,7 +248,7 @@ def main() -> None:
     app = build_app(Studio(Registry.default(), device="cpu"))
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, css=CSS)
     try:
-        for path in screenshots(f"http://127.0.0.1:{port}/", args.out):
+        for path in (lesson_screenshots if args.lessons else screenshots)(f"http://127.0.0.1:{port}/", args.out):
             logging.info("saved %s", path)
     finally:
         app.close()

@@ -187,3 +187,16 @@ def test_the_schedule_picture_is_drawn_once_and_only_its_marker_moves(studio) ->
         assert (picture.at(t)[:, changed] == MARKER).all(axis=-1).any(axis=0).all()
         columns.append(changed)
     assert all(a[0] < b[0] for a, b in zip(columns, columns[1:]))  # later t, further right
+
+
+def test_progressive_generation_shows_each_samples_x0_as_t_falls(studio) -> None:
+    """Ho et al. 2020, Fig. 6 live: evenly spaced steps, the last column the sample itself (the same pixels as
+    sampling the request), the first the rough x0 estimate at t = T."""
+    request = SampleRequest("ddpm", 20, n=3, seed=4)
+    updates = list(studio.progressive("local/tiny-ddpm", request, points=5))
+    assert [u[:2] for u in updates[:-1]] == [(i, 20) for i in range(1, 20)] and all(u[2] is None for u in updates[:-1])
+    view = updates[-1][2]
+    assert view.steps == (1, 6, 10, 15, 20) and view.pred_x0.shape == (3, 5, 8, 8)
+    assert view.timesteps[0] > view.timesteps[-2] > view.timesteps[-1]
+    np.testing.assert_array_equal(view.pred_x0[:, -1], studio.sample("local/tiny-ddpm", request))
+    assert not np.array_equal(view.pred_x0[:, 0], view.pred_x0[:, -1])
