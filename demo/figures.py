@@ -15,7 +15,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from demo.common import FIGURE_LOCK
-from diffusion.studio import Layout, NoiseField, ParticlePaths, Progressive, ScheduleCurves, UpdatePictures
+from diffusion.studio import (
+    Layout,
+    NoiseField,
+    ParticlePaths,
+    Progressive,
+    ScheduleCurves,
+    SharedLatent,
+    UpdatePictures,
+)
 
 MIN_POINTS = 14  # the smallest text in a figure, for a projector at the back of a room
 # Okabe-Ito colours (safe for the common colour-vision deficiencies), each with its own line style
@@ -278,4 +286,23 @@ def progressive_grid(view: Progressive, side: int = 64) -> np.ndarray:
         gap = np.full((4, *tiles[0].shape[1:]), 255, np.uint8)
         columns.append(np.concatenate([part for tile in tiles for part in (tile, gap)][:-1]))
     labels = [f"t = {t:.0f}" for t in view.timesteps[:-1]] + ["x₀"]
+    return labelled_strip(columns, labels, font_px=16, pad=6)
+
+
+def shared_latent_grid(view: SharedLatent, side: int = 64) -> np.ndarray:
+    """Ho et al. 2020, Fig. 7 as a picture: one row per shared x_t (t falling down the rows), its x_t first, then
+    the samples continued from it, then the original run's own x_0."""
+    def big(picture: np.ndarray) -> np.ndarray:
+        factor = max(1, side // max(picture.shape[:2]))
+        return picture.repeat(factor, 0).repeat(factor, 1)
+
+    def column(pictures: list[np.ndarray]) -> np.ndarray:
+        tiles = [big(p) for p in pictures]
+        gap = np.full((4, *tiles[0].shape[1:]), 255, np.uint8)
+        return np.concatenate([part for tile in tiles for part in (tile, gap)][:-1])
+
+    k, m = view.samples.shape[:2]
+    columns = [column(list(view.x_t))] + [column([view.samples[i, j] for i in range(k)]) for j in range(m)]
+    columns.append(column([view.original] * k))
+    labels = ["shared xₜ"] + [f"sample {j + 1}" for j in range(m)] + ["the run's x₀"]
     return labelled_strip(columns, labels, font_px=16, pad=6)

@@ -25,7 +25,16 @@ from demo.common import (
     streamed,
     user_errors,
 )
-from demo.figures import BLUE, GREY, labelled_strip, progressive_grid, readable, schedule_figure, update_strip
+from demo.figures import (
+    BLUE,
+    GREY,
+    labelled_strip,
+    progressive_grid,
+    readable,
+    schedule_figure,
+    shared_latent_grid,
+    update_strip,
+)
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
 from demo.tab_lab import race_table
@@ -35,6 +44,7 @@ from diffusion.studio import (
     GUIDANCE_SCALES,
     HELD_OUT_PAIRS,
     PROGRESSIVE_FIGURE,
+    SHARED_LATENT_FIGURE,
     ExportDir,
     NearestCopies,
     SampleRequest,
@@ -192,12 +202,22 @@ def make_lesson_determinism(studio: Studio):
         same = np.array_equal(grids[0][1], grids[1][1])
         changed = [int(np.sum(np.any(g[1] != grids[0][1], axis=(1, 2)))) for g in grids[2:]]
         gallery = [(_enlarge(make_grid(images, ncols=4), 256), title) for title, images in grids]
+        with user_errors():  # Ho et al.'s Fig. 7 live: one DDPM run, continued three times from its x_t
+            for done, total, shared in studio.shared_latent(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=1,
+                                                                                 seed=seed)):
+                if shared is None:
+                    yield Tick((gr.skip(), f"Running: samples that share an x_t, step {done}/{total}"))
+        gallery.append((shared_latent_grid(shared), "samples that share an x_t (Ho et al. 2020, Fig. 7); rows: t = "
+                        + ", ".join(f"{t:.0f}" for t in shared.timesteps)))
         note = (f"Seed {int(seed)}, 4 images each, one starting noise $x_T$ for all runs. Run twice: "
                 f"**{'identical, byte for byte' if same else 'DIFFERENT (a reproducibility bug)'}**. "
                 f"Images that differ from eta = 0: {changed[0]} of 4 at eta = 0.5, {changed[1]} of 4 at eta = 1. "
                 "The eta = 0.5 and eta = 1 runs draw their step noise $z$ from the same seeded generator in the same "
                 "order: they share every noise draw and differ only in its scale $\\sigma_t$, so they often end on the "
-                "same digits as each other.")
+                "same digits as each other. Last, as in [Ho et al. 2020, Fig. 7](" + SHARED_LATENT_FIGURE + "): one "
+                "DDPM run, continued three times from its $x_t$ with fresh noise. From a late $x_t$ (small $t$) the "
+                "samples agree on almost everything, from an early one only on the rough shape: what $x_t$ has "
+                "already decided.")
         yield gallery, note
 
     return lesson_determinism

@@ -115,6 +115,7 @@ def denoise(
     start_index: int = 0,
     constrain: Callable[[torch.Tensor], torch.Tensor] | None = None,
     refine: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor] | None = None,
+    start_sample: torch.Tensor | None = None,
 ) -> Iterator[StepRecord]:
     """Run the reverse process from ``noise`` (B, C, H, W, unit Gaussian), yielding each step.
 
@@ -132,10 +133,14 @@ def denoise(
 
     ``refine(x_t, t, index)`` (optional) edits x_t before the step's prediction, with gradients of its own:
     Attend-and-Excite's latent update (:mod:`diffusion.excite`). The record's ``sample`` is the edited x_t.
+
+    ``start_sample`` (optional) is an x_t of the reverse process itself, taken as it is at step ``start_index``
+    (no noising): the run continues from there with the caller's generator, as Ho et al.'s Fig. 7 samples
+    p(x_0 | x_t) several times from one shared x_t.
     """
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     timesteps = scheduler.timesteps
-    if init_sample is None:
+    if init_sample is None and start_sample is None:
         # Sigma-space samplers (Euler) start from noise scaled by sigma_max; DDPM/DDIM by 1.
         latents = noise * scheduler.init_noise_sigma
     else:
@@ -144,7 +149,10 @@ def denoise(
         timesteps = timesteps[start_index:]
         if hasattr(scheduler, "set_begin_index"):  # multistep / sigma schedulers track their position
             scheduler.set_begin_index(start_index)
-        latents = scheduler.add_noise(init_sample.to(noise.dtype), noise, timesteps[:1])  # q_sample, DDPM Eq. 4
+        if start_sample is not None:  # an x_t of the reverse process: continued as it is
+            latents = start_sample.to(noise.dtype)
+        else:
+            latents = scheduler.add_noise(init_sample.to(noise.dtype), noise, timesteps[:1])  # q_sample, DDPM Eq. 4
     if constrain is not None:
         latents = constrain(latents)
     step_kwargs: dict[str, object] = {"generator": generator}

@@ -37,7 +37,8 @@ def sample_noise(shape: tuple[int, ...], generator: torch.Generator, device: tor
 def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
                 request: SampleRequest, init_sample: torch.Tensor | None = None,
                 start_index: int = 0, autocast_dtype: torch.dtype | None = None,
-                scheduler: SchedulerMixin | None = None) -> Iterator[StepRecord]:
+                scheduler: SchedulerMixin | None = None,
+                start_sample: torch.Tensor | None = None) -> Iterator[StepRecord]:
     """Unconditional pixel-space DDPM sampling (Ho et al. 2020, Algorithm 2).
 
     Yields one record per step; the last record's ``prev_sample`` is x_0 in [-1, 1]
@@ -46,6 +47,8 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
     ``start_index`` (SDEdit). With ``autocast_dtype`` (bf16) the UNet runs under autocast and
     its output is cast back to float32 before the scheduler's update. ``scheduler``: the run's own
     fresh scheduler when the caller built it already (else one is built from ``scheduler_config``).
+    ``start_sample``: an x_t of an earlier run (B, C, H, W), continued as it is from step ``start_index``
+    (:func:`diffusion.loop.denoise`).
     """
     scheduler = scheduler or make_scheduler(request.sampler, scheduler_config)
     generator = make_generator(request.seed)
@@ -60,7 +63,7 @@ def pixel_steps(unet: torch.nn.Module, scheduler_config: dict[str, Any],
 
     eta = request.eta if get_sampler(request.sampler).uses_eta else None
     yield from denoise(denoiser, scheduler, noise, request.steps, generator=generator, eta=eta,
-                       init_sample=init_sample, start_index=start_index)
+                       init_sample=init_sample, start_index=start_index, start_sample=start_sample)
 
 
 def latent_steps(model: Any, request: SampleRequest, prompts: Sequence[str] | None = None,

@@ -66,6 +66,8 @@ from diffusion.lab.trajectory import (
 )
 from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE
 from diffusion.lab.progressive import Progressive, progressive
+from diffusion.lab.shared import FIGURE_URL as SHARED_LATENT_FIGURE
+from diffusion.lab.shared import SharedLatent, start_indices
 from diffusion.layout import LAYOUT_MODES, Layout, unet_rows, why_plain
 from diffusion.loading import (
     PRECISIONS,
@@ -162,7 +164,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "SCHEDULING", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView", "UpdatePictures",
-    "Progressive", "PROGRESSIVE_FIGURE",
+    "Progressive", "PROGRESSIVE_FIGURE", "SharedLatent", "SHARED_LATENT_FIGURE",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
@@ -342,7 +344,7 @@ class Studio:
 
     # ----- sampling -----
     def _steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
-               record_attention: bool = False) -> Iterator[StepRecord]:
+               record_attention: bool = False, start_sample: torch.Tensor | None = None) -> Iterator[StepRecord]:
         """The loop's records for ``run``, one step at a time through the compute gate: a consumer
         that stops asking (a cancelled request) stops the work within one step."""
         model = run.model
@@ -351,7 +353,7 @@ class Studio:
                                    record_attention=record_attention, scheduler=run.scheduler)
         else:
             records = pixel_steps(model.unet, model.scheduler_config, run.request, init_sample, start,
-                                  model.autocast_dtype, scheduler=run.scheduler)
+                                  model.autocast_dtype, scheduler=run.scheduler, start_sample=start_sample)
         steps = self.gate.steps(records)
         try:
             for record in steps:
@@ -515,6 +517,38 @@ class Studio:
         run = self.prepare(model_id, request)
         yield from progressive(self._steps(run), lambda x: pictures(run.model, x),
                                whole_number(points, "Points", 2, 20))
+
+    def shared_latent(self, model_id: str, request: SampleRequest,
+                      samples: int = 3) -> Iterator[tuple[int, int, SharedLatent | None]]:
+        """Ho et al. 2020, Fig. 7, live (:mod:`diffusion.lab.shared`): one DDPM run of ``request`` (its steps and
+        seed; one image), continued ``samples`` times from its x_t at each of :data:`STARTS` with fresh noise (seed
+        + 1, + 2, ...). Yields (steps done, steps, None) as it runs, then the pictures. Pixel models only."""
+        card = self.card(model_id)
+        if card.kind != "pixel":
+            raise ValueError("the shared-x_t figure is drawn for pixel models (choose a DDPM)")
+        count = whole_number(samples, "Samples", 1, 8)
+        run = self.prepare(card.id, replace(request, sampler="ddpm", n=1))
+        starts = start_indices(run.request.steps)
+        total = run.request.steps + sum(run.request.steps - i for i in starts)
+        kept, done, timesteps = {}, 0, []
+        for record in self._steps(run):
+            if record.index in starts:
+                kept[record.index] = record.sample.clone()
+                timesteps.append(record.timestep)
+            done += 1
+            if record.is_last:
+                original = pictures(run.model, record.prev_sample)[0]
+            yield done, total, None
+        shown, finals = [], []
+        for k, index in enumerate(starts):
+            branch = self.prepare(card.id, replace(run.request, n=count, seed=(run.request.seed + 1 + k) % (MAX_SEED + 1)))
+            for record in self._steps(branch, start=index, start_sample=kept[index].repeat(count, 1, 1, 1)):
+                done += 1
+                if not record.is_last:
+                    yield done, total, None
+            shown.append(pictures(run.model, kept[index])[0])
+            finals.append(pictures(run.model, record.prev_sample))
+        yield total, total, SharedLatent(np.stack(shown), np.stack(finals), original, tuple(timesteps))
 
     def race(self, model_id: str, request: SampleRequest,
              lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import sys
 import imageio.v3 as iio
 import numpy as np
 import pytest
+import torch
 
 from diffusion.export import trajectory_frames, write_animation
 from diffusion.recipe import Recipe, make_recipe
@@ -196,7 +198,37 @@ def test_progressive_generation_shows_each_samples_x0_as_t_falls(studio) -> None
     updates = list(studio.progressive("local/tiny-ddpm", request, points=5))
     assert [u[:2] for u in updates[:-1]] == [(i, 20) for i in range(1, 20)] and all(u[2] is None for u in updates[:-1])
     view = updates[-1][2]
-    assert view.steps == (1, 6, 10, 15, 20) and view.pred_x0.shape == (3, 5, 8, 8)
+    assert view.steps == (1, 6, 11, 15, 20) and view.pred_x0.shape == (3, 5, 8, 8)
     assert view.timesteps[0] > view.timesteps[-2] > view.timesteps[-1]
     np.testing.assert_array_equal(view.pred_x0[:, -1], studio.sample("local/tiny-ddpm", request))
     assert not np.array_equal(view.pred_x0[:, 0], view.pred_x0[:, -1])
+
+
+def test_samples_that_share_an_x_t_agree_more_the_later_it_is(studio) -> None:
+    """Ho et al. 2020, Fig. 7 live: one DDPM run continued three times from its x_t at t = 3/4, 1/2 and 1/4 of the
+    way; the continuations start from that x_t itself (not re-noised), differ from each other, and agree more
+    the later they start. The same request gives the same pictures."""
+    request = SampleRequest("ddpm", 20, seed=3)
+    *_, (done, total, shared) = studio.shared_latent("local/tiny-ddpm", request, samples=3)
+    assert done == total == 20 + 15 + 10 + 5
+    assert shared.x_t.shape == (3, 8, 8) and shared.samples.shape == (3, 3, 8, 8) and shared.original.shape == (8, 8)
+    assert shared.timesteps[0] > shared.timesteps[1] > shared.timesteps[2]
+    spread = [np.abs(row[:, None].astype(int) - row[None].astype(int)).mean() for row in shared.samples]
+    assert spread[0] > spread[2] > 0, spread
+    np.testing.assert_array_equal(shared.original, studio.sample("local/tiny-ddpm", dataclasses.replace(request, n=1))[0])
+    *_, (_, _, again) = studio.shared_latent("local/tiny-ddpm", request, samples=3)
+    assert again.samples.tobytes() == shared.samples.tobytes()
+    with pytest.raises(ValueError, match="pixel models"):
+        list(studio.shared_latent("local/tiny-sd", request))
+
+
+def test_the_loop_continues_a_given_x_t_as_it_is() -> None:
+    from diffusers import DDPMScheduler
+
+    from diffusion.loop import denoise
+
+    scheduler = DDPMScheduler(num_train_timesteps=100)
+    x_t = torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    records = list(denoise(lambda x, t: torch.zeros_like(x), scheduler, torch.zeros_like(x_t), 10,
+                           generator=torch.Generator().manual_seed(1), start_sample=x_t, start_index=6))
+    assert len(records) == 4 and torch.equal(records[0].sample, x_t) and records[0].timestep == 30
