@@ -72,7 +72,9 @@ body.presenter #presenter-toggle { padding: 2px 8px; }
 body.presenter #presenter-toggle .label-text { font-size: 0; }
 body.presenter #presenter-toggle .label-text::after { content: "Presenter"; font-size: var(--text-md); }
 body.presenter .gradio-container { padding-top: 0 !important; }
-body.presenter #lessons .stepper-wrapper { padding-top: 0; }
+body.presenter #lessons .stepper-wrapper { padding-top: 0; padding-bottom: 0; }
+body.presenter #lessons .stepper-container { padding: 0; }
+body.presenter #lessons .lesson-text h3 { margin-top: 0; }
 """
 # on at load with --presenter or ?presenter=1 in the address; the toggle follows
 PRESENTER_ON_LOAD = """(start) => {

@@ -240,22 +240,25 @@ def layout_figure(layouts: list[Layout | None], most: int = 4) -> Figure | None:
 
 
 def labelled_strip(tiles: list[np.ndarray], labels: list[str], font_px: int = 20, pad: int = 4) -> np.ndarray:
-    """uint8 tiles (H, W) or (H, W, 3), all one size, side by side on white with each one's label above it, in
-    type read from the back of a room: uint8 RGB (font_px + 12 + H, n * (W + pad) - pad, 3)."""
+    """uint8 tiles (H, W) or (H, W, 3), all one height, side by side on white with each one's label above it, in
+    type read from the back of a room; a column is as wide as its tile or its label, whichever is wider (labels
+    never overlap). uint8 RGB (font_px + 12 + H, total width, 3)."""
     from PIL import Image, ImageDraw, ImageFont
-
     from matplotlib import font_manager
 
     rgb = [np.repeat(t[..., None], 3, axis=-1) if t.ndim == 2 else t for t in tiles]
-    h, w = rgb[0].shape[:2]
+    h = rgb[0].shape[0]
     # matplotlib's DejaVu Sans (shipped with it): Greek, hats and subscripts, which Pillow's default font lacks
     font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size=font_px)
+    widths = [max(p.shape[1], int(np.ceil(font.getlength(label))) + 8) for p, label in zip(rgb, labels, strict=True)]
     top = font_px + 12
-    canvas = Image.new("RGB", (len(rgb) * (w + pad) - pad, top + h), "white")
+    canvas = Image.new("RGB", (sum(widths) + pad * (len(widths) - 1), top + h), "white")
     draw = ImageDraw.Draw(canvas)
-    for k, (picture, label) in enumerate(zip(rgb, labels, strict=True)):
-        canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (k * (w + pad), top))
-        draw.text((k * (w + pad) + w // 2, top // 2), label, fill="black", font=font, anchor="mm")
+    left = 0
+    for picture, label, width in zip(rgb, labels, widths, strict=True):
+        canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (left + (width - picture.shape[1]) // 2, top))
+        draw.text((left + width // 2, top // 2), label, fill="black", font=font, anchor="mm")
+        left += width + pad
     return np.asarray(canvas)
 
 

@@ -236,7 +236,10 @@ def make_lab_load_recipe(studio: Studio):
 
 def make_lab_open_link(studio: Studio):
     def lab_open_link(token: str) -> tuple:
-        """A shared run's link (``?run=...``): the step lab's controls set from it; the run follows."""
+        """A shared run's link (``?run=...``): the step lab's controls set from it; the run follows. A page without
+        one (the box's change fires once as the page loads) stops here, silently."""
+        if not token:
+            raise gr.Error("no shared run", visible=False, print_exception=False)
         with user_errors():
             recipe, notes = studio.read_link(token)
         return _recipe_controls(recipe, notes, "Shared run")
@@ -244,9 +247,11 @@ def make_lab_open_link(studio: Studio):
     return lab_open_link
 
 
-def lab_link_parameter(request: gr.Request) -> str:
-    """The page's ``?run=`` parameter ("" when it has none: the hidden box keeps its value, nothing follows)."""
-    return request.query_params.get("run", "") if request is not None else ""
+def lab_link_parameter(request: gr.Request) -> object:
+    """The page's ``?run=`` parameter into the hidden box, whose change opens the shared run; no update at all
+    when the page has none (an update, even to the same empty value, would fire the box's change)."""
+    token = request.query_params.get("run", "") if request is not None else ""
+    return token if token else gr.skip()
 
 
 def lab_share(session: LabSession | None) -> str:
@@ -331,7 +336,7 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
                show_progress="hidden")
     share.click(lab_share, inputs=c.session, outputs=share_token, api_name="lab_share").then(
         None, inputs=share_token, outputs=share_link, js=SHARE_JS)
-    link = gr.Textbox(visible=False, elem_id="lab-link")  # a shared run's ?run= parameter, once the page loads
+    link = gr.State("")  # a shared run's ?run= parameter, once the page loads (a hidden box fires no change)
     app.load(lab_link_parameter, outputs=link, api_visibility="private", queue=False)
     link.change(make_lab_open_link(studio), inputs=link,
                 outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status],

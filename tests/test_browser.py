@@ -130,6 +130,7 @@ def test_a_shared_link_opens_the_step_lab_at_the_teachers_pixels(url: str) -> No
     shows the teacher's predicted x0 byte for byte; a damaged link says so and runs nothing."""
     with browser_page(url) as page:  # the teacher
         run_the_step_lab(page)
+        assert page.locator(".toast-body").count() == 0  # a page without a link says nothing about links
         teacher = image_pixels(page, "lab-x0")
         seed = page.locator("#lab-seed input")
         seed.fill("3")
@@ -137,7 +138,9 @@ def test_a_shared_link_opens_the_step_lab_at_the_teachers_pixels(url: str) -> No
         page.wait_for_function("() => document.querySelector('#lab-seed input').value === '3'", timeout=30_000)
         done = page.locator("#lab-status").inner_text()
         page.get_by_role("button", name="Run the reverse process").click()
-        wait_for_new_text(page, "lab-status", done, "Done")
+        page.wait_for_function(  # the new run has ended (not only a status that says Done while it streams)
+            "(old) => { const s = document.querySelector('#lab-status')?.innerText || '';"
+            " return s !== old && s.includes('Done') && !s.includes('processing'); }", arg=done, timeout=120_000)
         wait_for_pixels(page, "lab-x0", teacher, equal=False)
         teacher = image_pixels(page, "lab-x0")  # seed 3: not the page's defaults
         page.get_by_text("Export: animation and recipe").click()
