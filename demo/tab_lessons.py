@@ -458,7 +458,7 @@ def _views(studio: Studio, number: int, results: LessonResults) -> list:
         seed.render()
         return _show_me("the sampler race", number, make_lesson_race(studio), [seed], lambda: [
             gr.Image(label="predicted x0 by sampler (rows) and noise level (columns)", elem_id="lesson-4-view",
-                     **PICTURE), gr.Markdown()], "lesson_race")
+                     **PICTURE), _note()], "lesson_race")  # the note's maths ($x_T$) is typeset
     elif number == 5:
         seed.render()
         return _show_me("the same seed twice, and DDIM's eta", number, make_lesson_determinism(studio), [seed],

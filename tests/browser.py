@@ -216,8 +216,10 @@ def lesson_screenshots(url: str, out: Path) -> list[Path]:
         for number, lesson in enumerate(LESSONS, start=1):
             page.goto(f"{url}?presenter=1&lesson={number}")
             page.wait_for_selector(f"#lesson-{number}-show", state="visible", timeout=60_000)
+            page.wait_for_timeout(1500)  # the page's own load events (the lesson from the link) settle first
             page.locator(f"#lesson-{number}-show").click()
             if lesson.predict is not None:
+                page.wait_for_selector(f"#lesson-{number}-predict", state="visible", timeout=60_000)
                 page.locator(f"#lesson-{number}-reveal-result").click()
             wait_for_image(page, f"lesson-{number}-view", timeout_s=600)
             page.wait_for_function(f"() => ![...document.querySelectorAll('#lesson-{number} .progress-text, "
