@@ -234,35 +234,6 @@ def make_lab_load_recipe(studio: Studio):
     return lab_load_recipe
 
 
-def make_lab_open_link(studio: Studio):
-    def lab_open_link(token: str) -> tuple:
-        """A shared run's link (``?run=...``): the step lab's controls set from it; the run follows. A page without
-        one (the box's change fires once as the page loads) stops here, silently."""
-        if not token:
-            raise gr.Error("no shared run", visible=False, print_exception=False)
-        with user_errors():
-            recipe, notes = studio.read_link(token)
-        return _recipe_controls(recipe, notes, "Shared run")
-
-    return lab_open_link
-
-
-def lab_link_parameter(request: gr.Request) -> object:
-    """The page's ``?run=`` parameter into the hidden box, whose change opens the shared run; no update at all
-    when the page has none (an update, even to the same empty value, would fire the box's change)."""
-    token = request.query_params.get("run", "") if request is not None else ""
-    return token if token else gr.skip()
-
-
-def lab_share(session: LabSession | None) -> str:
-    """The run's link parameter (the page adds its own address): a student who opens the link gets the step
-    lab at the same pixels."""
-    return _trajectory(session).recipe.to_link()
-
-
-SHARE_JS = "(token) => token ? window.location.origin + window.location.pathname + '?run=' + token : ''"
-
-
 def make_lab_replay(studio: Studio, budget: StateBudget, load: Callable[[str | None], tuple] | None = None):
     """The run of an uploaded recipe (``load``: a shared run's link instead), read from the file (the link) itself
     on the server (not from the controls, which the browser may not have updated yet when the run starts)."""
@@ -313,11 +284,6 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
             animate = gr.Button("Make animation")
             recipe = gr.Button("Recipe (JSON)")
         download = gr.File(label="Download", interactive=False, elem_id="lab-download")
-        with gr.Row():
-            share = gr.Button("Share link", scale=0, min_width=160, elem_id="lab-share")
-            share_link = gr.Textbox(label="Link to this run: it opens the step lab at the same pixels", buttons=["copy"],
-                                    interactive=False, scale=4, elem_id="lab-share-link")
-        share_token = gr.Textbox(visible=False)
         upload = gr.File(label="Load a recipe (JSON): replays its run exactly", file_types=[".json"], type="filepath",
                          elem_id="lab-recipe-upload")
     timer = gr.Timer(0.25, active=False)
@@ -334,17 +300,6 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
     stop.click(None, cancels=[run_event], api_visibility="private")  # stops after the step in flight
     timer.tick(lab_tick, inputs=[c.session, c.slider], outputs=[timer, c.slider], api_visibility="private",
                show_progress="hidden")
-    share.click(lab_share, inputs=c.session, outputs=share_token, api_name="lab_share").then(
-        None, inputs=share_token, outputs=share_link, js=SHARE_JS)
-    link = gr.State("")  # a shared run's ?run= parameter, once the page loads (a hidden box fires no change)
-    app.load(lab_link_parameter, outputs=link, api_visibility="private", queue=False)
-    link.change(make_lab_open_link(studio), inputs=link,
-                outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status],
-                api_visibility="private").success(
-        lambda: gr.Tabs(selected="lab"), outputs=tabs, api_visibility="private", queue=False).success(
-        make_lab_replay(studio, budget, make_lab_open_link(studio)), inputs=link,
-        outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
-        api_visibility="private", **MODEL_CONCURRENCY)
     lab_export, lab_recipe = make_lab_exports(exports)
     animate.click(lab_export, inputs=[c.session, panel, fmt], outputs=download, api_name="lab_export")
     recipe.click(lab_recipe, inputs=c.session, outputs=download, api_name="lab_recipe")
