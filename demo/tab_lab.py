@@ -9,7 +9,7 @@ Every handler is named after its ``api_name``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import gradio as gr
@@ -234,10 +234,10 @@ def make_lab_load_recipe(studio: Studio):
     return lab_load_recipe
 
 
-def make_lab_replay(studio: Studio, budget: StateBudget, load: Callable[[str | None], tuple] | None = None):
-    """The run of an uploaded recipe (``load``: a shared run's link instead), read from the file (the link) itself
-    on the server (not from the controls, which the browser may not have updated yet when the run starts)."""
-    load, run = load or make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
+def make_lab_replay(studio: Studio, budget: StateBudget):
+    """The run of an uploaded recipe, read from the file itself on the server (not from the controls, which
+    the browser may not have updated yet when the run starts)."""
+    load, run = make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
 
     @streamed
     def lab_replay(path: str | None) -> Iterator[tuple]:

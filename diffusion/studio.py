@@ -449,11 +449,6 @@ class Studio:
         notes say what may make a replay differ from the original: other library versions or precision."""
         return self._checked(Recipe.from_json(text))
 
-    def read_link(self, token: str) -> tuple[Recipe, list[str]]:
-        """The recipe of a shared run's link parameter (``?run=``, :meth:`diffusion.recipe.Recipe.to_link`), checked
-        as :meth:`read_recipe` checks a file."""
-        return self._checked(Recipe.from_link(token))
-
     def _checked(self, recipe: Recipe) -> tuple[Recipe, list[str]]:
         card = self.card(recipe.model)
         model = self.load(card.id)
