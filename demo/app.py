@@ -49,6 +49,7 @@ label[data-testid="block-label"].float { position: relative; top: 0; left: 0; ma
 #lessons .step-button .step-label { display: block; position: static; white-space: nowrap; max-width: none;
   font-size: var(--text-md); }
 #lessons .step-button.pending { color: var(--body-text-color); }
+#shared-run { display: none !important; }
 """
 
 # Presenter mode: type read from the back of a room at 1280x720 (body text 20 px, nothing under 14 px).
@@ -106,18 +107,22 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
             with gr.Tab("DDPM sampling", id="sampling"):
                 build_sampling_tab(studio)
             with gr.Tab("Step lab", id="lab"):
-                build_lab_tab(studio, budget, exports, app, tabs)
+                open_shared_runs = build_lab_tab(studio, budget, exports, app, tabs)
             with gr.Tab("Playground: train on points", id="playground"):
                 playground_views = build_playground_tab(studio, budget, exports)
             with gr.Tab("Planner: paths in a maze", id="planner"):
                 build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
                 build_text_tab(studio)
+        with gr.Row(elem_id="shared-run"):  # pressed by a page opened with ?run= (demo/tab_lab.py), never seen
+            shared_link = gr.Textbox(label="Shared run", elem_id="shared-run-link")
+            shared_open = gr.Button("Open the shared run", elem_id="shared-run-open")
         shipped = ", ".join(f"{model} {digest}" for model, digest in studio.weights().items()) or "none shipped"
         gr.Markdown(f"Diffusion Classroom {__version__} · weights: {shipped} · usage analytics off",
                     elem_id="app-footer")
         # ----- events -----
         link_to_playground(links, tabs, playground_views)
+        open_shared_runs(shared_link, shared_open)
         app.load(None, inputs=toggle, outputs=toggle, js=PRESENTER_ON_LOAD)
         toggle.change(None, inputs=toggle, outputs=toggle, js=PRESENTER_TOGGLE)
     app.queue(max_size=queue_size, default_concurrency_limit=1)

@@ -9,7 +9,7 @@ Every handler is named after its ``api_name``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import gradio as gr
@@ -234,10 +234,60 @@ def make_lab_load_recipe(studio: Studio):
     return lab_load_recipe
 
 
-def make_lab_replay(studio: Studio, budget: StateBudget):
-    """The run of an uploaded recipe, read from the file itself on the server (not from the controls, which
-    the browser may not have updated yet when the run starts)."""
-    load, run = make_lab_load_recipe(studio), make_lab_run(studio, budget).__wrapped__
+def make_lab_read_link(studio: Studio):
+    def lab_read_link(link: str) -> tuple:
+        """The step lab's controls for a shared run: a link as pasted (``...?run=...``) or its parameter alone."""
+        if not link or not str(link).strip():
+            raise gr.Error("Paste the link of a shared run (it has ?run= in it).")
+        with user_errors():
+            recipe, notes = studio.read_link(link)
+        return _recipe_controls(recipe, notes, "Shared run")
+
+    return lab_read_link
+
+
+def make_lab_open_link(studio: Studio):
+    read = make_lab_read_link(studio)
+
+    def lab_open_link(link: str) -> tuple:
+        """A shared run opened: the step lab selected and its controls set; the run follows."""
+        return (*read(link), gr.Tabs(selected="lab"))
+
+    return lab_open_link
+
+
+def lab_share(session: LabSession | None) -> str:
+    """The run's link parameter (the page puts its own address in front): a student who opens the link gets the
+    step lab replaying the run, to the same pixels."""
+    return _trajectory(session).recipe.to_link()
+
+
+SHARE_JS = "(token) => token ? window.location.origin + window.location.pathname + '?run=' + token : ''"
+
+# A page opened with ?run=: the parameter goes into the shared-run box (outside the tabs, where it is always on
+# the page) and its Open button is pressed, as a student would. A page without one does nothing at all: no
+# request reaches the server (a load event on every page took a queue place and put errors on the controls).
+OPEN_SHARED_RUN_JS = """() => {
+  const token = new URLSearchParams(window.location.search).get('run');
+  if (!token) return;
+  let tries = 0;
+  const open = () => {
+    const box = document.querySelector('#shared-run-link textarea, #shared-run-link input');
+    const button = document.querySelector('#shared-run-open');
+    if (!box || !button) { if (++tries < 100) setTimeout(open, 100); return; }
+    box.value = token;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    setTimeout(() => button.click(), 100);
+  };
+  open();
+}"""
+
+
+def make_lab_replay(studio: Studio, budget: StateBudget, shared: bool = False):
+    """The run of an uploaded recipe (``shared``: of a shared run's link), read from the file (the link) itself on
+    the server (not from the controls, which the browser may not have updated yet when the run starts)."""
+    load = make_lab_read_link(studio) if shared else make_lab_load_recipe(studio)
+    run = make_lab_run(studio, budget).__wrapped__
 
     @streamed
     def lab_replay(path: str | None) -> Iterator[tuple]:
@@ -254,10 +304,11 @@ def make_lab_replay(studio: Studio, budget: StateBudget):
     return lab_replay
 
 
-def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls, app: gr.Blocks,
-                  tabs: gr.Tabs) -> gr.Dependency:
-    """The reverse process, one step at a time; returns the run event (the other views follow it). A page opened
-    with a shared run's link (``?run=``) selects the step lab (one of the app's ``tabs``) and replays it."""
+def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Controls,
+                  tabs: gr.Tabs) -> tuple[gr.Dependency, Callable[[gr.Textbox, gr.Button], None]]:
+    """The reverse process, one step at a time; returns the run event (the other views follow it) and the wiring of
+    a shared run's Open button (a pasted link, or the page's ``?run=``), which selects the step lab (one of the
+    app's ``tabs``) and replays the run."""
     with gr.Row():
         run = gr.Button("Run the reverse process", variant="primary", scale=2)
         play = gr.Button("▶ Play", scale=1, elem_id="lab-play")
@@ -286,6 +337,15 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
         download = gr.File(label="Download", interactive=False, elem_id="lab-download")
         upload = gr.File(label="Load a recipe (JSON): replays its run exactly", file_types=[".json"], type="filepath",
                          elem_id="lab-recipe-upload")
+        with gr.Row(equal_height=True):
+            share = gr.Button("Share link", scale=0, min_width=160, elem_id="lab-share")
+            share_link = gr.Textbox(label="Link to this run: it opens the step lab at the same pixels",
+                                    buttons=["copy"], interactive=False, scale=4, elem_id="lab-share-link")
+        with gr.Row(equal_height=True):
+            pasted = gr.Textbox(label="Open a shared run: paste its link", scale=4, max_lines=1,
+                                elem_id="lab-paste-link")
+            paste_open = gr.Button("Open", scale=0, min_width=160, elem_id="lab-paste-open")
+        share_token = gr.Textbox(visible=False)
     timer = gr.Timer(0.25, active=False)
     # ----- events -----
     run_event = run.click(make_lab_run(studio, budget),
@@ -309,7 +369,20 @@ def build_reverse(studio: Studio, budget: StateBudget, exports: ExportDir, c: Co
         make_lab_replay(studio, budget), inputs=upload,
         outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
         api_visibility="private", **MODEL_CONCURRENCY)  # the API replays a recipe with /lab_load_recipe, /lab_run
-    return run_event
+    share.click(lab_share, inputs=c.session, outputs=share_token, api_name="lab_share").then(
+        None, inputs=share_token, outputs=share_link, js=SHARE_JS)
+
+    def open_shared_runs(box: gr.Textbox, button: gr.Button, api_name: str | None = None) -> None:
+        """``button`` opens the run whose link is in ``box``: the step lab's controls, then the run itself."""
+        button.click(make_lab_open_link(studio), inputs=box,
+                     outputs=[c.model, c.sampler, c.steps, c.seed, c.prompt, c.guidance, c.images, c.layout, status,
+                              tabs], api_name=api_name, api_visibility="public" if api_name else "private").success(
+            make_lab_replay(studio, budget, shared=True), inputs=box,
+            outputs=[c.session, c.slider, x_t, noise, x0, latents, plot, equation, update, status],
+            api_visibility="private", **MODEL_CONCURRENCY)  # the API then runs /lab_run with the controls
+
+    open_shared_runs(pasted, paste_open, "lab_open_link")
+    return run_event, open_shared_runs
 
 
 # ----- guidance -----
@@ -612,7 +685,10 @@ KEYBOARD_JS = """() => {
 
 
 # ----- the tab -----
-def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: gr.Blocks, tabs: gr.Tabs) -> None:
+def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: gr.Blocks,
+                  tabs: gr.Tabs) -> Callable[[gr.Textbox, gr.Button], None]:
+    """The step lab's views; returns the wiring of a shared run's Open button (the app puts the one that pages
+    opened with ``?run=`` press outside the tabs, where it is always on the page)."""
     cards = studio.cards()
     default = studio.cards("pixel")[0]
     # ----- layout -----
@@ -637,7 +713,7 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
                                   render=False))
     with gr.Tabs():
         with gr.Tab("Reverse process", id="reverse"):
-            run_event = build_reverse(studio, budget, exports, c, app, tabs)
+            run_event, open_shared_runs = build_reverse(studio, budget, exports, c, tabs)
         with gr.Tab("Guidance", id="guidance"):
             build_guidance(studio, c)
         with gr.Tab("Cross-attention", id="attention"):
@@ -653,3 +729,5 @@ def build_lab_tab(studio: Studio, budget: StateBudget, exports: ExportDir, app: 
     # ----- events -----
     describe_model(studio, model, about)
     app.load(None, js=KEYBOARD_JS)  # arrows, Home/End and space drive the reverse-process view
+    app.load(None, js=OPEN_SHARED_RUN_JS)  # only in the browser: a page without ?run= sends nothing
+    return open_shared_runs

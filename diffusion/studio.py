@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -107,7 +108,7 @@ from diffusion.playground.training import (
 )
 from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
 from diffusion.prompts import PromptTokens, model_reads, token_labels
-from diffusion.recipe import MAX_RECIPE_CHARS, Recipe, make_recipe
+from diffusion.recipe import MAX_LINK_CHARS, MAX_RECIPE_CHARS, Recipe, make_recipe
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
 from diffusion.request import (
     MAX_BATCH,
@@ -448,6 +449,18 @@ class Studio:
         here and its scheduler config is the one this model and sampler build (``ValueError`` otherwise). The
         notes say what may make a replay differ from the original: other library versions or precision."""
         return self._checked(Recipe.from_json(text))
+
+    def read_link(self, link: str) -> tuple[Recipe, list[str]]:
+        """The recipe of a shared run: a whole link (``...?run=TOKEN``, as pasted) or its parameter alone
+        (:meth:`diffusion.recipe.Recipe.to_link`), checked as :meth:`read_recipe` checks a file."""
+        link = str(link).strip()
+        if len(link) > MAX_LINK_CHARS + 2000:  # room for the page's own address
+            raise ValueError(f"a shared link is at most {MAX_LINK_CHARS + 2000} characters, got {len(link)}")
+        if "?" in link or "/" in link:  # a whole address, not the parameter alone
+            link = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("run", [""])[0]
+            if not link:
+                raise ValueError("this link has no shared run in it (a shared run's link ends in ?run=...)")
+        return self._checked(Recipe.from_link(link))
 
     def _checked(self, recipe: Recipe) -> tuple[Recipe, list[str]]:
         card = self.card(recipe.model)

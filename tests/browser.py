@@ -25,12 +25,15 @@ def chromium_path() -> str | None:
 
 
 @contextmanager
-def browser_page(url: str, width: int = 1280, height: int = 1000) -> Iterator[object]:
+def browser_page(url: str, width: int = 1280, height: int = 1000, requests: list[str] | None = None) -> Iterator[object]:
+    """A page at ``url`` once the app is on it; ``requests`` collects the address of every request it sends."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
         page = browser.new_page(viewport={"width": width, "height": height})
+        if requests is not None:
+            page.on("request", lambda request: requests.append(request.url))
         page.goto(url)
         page.wait_for_selector("#lessons", timeout=60_000)  # the first tab
         try:

@@ -149,6 +149,22 @@ def test_an_uploaded_recipe_sets_the_controls_to_replay_the_run_exactly(served, 
         client.predict(handle_file(str(bad)), api_name="/lab_load_recipe")
 
 
+@pytest.mark.slow
+def test_a_shared_link_sets_the_controls_to_replay_the_run_exactly(served) -> None:
+    """/lab_share gives the run's ?run= parameter; /lab_open_link reads it (or the whole link) back into the step
+    lab's controls, which replay the run to the same pixels; a damaged link is one readable error."""
+    _, client, _ = served
+    _, x_t, _, x0, *_ = client.predict("ddpm-mnist", "ddim", 4, 12, "", 1.0, 2, api_name="/lab_run")
+    token = client.predict(api_name="/lab_share")
+    client.predict("ddpm-mnist", "ddpm", 6, 3, "", 1.0, 1, api_name="/lab_run")  # the student's own run
+    values = client.predict(f"{client.src}?run={token}", api_name="/lab_open_link")
+    assert values[:8] == ("ddpm-mnist", "ddim", 4, 12, "", 1.0, 2, "auto") and "Shared run" in values[8]
+    _, again_x_t, _, again_x0, *_ = client.predict(*values[:8], api_name="/lab_run")
+    assert np.array_equal(load(again_x0), load(x0)) and np.array_equal(load(again_x_t), load(x_t))
+    with pytest.raises(gradio_client.exceptions.AppError, match="damaged"):
+        client.predict(token[:-5], api_name="/lab_open_link")
+
+
 def test_step_lab_needs_a_run_first(serve) -> None:
     _, client, _ = serve(queue_size=4)
     with pytest.raises(gradio_client.exceptions.AppError, match="Run the reverse process first"):

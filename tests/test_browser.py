@@ -125,6 +125,50 @@ def test_a_recipe_upload_restores_the_step_lab_run(url: str, tmp_path: Path) -> 
 
 
 @pytest.mark.slow
+def test_a_shared_link_opens_the_step_lab_at_the_teachers_pixels(url: str) -> None:
+    """The teacher's Share link (a ?run= parameter): a student's fresh page opens the step lab, replays the run and
+    shows the teacher's predicted x0 byte for byte; the link pasted into an open page does the same; a damaged link
+    says so and runs nothing; a page without a link queues nothing (a regression: a load event on every page took
+    a queue place and put Gradio's error badge on the step lab's controls)."""
+    requests: list[str] = []
+    with browser_page(url, requests=requests) as page:  # the teacher
+        page.wait_for_timeout(3000)  # the load events have run
+        assert not [r for r in requests if "/queue/" in r], requests  # (the ?lesson= link is read unqueued)
+        assert page.locator(".toast-body").count() == 0
+        page.get_by_role("tab", name="Step lab").click()
+        seed = page.locator("#lab-seed input")
+        seed.fill("3")  # not the page's default
+        seed.press("Tab")
+        page.wait_for_timeout(1000)  # the box's value reaches the app (the run reads it from there)
+        run_the_step_lab(page)
+        assert page.locator(".toast-body").count() == 0
+        page.wait_for_timeout(1000)  # the final picture, not a streamed preview
+        teacher = image_pixels(page, "lab-x0")
+        page.get_by_text("Export: animation and recipe").click()
+        page.get_by_role("button", name="Share link").click()
+        page.wait_for_function("() => document.querySelector('#lab-share-link textarea, #lab-share-link input')"
+                               "?.value.includes('?run=')", timeout=30_000)
+        link = page.locator("#lab-share-link textarea, #lab-share-link input").first.input_value()
+    assert link.startswith(url.rstrip("/")) and len(link) < len(url) + 400
+    with browser_page(link) as page:  # a student's laptop
+        wait_for_text(page, "lab-status", "Shared run: ddpm-mnist, ddpm, 50 steps, seed 3")
+        wait_for_text(page, "lab-status", "Done")
+        assert page.locator("#lab-seed input").input_value() == "3"
+        wait_for_pixels(page, "lab-x0", teacher)
+        assert page.locator("#shared-run").is_hidden()
+    with browser_page(url) as page:  # a student who already has the app open pastes the link
+        page.get_by_role("tab", name="Step lab").click()
+        page.get_by_text("Export: animation and recipe").click()
+        page.locator("#lab-paste-link textarea, #lab-paste-link input").first.fill(link)
+        page.locator("#lab-paste-open").click()
+        wait_for_text(page, "lab-status", "Shared run: ddpm-mnist, ddpm, 50 steps, seed 3")
+        wait_for_text(page, "lab-status", "Done")
+        wait_for_pixels(page, "lab-x0", teacher)
+    with browser_page(link[:-10]) as page:  # cut short
+        page.wait_for_selector("text=/link parameter is damaged/", timeout=60_000)
+
+
+@pytest.mark.slow
 def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
     with browser_page(url) as page:
         page.get_by_role("tab", name="Step lab").click()

@@ -156,3 +156,19 @@ def test_a_shared_run_link_round_trips_and_refuses_damage() -> None:
     tampered = Recipe(recipe.model, SampleRequest(sampler="ddpm", steps=10**6, n=1, seed=7), weights="ab")
     with pytest.raises(ValueError, match="Steps must be a whole number"):
         Recipe.from_link(tampered.to_link())
+
+
+def test_the_studio_opens_a_shared_run_from_a_pasted_link_or_its_parameter(studio) -> None:
+    """A student pastes the whole link (any address in front, other parameters beside) or the parameter alone: the
+    same checked recipe; a link without a run, or one too long to be a link, is a readable ValueError."""
+    model = studio.load("local/tiny-ddpm")
+    request = SampleRequest(sampler="ddim", steps=3, n=1, seed=5)
+    token = make_recipe("local/tiny-ddpm", request, model.scheduler_config, weights=model.weights).to_link()
+    for pasted in (token, f"http://127.0.0.1:7860/?run={token}", f"  https://x.hf.space/?presenter=1&run={token}#x "):
+        recipe, notes = studio.read_link(pasted)
+        assert (recipe.model, recipe.request, notes) == ("local/tiny-ddpm", request, [])
+    for bad, message in (("http://127.0.0.1:7860/?lesson=3", "no shared run in it"),
+                         ("https://x/?run=" + "A" * 9000, "a shared link is at most"),
+                         (f"http://x/?run={token[:-6]}", "damaged")):
+        with pytest.raises(ValueError, match=message):
+            studio.read_link(bad)
