@@ -114,7 +114,7 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
                 build_planner_tab(studio, budget, exports)
             with gr.Tab("Text to image (latent)", id="text"):
                 build_text_tab(studio)
-        with gr.Row(elem_id="shared-run"):  # pressed by a page opened with ?run= (demo/tab_lab.py), never seen
+        with gr.Row(elem_id="shared-run"):  # pressed by a page opened with ?run= (demo/lab/recipes.py), never seen
             shared_link = gr.Textbox(label="Shared run", elem_id="shared-run-link")
             shared_open = gr.Button("Open the shared run", elem_id="shared-run-open")
         shipped = ", ".join(f"{model} {digest}" for model, digest in studio.weights().items()) or "none shipped"

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from demo.common import FIGURE_LOCK
 from diffusion.studio import (
+    Compression,
     Layout,
     NoiseField,
     ParticlePaths,
@@ -40,7 +42,7 @@ def readable(fig: Figure) -> Figure:
     for ax in fig.axes:
         for text in (ax.title, ax.xaxis.label, ax.yaxis.label):
             text.set_fontsize(max(MIN_POINTS, text.get_fontsize()))
-        ax.tick_params(labelsize=MIN_POINTS)
+        ax.tick_params(which="both", labelsize=MIN_POINTS)
         legend = ax.get_legend()
         if legend is not None:
             for text in legend.get_texts():
@@ -309,3 +311,41 @@ def shared_latent_grid(view: SharedLatent, side: int = 64) -> np.ndarray:
     columns.append(column([view.original] * k))
     labels = ["shared xₜ"] + [f"sample {j + 1}" for j in range(m)] + ["the run's x₀"]
     return labelled_strip(columns, labels, font_px=16, pad=6)
+
+
+#: Marker per downsampling factor in the compression figure (with the Okabe-Ito colours: told apart without colour)
+_FACTOR_MARKERS = ("o", "s", "D", "^", "v", "P")
+
+
+def compression_figure(view: Compression) -> Figure:
+    """Rombach et al.'s trade by downsampling factor, measured here: seconds per sample (a guided DDIM run of
+    ``view.steps`` steps, this machine, log axis) against the best a latent model at that factor could score (the
+    judge's accuracy, all attributes right, on the autoencoder's reconstructions of the gate's scenes), each point
+    labelled with f, the latent shape and the reconstruction PSNR. Points without gate figures are left out."""
+    with FIGURE_LOCK:
+        fig = Figure(figsize=(10, 4.4), dpi=90)
+        ax = fig.subplots()
+        for k, row in enumerate(view.rows):
+            if "exact" not in row.bound:
+                continue
+            colour = LINE_STYLES[k % len(LINE_STYLES)][0]
+            x, y = row.seconds_per_sample(view.steps, view.guided), row.bound["exact"]
+            ax.plot([x], [y], marker=_FACTOR_MARKERS[k % len(_FACTOR_MARKERS)], markersize=16, color=colour,
+                    markeredgecolor="black", linestyle="none")
+            c, h, w = row.cost.shape
+            quality = "lossless" if "psnr" not in row.bound else f"{row.bound['psnr']:.1f} dB"
+            ax.annotate(f"f = {row.factor}\n{c}x{h}x{w}, {quality}", (x, y), textcoords="offset points",
+                        xytext=(14, -6), fontsize=MIN_POINTS, va="top")
+        ax.set_xscale("log")
+        # plain numbers (0.2, 0.5, 1, 2, 5, ...), not powers of ten; the other minor labels crowd a projector
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:g}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+        ax.set_xlabel(f"seconds per sample here (DDIM {view.steps}{', guided' if view.guided else ''}; log axis)")
+        ax.set_ylabel("best reachable accuracy")
+        ax.set_title("Cost against the quality a latent model could reach, by downsampling factor f")
+        ax.set_ylim(min([0.5] + [r.bound["exact"] - 0.1 for r in view.rows if "exact" in r.bound]), 1.05)
+        left, right = ax.get_xlim()
+        ax.set_xlim(left / 1.3, right * 3)  # room for the labels on the right
+        ax.grid(alpha=0.3)
+        return readable(fig)

@@ -127,7 +127,9 @@ denoises $z$:
 $$L_\text{LDM} = \mathbb E_{\mathcal E(x), \epsilon, t}\,\big\lVert \epsilon - \epsilon_\theta(z_t, t)\big\rVert^2\quad\text{(Rombach et al. 2022, Eq. 2)}.$$
 Every step is cheaper because the tensor is 12 times smaller; the price is that no sample can be better than what the
 decoder can draw. The view shows an image, its reconstruction $\mathcal D(\mathcal E(x))$ with its PSNR, the four latent
-channels, and the measured cost of one UNet step of each embedded model.
+channels, and the measured cost of one UNet step of each embedded model. Then the choice of $f$ itself, as Rombach et
+al. (Sec. 4.1) made it: the same image through autoencoders with $f = 1, 2, 4, 8$, and each factor's cost against the
+best quality a latent model at that factor could reach.
 """,
         "Where does the autoencoder lose detail, and why does that bound the whole model?",
         r"At sharp edges and fine texture: the reconstruction error sits on the outlines. Every sample passes through "

@@ -28,6 +28,7 @@ from demo.common import (
 from demo.figures import (
     BLUE,
     GREY,
+    compression_figure,
     labelled_strip,
     progressive_grid,
     readable,
@@ -37,12 +38,15 @@ from demo.figures import (
 )
 from demo.handout import LessonPictures, handout_html
 from demo.lessons import LESSONS
-from demo.tab_lab import race_table
+from demo.lab.race import race_table
 from demo.warmup import LessonResults
 from diffusion.studio import (
     ASSETS,
+    COMPRESSION_FIGURE,
     GUIDANCE_SCALES,
     HELD_OUT_PAIRS,
+    Compression,
+    FactorRow,
     PROGRESSIVE_FIGURE,
     SHARED_LATENT_FIGURE,
     ExportDir,
@@ -226,15 +230,16 @@ def make_lesson_determinism(studio: Studio):
 # ----- 6. latent space -----
 def make_lesson_latent(studio: Studio):
     def lesson_latent() -> tuple:
-        """Lesson 6: a shapes image, its autoencoder latents and the decoded image, with one UNet step's cost in pixels and in latents."""
+        """Lesson 6: a shapes image, its autoencoder latents and the decoded image, one UNet step's cost in pixels and
+        in latents, and Rombach et al.'s trade by downsampling factor (reconstructions and cost at f = 1, 2, 4, 8)."""
         with user_errors():
             image = _image(SHAPES)
             view = studio.forward_process(LATENT, image, 0, 0)
-            costs = [studio.step_cost(LATENT), studio.step_cost(LATENT, in_pixels=True), studio.step_cost(PIXEL)]
-        original = np.asarray(image)
-        from PIL import Image
+            from PIL import Image
 
-        original = np.asarray(Image.fromarray(original).resize(view.x0.shape[1::-1], Image.Resampling.BICUBIC))
+            original = np.asarray(Image.fromarray(image).resize(view.x0.shape[1::-1], Image.Resampling.BICUBIC))
+            factors = studio.compression(LATENT, original)
+            costs = [studio.step_cost(LATENT), factors.rows[0].cost, studio.step_cost(PIXEL)]
         error = np.abs(original.astype(int) - view.x0.astype(int)).max(-1)
         error_map = np.clip(error * 4, 0, 255).astype(np.uint8)  # x4: small errors made visible
         gallery = [(_enlarge(original, 256), "x (64x64x3)"), (_enlarge(view.x0, 256), "D(E(x)): the reconstruction"),
@@ -246,12 +251,45 @@ def make_lesson_latent(studio: Studio):
         rows += [f"| {c.model_id} | {'x'.join(str(s) for s in c.shape)} | {c.values:,} | {c.parameters / 1e6:.1f} M | "
                  f"{c.flops / 1e6:.0f} MFLOP | {c.ms:.1f} ms |" for c in costs]
         psnr = f"{view.reconstruction_psnr:.1f} dB" if view.reconstruction_psnr is not None else "n/a"
-        return gallery, (f"Reconstruction PSNR: **{psnr}**; the error sits on the outlines.\n\n" + "\n".join(rows)
-                         + f"\n\nMeasured now with torch's flop counter, one image, one step (text models: the "
-                         f"conditional branch; guidance doubles it). The same UNet on the 64x64x3 pixels would need "
-                         f"**{costs[1].flops / costs[0].flops:.1f}x** the compute of the latent one.")
+        note = (f"Reconstruction PSNR: **{psnr}**; the error sits on the outlines.\n\n" + "\n".join(rows)
+                + f"\n\nMeasured now with torch's flop counter, one image, one step (text models: the "
+                f"conditional branch; guidance doubles it). The same UNet on the 64x64x3 pixels would need "
+                f"**{costs[1].flops / costs[0].flops:.1f}x** the compute of the latent one.")
+        strip = labelled_strip([_enlarge(r.reconstruction, 192) for r in factors.rows],
+                               [_factor_label(r) for r in factors.rows])
+        return gallery, note, strip, compression_figure(factors), _compression_note(factors)
 
     return scheduled(lesson_latent)
+
+
+def _factor_label(row: FactorRow) -> str:
+    c, h, w = row.cost.shape
+    return "f = 1: the image" if row.factor == 1 else f"f = {row.factor}: {c}x{h}x{w}, {row.psnr:.1f} dB"
+
+
+def _compression_note(view: Compression) -> str:
+    """The trade by factor as a table: the latent, one step's compute and time, a sample's time, and the gate's
+    bounds (PSNR and the judge on reconstructions), then what it shows, as Rombach et al. found it."""
+    rows = ["| f | denoises | FLOPs per step | seconds per sample (here) | PSNR (held-out) | best reachable: "
+            "all attributes | two objects: both |", "|---|---|---|---|---|---|---|"]
+    for r in view.rows:
+        b = r.bound
+        quality = "lossless" if r.factor == 1 else f"{b['psnr']:.1f} dB" if "psnr" in b else "n/a"
+        exact = f"{b['exact']:.3f}" if "exact" in b else "n/a"
+        both = f"{b['both']:.3f}" if "both" in b else "n/a"
+        rows.append(f"| {r.factor} | {'x'.join(str(s) for s in r.cost.shape)} | {r.cost.flops / 1e6:.0f} MFLOP | "
+                    f"{r.seconds_per_sample(view.steps, view.guided):.2f} s | {quality} | {exact} | {both} |")
+    fastest, slowest = view.rows[-1], view.rows[0]
+    speedup = slowest.seconds_per_sample(view.steps, view.guided) / fastest.seconds_per_sample(view.steps, view.guided)
+    return ("**The trade by downsampling factor** ([Rombach et al. 2022, Sec. 4.1, the figure of quality against "
+            f"throughput]({COMPRESSION_FIGURE})), on our own autoencoders (f = 2, 4, 8, one training recipe; "
+            "f = 1 is the pixels). Training a latent model per factor is beyond this laptop, so the quality side is "
+            "the bound every latent model at that factor lives under: its samples are decoder outputs, and the judge "
+            "on the autoencoder's reconstructions of the gate's scenes is the best they could score.\n\n"
+            + "\n".join(rows) + f"\n\nSeconds per sample: DDIM {view.steps} with guidance (two UNet calls a step) "
+            f"and one decode, timed now. f = {fastest.factor} samples **{speedup:.0f}x** faster than the pixels; "
+            "each halving of the latent side loses detail the decoder cannot put back. The paper found the same "
+            "shape on ImageNet: f = 1 and 2 slow, f = 4 to 16 the balance, f = 32 too lossy.")
 
 
 # ----- 7. text conditioning -----
@@ -465,7 +503,11 @@ def _views(studio: Studio, number: int, results: LessonResults) -> list:
                  lambda: [_gallery("one seed, four runs", number, 4), _note()], "lesson_determinism")
     elif number == 6:
         return _show_me("the autoencoder and the cost of a step", number, make_lesson_latent(studio), [],
-                 lambda: [_gallery("the autoencoder", number, 4), _note()], "lesson_latent")
+                 lambda: [_gallery("the autoencoder", number, 4), _note(),
+                          gr.Image(label="one image through autoencoders of f = 1, 2, 4, 8 (Rombach et al. 2022, "
+                                         "Sec. 4.1)", elem_id="lesson-6-factors", **PICTURE),
+                          LockedPlot(label="cost against reachable quality, by f", elem_id="lesson-6-trade"),
+                          _note()], "lesson_latent")
     elif number in (7, 8):
         default = "a large red circle top left" if number == 7 else "a blue star"  # one object: the model's strength
         prompt = gr.Textbox(value=default, label="Prompt", max_length=200)

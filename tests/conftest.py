@@ -30,12 +30,21 @@ def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
+def tiny_autoencoders_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random autoencoders with f = 2, 4, 8 for the tiny latent model's 16x16 images (lesson 6's comparison)."""
+    from tests.tiny import save_tiny_autoencoders
+
+    return save_tiny_autoencoders(tmp_path_factory.mktemp("tiny") / "autoencoders")
+
+
+@pytest.fixture(scope="session")
+def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
     from diffusion.registry import Registry
     from diffusion.studio import Studio
 
     # no result sharing: the tests of the computations want every request to run
-    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32", cache_bytes=0)
+    return Studio(Registry.default([tiny_ddpm_dir, tiny_sd_dir]), device="cpu", precision="fp32", cache_bytes=0,
+                  autoencoders=tiny_autoencoders_dir)
 
 
 def free_port() -> int:
@@ -47,7 +56,7 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
+def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
     """Start the real app in-process on tiny models; returns (app, client, studio)."""
     from gradio_client import Client
 
@@ -65,7 +74,8 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
         if not embedded:
             registry.with_source("ddpm-mnist", str(ddpm_dir or tiny_ddpm_dir))
             registry.with_source("ldm-shapes", str(tiny_sd_dir))
-        studio = Studio(registry, device="cpu", precision=precision, cache_bytes=cache_bytes)
+        studio = Studio(registry, device="cpu", precision=precision, cache_bytes=cache_bytes,
+                        autoencoders=None if embedded else tiny_autoencoders_dir)
         app = build_app(studio, queue_size=queue_size, state_budget=state_budget)
         port = free_port()
         app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,

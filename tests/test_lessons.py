@@ -3,6 +3,8 @@ ones), the new denoising-error view, the step cost, and the lesson texts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -115,12 +117,19 @@ def test_a_latent_step_costs_less_than_the_same_unet_on_pixels(studio) -> None:
         studio.step_cost("local/tiny-ddpm", in_pixels=True)
 
 
-def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour() -> None:
+def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour(studio) -> None:
     from diffusers import DDPMScheduler
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.text import Text
 
-    from demo.figures import MIN_POINTS, field_figure, loss_by_t_figure, paths_figure, schedule_figure
+    from demo.figures import (
+        MIN_POINTS,
+        compression_figure,
+        field_figure,
+        loss_by_t_figure,
+        paths_figure,
+        schedule_figure,
+    )
     from demo.tab_lessons import error_figure
     from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
 
@@ -130,12 +139,17 @@ def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour(
     grid = np.stack(np.meshgrid(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5)), -1)
     path = np.cumsum(np.random.default_rng(0).normal(size=(11, 3, 2)), 0)
     ts = np.linspace(0, 99, 10)
+    trade = studio.compression("local/tiny-sd", np.zeros((16, 16, 3), np.uint8), repeats=1)
+    bounds = {1: {"exact": 0.97}, 2: {"psnr": 35.0, "exact": 0.95}, 4: {"psnr": 31.0, "exact": 0.9},
+              8: {"psnr": 24.0, "exact": 0.6}}
+    trade = dataclasses.replace(trade, rows=tuple(dataclasses.replace(r, bound=bounds[r.factor]) for r in trade.rows))
     figures = [
         schedule_figure(curves, 40.0, family),
         field_figure(NoiseField(10, 0.9, grid, grid, grid), grid.reshape(-1, 2), 3.2, True),
         paths_figure(ParticlePaths(path, path + 1, path - 1, 10), None, 3.2),
         loss_by_t_figure(ts, 1 - ts / 100, curves.alphas_cumprod),
         error_figure(ts, 1 - ts / 100, np.full(10, 0.1)),
+        compression_figure(trade),
     ]
     for fig in figures:
         FigureCanvasAgg(fig).draw()  # makes the tick labels
@@ -147,6 +161,11 @@ def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour(
     # the classic schedules beside the model's: each line has its own style, not only its own colour
     styles = [line.get_linestyle() for line in figures[0].axes[1].get_lines()[:-2]]
     assert len(styles) == 2 and len(set(styles)) == 2
+    # the factors: one point each, told apart by marker as well as colour, each labelled with its f
+    markers = [line.get_marker() for line in figures[-1].axes[0].get_lines()]
+    assert len(markers) == 4 and len(set(markers)) == 4
+    labels = " ".join(t.get_text() for t in figures[-1].axes[0].texts)
+    assert all(f"f = {f}" in labels for f in (1, 2, 4, 8)) and "lossless" in labels and "24.0 dB" in labels
 
 
 VOID = {"meta", "img", "br", "hr", "input", "link"}

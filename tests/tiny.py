@@ -70,3 +70,15 @@ def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
 def save_tiny_sd(folder: Path) -> Path:
     tiny_sd_pipeline().save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+def save_tiny_autoencoders(folder: Path, seed: int = 0) -> Path:
+    """Random KL autoencoders with f = 2, 4 and 8 (``folder/kl-f*``), as ``assets/autoencoders`` ships them."""
+    for blocks in (2, 3, 4):
+        torch.manual_seed(seed + blocks)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,) * blocks, layers_per_block=1,
+            norm_num_groups=4, down_block_types=("DownEncoderBlock2D",) * blocks,
+            up_block_types=("UpDecoderBlock2D",) * blocks, sample_size=16)
+        vae.save_pretrained(folder / f"kl-f{2 ** (blocks - 1)}", safe_serialization=True)
+    return folder

@@ -32,16 +32,22 @@ class StepCost:
         return c * h * w
 
 
-def step_cost(model: Any, repeats: int = 5, in_pixels: bool = False) -> StepCost:
-    """The cost of one UNet step of ``model``. ``in_pixels`` (latent models): the same UNet architecture built to
-    denoise the decoded image itself (H x W x 3, random weights: the cost depends only on the shapes), which is
-    what the autoencoder saves (Rombach et al. 2022, Sec. 3)."""
+def step_cost(model: Any, repeats: int = 5, in_pixels: bool = False, factor: int | None = None) -> StepCost:
+    """The cost of one UNet step of ``model``. ``factor`` (latent models): the same UNet architecture built to
+    denoise the latents of an autoencoder with downsampling factor ``factor`` (random weights: the cost depends
+    only on the shapes); 1 is the decoded image itself (H x W x 3), what the autoencoder saves (Rombach et al.
+    2022, Sec. 3); ``in_pixels`` is ``factor=1``."""
     unet = model.unet
-    if in_pixels:
+    factor = 1 if in_pixels else factor
+    if factor is not None:
         if getattr(model, "vae", None) is None:
-            raise ValueError("only a latent model has a pixel-space counterpart")
-        side = unet.config.sample_size * model.vae_scale_factor
-        unet = type(unet).from_config({**unet.config, "sample_size": side, "in_channels": 3, "out_channels": 3})
+            raise ValueError("only a latent model has counterparts at other downsampling factors")
+        image_side = unet.config.sample_size * model.vae_scale_factor
+        if factor < 1 or image_side % factor:
+            raise ValueError(f"the downsampling factor must divide the image side {image_side}, got {factor}")
+        channels = 3 if factor == 1 else unet.config.in_channels
+        unet = type(unet).from_config({**unet.config, "sample_size": image_side // factor, "in_channels": channels,
+                                       "out_channels": channels})
         unet = unet.to(next(model.unet.parameters())).eval()
     param = next(unet.parameters())
     size = unet.config.sample_size
@@ -65,6 +71,6 @@ def step_cost(model: Any, repeats: int = 5, in_pixels: bool = False) -> StepCost
             began = time.perf_counter()
             call()
             times.append((time.perf_counter() - began) * 1000)
-    name = f"{model.card.id} in pixels" if in_pixels else model.card.id
+    name = model.card.id if factor is None else f"{model.card.id} in pixels" if factor == 1 else f"{model.card.id} at f = {factor}"
     return StepCost(name, (unet.config.in_channels, height, width), int(counter.get_total_flops()),
                     statistics.median(times), sum(p.numel() for p in unet.parameters()))
