@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion import __version__
@@ -37,10 +36,8 @@ from diffusion.data.shapes import HELD_OUT_PAIRS
 from diffusion.explain import StepTerms, step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
-from diffusion.lab.compression import FACTORS, Compression, FactorRow, autoencoder_folder, decode_ms, downsampling_factor
 from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE
-from diffusion.lab.compression import load_autoencoder, read_bounds, reconstruct
-from diffusion.lab.compression import psnr as compression_psnr
+from diffusion.lab.compression import Autoencoders, Compression, FactorRow
 from diffusion.lab.cost import StepCost, step_cost
 from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.memorisation import NearestCopies, nearest_copies
@@ -267,8 +264,8 @@ class Studio:
         "fair" (the UI's own fair scheduler) or "first-come" (the load harness's baseline). ``autoencoders``: the
         folder of the autoencoders compared by downsampling factor (default ``assets/autoencoders``)."""
         self.registry = registry or Registry.default()
-        self.autoencoder_dir = autoencoders if autoencoders is not None else ASSETS / "autoencoders"
-        self._autoencoders: dict[int, AutoencoderKL] = {}
+        # the autoencoders lesson 6 compares by downsampling factor, loaded when first asked for
+        self.autoencoders = Autoencoders(autoencoders if autoencoders is not None else ASSETS / "autoencoders")
         self.store = ModelStore(self.registry, device, precision, speedups, hub_models_at_once)
         self.work_budget_s = work_budget_s
         self.max_batch = max_batch
@@ -672,39 +669,12 @@ class Studio:
         return step_cost(self.load(model_id), in_pixels=in_pixels)
 
     def compression(self, model_id: str, image: np.ndarray, repeats: int = 3) -> Compression:
-        """Rombach et al.'s trade by downsampling factor (:mod:`diffusion.lab.compression`) for one uint8 image
-        (H, W, 3) of the latent model ``model_id``'s size: at f = 1, 2, 4, 8 the reconstruction by the autoencoder
-        of that factor and its PSNR, one step of ``model_id``'s UNet architecture at that factor's latent shape and
-        one decode, timed now (median of ``repeats``), and the gate's figures on held-out scenes."""
+        """Rombach et al.'s trade by downsampling factor for one uint8 image (H, W, 3) of the latent model
+        ``model_id``'s size (:meth:`diffusion.lab.compression.Autoencoders.compare`)."""
         card = self.card(model_id)
         if card.kind != "latent-text":
             raise ValueError(f"{card.id} has no autoencoder (choose a latent model)")
-        model = self.load(card.id)
-        side = model.unet.config.sample_size * model.vae_scale_factor
-        image = np.asarray(image)
-        if image.shape != (side, side, 3) or image.dtype != np.uint8:
-            raise ValueError(f"the image must be uint8 {side}x{side}x3, got {image.dtype} {image.shape}")
-        bounds = read_bounds(self.autoencoder_dir)
-        rows = []
-        for f in FACTORS:
-            vae = None if f == 1 else self._autoencoder(f)
-            recon = reconstruct(vae, image[None])[0]
-            rows.append(FactorRow(f, step_cost(model, repeats=repeats, factor=f), decode_ms(vae, side, repeats),
-                                  recon, compression_psnr(image, recon), bounds.get(f, {})))
-        return Compression(tuple(rows))
-
-    def _autoencoder(self, factor: int) -> AutoencoderKL:
-        """The shipped autoencoder of ``factor``, loaded once; ``ValueError`` saying how to make it when missing."""
-        if factor not in self._autoencoders:
-            folder = autoencoder_folder(self.autoencoder_dir, factor)
-            if not (folder / "config.json").is_file():
-                raise ValueError(f"the autoencoder with f = {factor} is missing ({folder}); train it as "
-                                 "docs/models.md says (diffusion/training/train_autoencoder.py)")
-            vae = load_autoencoder(folder)
-            if downsampling_factor(vae) != factor:
-                raise ValueError(f"{folder} holds an autoencoder with f = {downsampling_factor(vae)}, not {factor}")
-            self._autoencoders[factor] = vae
-        return self._autoencoders[factor]
+        return self.autoencoders.compare(self.load(card.id), image, repeats)
 
     def schedule(self, model_id: str) -> ScheduleCurves:
         """The model's training noise schedule (loads the model to read its scheduler config)."""

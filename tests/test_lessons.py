@@ -130,7 +130,7 @@ def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour(
         paths_figure,
         schedule_figure,
     )
-    from demo.tab_lessons import error_figure
+    from demo.lesson_views.ddpm import error_figure
     from diffusion.studio import NoiseField, ParticlePaths, ScheduleCurves
 
     curves = ScheduleCurves.of(DDPMScheduler(num_train_timesteps=100))

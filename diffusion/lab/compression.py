@@ -22,13 +22,14 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
 from diffusion.images import from_uint8, to_uint8
-from diffusion.lab.cost import StepCost
+from diffusion.lab.cost import StepCost, step_cost
 
 #: The figure it reproduces (arXiv v2: sample quality against throughput by factor), linked beside it.
 FIGURE_URL = "https://arxiv.org/pdf/2112.10752#figure.7"
@@ -127,3 +128,42 @@ def read_bounds(folder: Path) -> dict[int, dict[str, float]]:
     data = json.loads(path.read_text(encoding="utf-8"))
     return {int(f): {k: float(v) for k, v in row.items() if isinstance(v, (int, float))}
             for f, row in data.get("factors", {}).items()}
+
+
+class Autoencoders:
+    """The autoencoders of :data:`FACTORS` in ``folder`` (``kl-f2``, ``kl-f4``, ``kl-f8`` and the gate's
+    ``compression_results.json``), each loaded when first asked for and kept."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._loaded: dict[int, AutoencoderKL] = {}
+
+    def get(self, factor: int) -> AutoencoderKL:
+        """The autoencoder of ``factor``; ``ValueError`` saying how to make it when it is missing."""
+        if factor not in self._loaded:
+            folder = autoencoder_folder(self.folder, factor)
+            if not (folder / "config.json").is_file():
+                raise ValueError(f"the autoencoder with f = {factor} is missing ({folder}); train it as "
+                                 "docs/models.md says (diffusion/training/train_autoencoder.py)")
+            vae = load_autoencoder(folder)
+            if downsampling_factor(vae) != factor:
+                raise ValueError(f"{folder} holds an autoencoder with f = {downsampling_factor(vae)}, not {factor}")
+            self._loaded[factor] = vae
+        return self._loaded[factor]
+
+    def compare(self, model: Any, image: np.ndarray, repeats: int = 3) -> Compression:
+        """The trade for one uint8 image (H, W, 3) of the latent ``model``'s size: at each factor the
+        reconstruction and its PSNR, one step of ``model``'s UNet architecture at that factor's latent shape and one
+        decode, timed now (median of ``repeats``), and the gate's figures on held-out scenes."""
+        side = model.unet.config.sample_size * model.vae_scale_factor
+        image = np.asarray(image)
+        if image.shape != (side, side, 3) or image.dtype != np.uint8:
+            raise ValueError(f"the image must be uint8 {side}x{side}x3, got {image.dtype} {image.shape}")
+        bounds = read_bounds(self.folder)
+        rows = []
+        for f in FACTORS:
+            vae = None if f == 1 else self.get(f)
+            recon = reconstruct(vae, image[None])[0]
+            rows.append(FactorRow(f, step_cost(model, repeats=repeats, factor=f), decode_ms(vae, side, repeats),
+                                  recon, psnr(image, recon), bounds.get(f, {})))
+        return Compression(tuple(rows))

@@ -1,0 +1,1 @@
+"""The lessons' live views (``demo/tab_lessons.py`` builds the tab around them)."""
