@@ -1,6 +1,6 @@
 """Drive the real app in headless Chromium (Playwright with Debian's /usr/bin/chromium).
 
-Used by ``tests/test_browser.py`` (tiny models) and, for the README's screenshots on the
+Used by ``tests/test_browser.py`` and ``tests/test_browser_lessons.py`` (tiny models) and, for the README's screenshots on the
 shipped models, as a command:
 
     python -m tests.browser --out assets            # each tab
