@@ -1,7 +1,7 @@
 """Drive the real app in headless Chromium (Playwright with Debian's /usr/bin/chromium).
 
-Used by ``tests/test_browser.py`` and ``tests/test_browser_lessons.py`` (tiny models) and, for the README's screenshots on the
-shipped models, as a command:
+Used by ``tests/test_browser.py`` and ``tests/test_browser_lessons.py`` (tiny models) and, for the README's
+screenshots on the shipped models, as a command:
 
     python -m tests.browser --out assets            # each tab
     python -m tests.browser --out assets --lessons  # each lesson in presenter mode
