@@ -114,7 +114,8 @@ def _run(args: argparse.Namespace) -> int:
         registry = Registry.default(args.model_dir)
     except ValueError as error:
         raise CliError(f"--model-dir: {error}") from None
-    studio = Studio(registry, device=args.device, precision=args.precision)
+    # the CLI runs its own batches (--batch-size, at most MAX_BATCH) for text models too
+    studio = Studio(registry, device=args.device, precision=args.precision, max_text_batch=MAX_BATCH)
     if args.list:
         for card in studio.cards():
             sys.stdout.write(f"{card.id:45s} {card.kind:12s} {card.title}\n")

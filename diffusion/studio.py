@@ -254,7 +254,7 @@ class Studio:
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
                  precision: str = "auto", speedups: Speedups = Speedups(), cache_bytes: int = DEFAULT_CACHE_BYTES,
                  work_budget_s: float | None = None, hub_models_at_once: int | None = None,
-                 scheduling: str = "fair", autoencoders: Path | None = None):
+                 scheduling: str = "fair", autoencoders: Path | None = None, max_text_batch: int = MAX_TEXT_BATCH):
         """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
         ``speedups``: optional channels_last / torch.compile for the UNets; ``cache_bytes``: the results
         kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
@@ -262,13 +262,16 @@ class Studio:
         ``hub_models_at_once``: hub models kept loaded together (None: no limit; a Space keeps 1).
         ``scheduling``: how the UI's requests share the model thread (:data:`diffusion.runtime.SCHEDULING`):
         "fair" (the UI's own fair scheduler) or "first-come" (the load harness's baseline). ``autoencoders``: the
-        folder of the autoencoders compared by downsampling factor (default ``assets/autoencoders``)."""
+        folder of the autoencoders compared by downsampling factor (default ``assets/autoencoders``).
+        ``max_batch`` and ``max_text_batch``: the most images one request may ask of a pixel model and of a text
+        model (the CLI, which runs its own batches, lifts the second to the first)."""
         self.registry = registry or Registry.default()
         # the autoencoders lesson 6 compares by downsampling factor, loaded when first asked for
         self.autoencoders = Autoencoders(autoencoders if autoencoders is not None else ASSETS / "autoencoders")
         self.store = ModelStore(self.registry, device, precision, speedups, hub_models_at_once)
         self.work_budget_s = work_budget_s
         self.max_batch = max_batch
+        self.max_text_batch = max_text_batch
         self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
         self.results: ResultCache[Progress] = ResultCache(cache_bytes)
         self.flights: Flights[Progress] = Flights()
@@ -312,8 +315,12 @@ class Studio:
         card = self.card(model_id)
         if card.kind == "pixel":
             request = replace(request, guidance_scale=1.0)
-        # every bound but the model's own step limit, before a model is loaded
-        request = check_request(request, MAX_STEPS, max_batch or self.max_batch, card.kind != "pixel", card.id)
+        # every bound but the model's own step limit, before a model is loaded; a latent image costs more than a
+        # pixel one, so a text model's batch has its own, smaller bound
+        limit = max_batch or self.max_batch
+        if card.kind != "pixel":
+            limit = min(limit, self.max_text_batch)
+        request = check_request(request, MAX_STEPS, limit, card.kind != "pixel", card.id)
         self.check_budget(card, [request])
         model = self.store.get(card.id)
         whole_number(request.steps, "Steps", 1, max_steps_for(model.scheduler_config))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,21 @@ def test_text_endpoint_with_a_local_latent_model(served) -> None:
     assert "zebra" in status
     labels = {d["token"].strip(): d["class_or_confidence"] for d in tokens}
     assert labels["[UNK]"] == "unknown"
+
+
+def test_a_text_models_batch_is_bounded_by_the_studio_itself(studio) -> None:
+    """The text tab's batch of 16 is the Studio's bound, not only its slider's: a caller of the door (the API, a
+    Ray replica) cannot ask a text model for 64 images; a pixel model allows its own 64, and the CLI, which runs its
+    own batches, lifts the text bound to that."""
+    from diffusion.studio import MAX_BATCH, MAX_TEXT_BATCH, SampleRequest, Studio
+
+    text = SampleRequest(sampler="ddim", steps=2, n=MAX_TEXT_BATCH + 1, prompt="a red circle")
+    with pytest.raises(ValueError, match=f"Batch must be a whole number between 1 and {MAX_TEXT_BATCH}"):
+        studio.prepare("local/tiny-sd", text)
+    assert studio.prepare("local/tiny-sd", dataclasses.replace(text, n=MAX_TEXT_BATCH)).request.n == MAX_TEXT_BATCH
+    assert studio.prepare("local/tiny-ddpm", SampleRequest(sampler="ddim", steps=2, n=MAX_BATCH)).request.n == MAX_BATCH
+    cli = Studio(studio.registry, device="cpu", precision="fp32", cache_bytes=0, max_text_batch=MAX_BATCH)
+    assert cli.prepare("local/tiny-sd", dataclasses.replace(text, n=MAX_BATCH)).request.n == MAX_BATCH
 
 
 def test_hub_model_offline_fails_fast_with_remedies(served) -> None:

@@ -86,3 +86,16 @@ def test_the_shipped_autoencoders_hold_their_gate_figures() -> None:
         assert psnr(held_out, recon) == pytest.approx(bounds[f]["psnr"], abs=0.01)
     assert bounds[2]["psnr"] > bounds[4]["psnr"] > bounds[8]["psnr"]
     assert bounds[1]["exact"] >= bounds[8]["exact"]
+
+
+@pytest.mark.skipif(not (SHIPPED / RESULTS_FILE).is_file(), reason="the autoencoders are not shipped")
+def test_the_docs_table_of_factors_is_the_results_file() -> None:
+    """docs/models.md's table by downsampling factor is the gate's file rendered again, byte for byte."""
+    import re
+
+    from diffusion.metrics.compression_gate import compression_table
+
+    docs = (SHIPPED.parent.parent / "docs" / "models.md").read_text()
+    block = re.search(r"<!-- compression: assets/autoencoders/compression_results.json -->\n((?:\|.*\n)+)", docs)
+    assert block is not None
+    assert block.group(1) == compression_table(json.loads((SHIPPED / RESULTS_FILE).read_text()))

@@ -63,6 +63,20 @@ def measure(folder: Path, n_psnr: int = 256, n_single: int = 200, n_pairs: int =
     return out
 
 
+def compression_table(record: dict) -> str:
+    """The gate's figures as a Markdown table, one row per factor (docs/models.md holds this rendering of the
+    shipped file, checked by a test)."""
+    lines = ["| f | latent | PSNR (dB, held-out) | judge on reconstructions: all attributes | colour | shape | "
+             "position | two objects: both | relation |", "|---|---|---|---|---|---|---|---|---|"]
+    for f, row in sorted(record["factors"].items(), key=lambda item: int(item[0])):
+        side = shapes.IMAGE_SIZE // int(f)
+        latent = f"the image, {side}x{side}x3" if f == "1" else f"{side}x{side}x{int(row['latent_channels'])}"
+        quality = f"{row['psnr']:.2f}" if "psnr" in row else "lossless"
+        lines.append(f"| {f} | {latent} | {quality} | {row['exact']:.3f} | {row['colour']:.3f} | {row['shape']:.3f} | "
+                     f"{row['position']:.3f} | {row['both']:.3f} | {row['relation']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m diffusion.metrics.compression_gate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -71,11 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     factors = measure(args.folder)
-    print("| f | PSNR (dB) | judge exact | colour | shape | position | two objects: both | relation |")
-    print("|---|---|---|---|---|---|---|---|")
-    for f, row in factors.items():
-        print(f"| {f} | {row.get('psnr', float('inf')):.2f} | {row['exact']:.3f} | {row['colour']:.3f} | "
-              f"{row['shape']:.3f} | {row['position']:.3f} | {row['both']:.3f} | {row['relation']:.3f} |")
+    print(compression_table({"factors": factors}), end="")
     if args.write:
         record = {"factors": factors, "scenes": {"psnr": 256, "single": 200, "pairs": 100},
                   **provenance("python -m diffusion.metrics.compression_gate --write")}
