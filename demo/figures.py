@@ -317,11 +317,12 @@ def shared_latent_grid(view: SharedLatent, side: int = 64) -> np.ndarray:
 _FACTOR_MARKERS = ("o", "s", "D", "^", "v", "P")
 
 
-def compression_figure(view: Compression) -> Figure:
+def compression_figure(view: Compression, longer: tuple[str, float] | None = None) -> Figure:
     """Rombach et al.'s trade by downsampling factor, measured here: seconds per sample (a guided DDIM run of
     ``view.steps`` steps, this machine, log axis) against the best a latent model at that factor could score (the
     judge's accuracy, all attributes right, on the autoencoder's reconstructions of the gate's scenes), each point
-    labelled with f, the latent shape and the reconstruction PSNR. Points without gate figures are left out."""
+    labelled with f, the latent shape and the reconstruction PSNR. Points without gate figures are left out.
+    ``longer``: (label, accuracy) of an f = 4 autoencoder trained longer, drawn hollow beside f = 4's point."""
     with FIGURE_LOCK:
         fig = Figure(figsize=(10, 4.4), dpi=90)
         ax = fig.subplots()
@@ -336,6 +337,13 @@ def compression_figure(view: Compression) -> Figure:
             quality = "lossless" if "psnr" not in row.bound else f"{row.bound['psnr']:.1f} dB"
             ax.annotate(f"f = {row.factor}\n{c}x{h}x{w}, {quality}", (x, y), textcoords="offset points",
                         xytext=(14, -6), fontsize=MIN_POINTS, va="top")
+        four = next((r for r in view.rows if r.factor == 4 and "exact" in r.bound), None)
+        if longer is not None and four is not None:
+            x = four.seconds_per_sample(view.steps, view.guided)
+            ax.plot([x], [longer[1]], marker="D", markersize=16, markerfacecolor="none", markeredgecolor="black",
+                    markeredgewidth=2, linestyle="none")
+            ax.annotate(longer[0], (x, longer[1]), textcoords="offset points", xytext=(14, 6), fontsize=MIN_POINTS,
+                        va="bottom")
         ax.set_xscale("log")
         # plain numbers (0.2, 0.5, 1, 2, 5, ...), not powers of ten; the other minor labels crowd a projector
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -344,7 +352,7 @@ def compression_figure(view: Compression) -> Figure:
         ax.set_xlabel(f"seconds per sample here (DDIM {view.steps}{', guided' if view.guided else ''}; log axis)")
         ax.set_ylabel("best reachable accuracy")
         ax.set_title("Cost against the quality a latent model could reach, by downsampling factor f")
-        ax.set_ylim(min([0.5] + [r.bound["exact"] - 0.1 for r in view.rows if "exact" in r.bound]), 1.05)
+        ax.set_ylim(min([0.5] + [r.bound["exact"] - 0.1 for r in view.rows if "exact" in r.bound]), 1.12)
         left, right = ax.get_xlim()
         ax.set_xlim(left / 1.3, right * 3)  # room for the labels on the right
         ax.grid(alpha=0.3)
