@@ -336,14 +336,14 @@ def compression_figure(view: Compression, longer: tuple[str, float] | None = Non
             c, h, w = row.cost.shape
             quality = "lossless" if "psnr" not in row.bound else f"{row.bound['psnr']:.1f} dB"
             ax.annotate(f"f = {row.factor}\n{c}x{h}x{w}, {quality}", (x, y), textcoords="offset points",
-                        xytext=(14, -6), fontsize=MIN_POINTS, va="top")
+                        xytext=(16, 0), fontsize=MIN_POINTS, va="center")
         four = next((r for r in view.rows if r.factor == 4 and "exact" in r.bound), None)
         if longer is not None and four is not None:
             x = four.seconds_per_sample(view.steps, view.guided)
             ax.plot([x], [longer[1]], marker="D", markersize=16, markerfacecolor="none", markeredgecolor="black",
                     markeredgewidth=2, linestyle="none")
-            ax.annotate(longer[0], (x, longer[1]), textcoords="offset points", xytext=(14, 6), fontsize=MIN_POINTS,
-                        va="bottom")
+            ax.annotate(longer[0], (x, longer[1]), textcoords="offset points", xytext=(-16, 0), fontsize=MIN_POINTS,
+                        va="center", ha="right")
         ax.set_xscale("log")
         # plain numbers (0.2, 0.5, 1, 2, 5, ...), not powers of ten; the other minor labels crowd a projector
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -354,6 +354,6 @@ def compression_figure(view: Compression, longer: tuple[str, float] | None = Non
         ax.set_title("Cost against the quality a latent model could reach, by downsampling factor f")
         ax.set_ylim(min([0.5] + [r.bound["exact"] - 0.1 for r in view.rows if "exact" in r.bound]), 1.12)
         left, right = ax.get_xlim()
-        ax.set_xlim(left / 1.3, right * 3)  # room for the labels on the right
+        ax.set_xlim(left / 4, right * 3)  # room for the labels on either side
         ax.grid(alpha=0.3)
         return readable(fig)
