@@ -17,7 +17,7 @@ GATED = {"ddpm-mnist", "ldm-shapes", "planner-mazes"}  # the generative models: 
 
 def test_every_model_folder_is_found() -> None:
     assert {p.name for p in MODEL_FOLDERS} == {"ddpm-mnist", "ldm-shapes", "planner-mazes", "lenet-mnist",
-                                               "shapes-analyser"}
+                                               "shapes-analyser", "autoencoders"}
 
 
 @pytest.mark.parametrize("folder", MODEL_FOLDERS, ids=lambda p: p.name)
