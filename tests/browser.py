@@ -24,6 +24,13 @@ def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def browser_marks() -> list:
+    """The marks of a browser test module: slow, and skipped where Debian's Chromium is not installed."""
+    import pytest
+
+    return [pytest.mark.slow, pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")]
+
+
 @contextmanager
 def browser_page(url: str, width: int = 1280, height: int = 1000, requests: list[str] | None = None) -> Iterator[object]:
     """A page at ``url`` once the app is on it; ``requests`` collects the address of every request it sends."""

@@ -47,6 +47,13 @@ def studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
                   autoencoders=tiny_autoencoders_dir)
 
 
+@pytest.fixture(scope="module")
+def url(serve) -> str:
+    """The address of the app on tiny models (a queue of 8), one per test module: the browser tests' page."""
+    _, client, _ = serve(queue_size=8)
+    return client.src
+
+
 def free_port() -> int:
     import socket
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.browser import (
+    browser_marks,
     browser_page,
-    chromium_path,
     image_pixels,
     wait_for_image,
     wait_for_new_text,
@@ -18,14 +18,7 @@ from tests.browser import (
 )
 
 pytest.importorskip("playwright")
-pytestmark = [pytest.mark.slow,  # a browser against the app
-              pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")]
-
-
-@pytest.fixture(scope="module")
-def url(serve) -> str:
-    _, client, _ = serve(queue_size=8)
-    return client.src
+pytestmark = browser_marks()  # a browser against the app
 
 
 @pytest.mark.slow

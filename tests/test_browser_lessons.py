@@ -11,6 +11,7 @@ from demo.lessons import LESSONS
 from tests.browser import (
     CHROMIUM_ARGS,
     LOW_CONTRAST,
+    browser_marks,
     browser_page,
     chromium_path,
     wait_for_image,
@@ -18,14 +19,7 @@ from tests.browser import (
 )
 
 pytest.importorskip("playwright")
-pytestmark = [pytest.mark.slow,  # a browser against the app
-              pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")]
-
-
-@pytest.fixture(scope="module")
-def url(serve) -> str:
-    _, client, _ = serve(queue_size=8)
-    return client.src
+pytestmark = browser_marks()  # a browser against the app
 
 
 @pytest.mark.slow
