@@ -673,7 +673,7 @@ class Studio:
     def step_cost(self, model_id: str, in_pixels: bool = False) -> StepCost:
         """FLOPs and measured time of one UNet step for one image of ``model_id``; ``in_pixels``: of the same UNet
         architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`)."""
-        return step_cost(self.load(model_id), in_pixels=in_pixels)
+        return step_cost(self.load(model_id), factor=1 if in_pixels else None)
 
     def compression(self, model_id: str, image: np.ndarray, repeats: int = 3) -> Compression:
         """Rombach et al.'s trade by downsampling factor for one uint8 image (H, W, 3) of the latent model

@@ -32,13 +32,12 @@ class StepCost:
         return c * h * w
 
 
-def step_cost(model: Any, repeats: int = 5, in_pixels: bool = False, factor: int | None = None) -> StepCost:
+def step_cost(model: Any, repeats: int = 5, factor: int | None = None) -> StepCost:
     """The cost of one UNet step of ``model``. ``factor`` (latent models): the same UNet architecture built to
     denoise the latents of an autoencoder with downsampling factor ``factor`` (random weights: the cost depends
     only on the shapes); 1 is the decoded image itself (H x W x 3), what the autoencoder saves (Rombach et al.
-    2022, Sec. 3); ``in_pixels`` is ``factor=1``."""
+    2022, Sec. 3)."""
     unet = model.unet
-    factor = 1 if in_pixels else factor
     if factor is not None:
         if getattr(model, "vae", None) is None:
             raise ValueError("only a latent model has counterparts at other downsampling factors")
