@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demo.common import use_step_runner
 from demo.tab_lab import build_lab_tab
 from demo.tab_lessons import build_lessons_tab, link_to_playground
 from demo.tab_planner import build_planner_tab
@@ -95,7 +94,6 @@ def build_app(studio: Studio, queue_size: int = 32, state_budget: StateBudget | 
     budget = state_budget if state_budget is not None else StateBudget()
     exports = ExportDir()
     lesson_results = LessonResults()
-    use_step_runner(studio)
     with gr.Blocks(title="Diffusion Classroom", delete_cache=CACHE_CLEANUP) as app:
         with gr.Row(equal_height=False, elem_id="app-header"):
             gr.Markdown(INTRO, elem_id="app-intro")

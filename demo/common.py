@@ -18,34 +18,24 @@ from diffusion.studio import (
     MAX_SEED,
     SAMPLERS,
     BackendError,
-    FairScheduler,
     ModelCard,
     ModelLoadError,
     Progress,
+    Runner,
     SampleRequest,
     StepJob,
     Studio,
-    ThreadPerJob,
     data_url_bytes,
     read_image,
     whole_number,
 )
 
-# Every model event's work runs on one thread, one step of each active request in turn
-# (diffusion.runtime.FairScheduler): gradio may start this many model events at once and the scheduler
-# interleaves their steps, so a short request is not stuck behind a long one. The queue's max_size
-# still bounds what waits.
+# Every model event's work runs on the Studio's runner (``studio.runner``; by default one model thread, one step
+# of each active request in turn, diffusion.runners.FairRunner): gradio may start this many model events at once
+# and the runner interleaves their steps, so a short request is not stuck behind a long one. The queue's
+# max_size still bounds what waits.
 MAX_ACTIVE_JOBS = 64
 MODEL_CONCURRENCY = {"concurrency_id": "model", "concurrency_limit": MAX_ACTIVE_JOBS}
-MODEL_STEPS: FairScheduler | ThreadPerJob = FairScheduler()
-
-
-def use_step_runner(studio: Studio) -> None:
-    """Run the app's requests on the Studio's own step runner when it has one (model work done elsewhere:
-    each request on its own thread), else on the fair scheduler :data:`MODEL_STEPS`."""
-    global MODEL_STEPS  # noqa: PLW0603 - one runner for the whole app, chosen once when it is built
-    if studio.step_runner is not None:
-        MODEL_STEPS = studio.step_runner
 
 # A progress-only update (a status line, a step's pictures) reaches the browser at most this often:
 # every update costs the queue 10-100 ms of a 2-core CPU, more than a small model's step.
@@ -191,17 +181,31 @@ def stream_interval(active_jobs: int) -> float:
 _END = object()
 
 
-def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    """Run a model event's generator on the model thread, one step per turn, and stream what it yields.
+@dataclass(frozen=True)
+class Drawn:
+    """An update whose pictures are drawn outside the model thread: a streamed handler yields (or a one-step
+    handler returns) ``Drawn(draw)`` after its model work, and ``draw()`` (matplotlib figures, typeset notes:
+    UI work only, from values the model work has finished with) runs in the request's own handler, on a worker
+    thread, while the model thread serves the next request's step."""
+
+    draw: Callable[[], Any]
+
+
+def streamed(runner: Runner) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., AsyncIterator[Any]]]:
+    """Decorate a model event's generator to run on ``runner`` (the Studio's), one step per turn, and stream
+    what it yields.
 
     The handler yields after every denoising step (a :class:`Tick` where nothing new is shown). The
-    fair scheduler (:data:`MODEL_STEPS`) advances it one step at a time in turn with every other active
-    request, drops the Ticks that come sooner than :func:`stream_interval` after the last update sent,
-    and starts no further step once the request is no longer wanted: when the user cancels (or the
-    queue closes the stream of a client that left) at most the step in flight finishes. A request
-    cancelled while it waits for its first turn never starts.
+    runner advances it one step at a time in turn with every other active request; the Ticks that come
+    sooner than :func:`stream_interval` after the last update sent are dropped, and no further step starts
+    once the request is no longer wanted: when the user cancels (or the queue closes the stream of a client
+    that left) at most the step in flight finishes. A request cancelled while it waits for its first turn
+    never starts. A :class:`Drawn` update is drawn here, in the request's own handler, off the model thread.
     """
+    return functools.partial(_streamed, runner)
 
+
+def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(handler)
     async def run(*args: Any) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
@@ -219,7 +223,7 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
             if isinstance(update, Tick):
                 if update.preview:
                     held[0] = update
-                if time.monotonic() - last_sent[0] < stream_interval(MODEL_STEPS.active):
+                if time.monotonic() - last_sent[0] < stream_interval(runner.active):
                     return
                 update, held[0] = (held[0] or update).value, None
             else:
@@ -227,7 +231,7 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
             last_sent[0] = time.monotonic()
             post(update)
 
-        job = MODEL_STEPS.submit(StepJob(handler(*args), emit, lambda error: post(_END, error), handler.__name__))
+        job = runner.submit(StepJob(handler(*args), emit, lambda error: post(_END, error), handler.__name__))
         try:
             while True:
                 update, error = await inbox.get()
@@ -235,6 +239,8 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
                     raise error
                 if update is _END:
                     return
+                if isinstance(update, Drawn):
+                    update = await asyncio.to_thread(update.draw)
                 yield update
         finally:
             job.cancel()  # cancelled, closed or done: no further step starts
@@ -242,15 +248,16 @@ def streamed(handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterat
     return run
 
 
-def scheduled(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a one-shot model event (a forward-process view, a guidance decomposition) on the model thread
-    as a job of one step, in turn with the streamed runs, instead of beside them on another thread."""
+def one_step(runner: Runner, handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a one-shot model event (a forward-process view, a guidance decomposition) on ``runner`` as a job of
+    one step, in turn with the streamed runs, instead of beside them on another thread. A handler that returns
+    :class:`Drawn` has its figures drawn afterwards in the request's own handler, off the model thread."""
 
     def once(*args: Any) -> Iterator[Any]:
         yield handler(*args)
 
     once.__name__ = handler.__name__
-    stream = streamed(once)
+    stream = _streamed(runner, once)
 
     @functools.wraps(handler)
     async def run(*args: Any) -> Any:

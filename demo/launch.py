@@ -25,8 +25,8 @@ from diffusion.studio import (  # noqa: E402 - after the setting above
     DEFAULT_STATE_BYTES,
     DEFAULT_STATE_TTL_S,
     PRECISIONS,
-    SCHEDULING,
     Registry,
+    Runner,
     Speedups,
     StateBudget,
     Studio,
@@ -76,10 +76,6 @@ def parser() -> argparse.ArgumentParser:
                         "fp32 (bit-for-bit as diffusers' pipelines), bf16")
     p.add_argument("--channels-last", action="store_true", help="UNets in channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNets (slow first request per shape)")
-    p.add_argument("--scheduling", choices=SCHEDULING, default="fair",
-                   help="how requests share the model: fair (default: every new request first gets a preview, then the "
-                        "least work left runs first) or first-come (whole requests in arrival order: the load "
-                        "harness's baseline)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (0: the cores this process may use, capped by a container's CPU quota)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting beyond this are refused")
@@ -144,7 +140,7 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
         options = RayOptions(args.ray_address, args.replicas, args.replica_cpus, args.replica_gpus)
         settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
                                   cache_bytes=studio_kwargs["cache_bytes"],
-                                  work_budget_s=studio_kwargs["work_budget_s"], scheduling=args.scheduling)
+                                  work_budget_s=studio_kwargs["work_budget_s"])
         studio = RayStudio(registry, options, settings, **studio_kwargs)
     except (ValueError, BackendError) as error:
         sys.stderr.write(f"{PROG}: {error}\n")
@@ -159,8 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     serve(parse_args(argv))
 
 
-def serve(args: argparse.Namespace) -> None:
-    """Build the app for ``args`` and serve it until stopped."""
+def serve(args: argparse.Namespace, runner: Runner | None = None) -> None:
+    """Build the app for ``args`` and serve it until stopped. ``runner``: how the requests share the model (default:
+    the Studio's fair runner; the load harness passes its first-come baseline, ``tests/first_come.py``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         host, port = listen_address(args.host, args.port, os.environ)
@@ -183,8 +180,9 @@ def serve(args: argparse.Namespace) -> None:
     studio_kwargs = dict(device=args.device, precision=args.precision,
                          speedups=Speedups(channels_last=args.channels_last, compile=args.compile),
                          cache_bytes=int(args.cache_mb * 2**20), work_budget_s=budget_s,
-                         hub_models_at_once=1 if space else None, scheduling=args.scheduling)
-    studio = Studio(registry, **studio_kwargs) if args.backend == "local" else ray_studio(args, registry, studio_kwargs)
+                         hub_models_at_once=1 if space else None)
+    studio = (Studio(registry, runner=runner, **studio_kwargs) if args.backend == "local"
+              else ray_studio(args, registry, studio_kwargs))
     if space:
         logging.getLogger("app").info("Space mode: one hub model at a time, %.0f s of compute a request", budget_s)
     for model_id in studio.store.missing_embedded():

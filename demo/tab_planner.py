@@ -148,7 +148,7 @@ def make_planner_click(studio: Studio):
 
 
 def make_planner_plan(studio: Studio, budget: StateBudget, exports: ExportDir):
-    @streamed
+    @streamed(studio.runner)
     def planner_plan(layout: str, sx: float, sy: float, gx: float, gy: float, plans: float, sampler: str,
                      steps: float, seed: float) -> Iterator[tuple]:
         """Plan ``plans`` paths from the start (sx, sy) to the goal (gx, gy) in maze ``layout`` by denoising trajectories (Janner et al. 2022), streamed."""

@@ -20,7 +20,7 @@ from demo.common import (
     LockedPlot,
     Tick,
     as_int,
-    scheduled,
+    one_step,
     streamed,
     user_errors,
 )
@@ -120,7 +120,7 @@ def config_from_form(studio: Studio, dataset: str, word: str, drawing: dict | No
 
 # ----- training -----
 def make_playground_train(studio: Studio, budget: StateBudget):
-    @streamed
+    @streamed(studio.runner)
     def playground_train(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
                          steps: float, seed: float) -> Iterator[tuple]:
         """Train a small denoiser on 2-D points live (DDPM Algorithm 1): streamed loss, samples and snapshots; ``steps`` training steps."""
@@ -165,7 +165,7 @@ def frame_picture(run: ParticleRun, data: np.ndarray | None, index: int) -> tupl
 
 
 def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportDir):
-    @streamed
+    @streamed(studio.runner)
     def playground_sample(session: PlaygroundSession | None, sampler: str, steps: float, particles: float,
                           seed: float, eta: float) -> Iterator[tuple]:
         """Sample ``particles`` points from the user's trained model with ``sampler`` in ``steps`` steps, streamed frame by frame."""
@@ -213,7 +213,7 @@ def make_playground_forward(studio: Studio, exports: ExportDir):
         return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Ho et al. 2020, Eq. 4), "
                                  f"one $\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
 
-    return scheduled(playground_forward)
+    return one_step(studio.runner, playground_forward)
 
 
 def make_playground_field(studio: Studio):
@@ -228,7 +228,7 @@ def make_playground_field(studio: Studio):
                 f"its length on the grid: median {np.median(norms):.2f}, largest {norms.max():.2f}.")
         return field_figure(field, data[:1000], EXTENT, bool(score)), note
 
-    return scheduled(playground_field)
+    return one_step(studio.runner, playground_field)
 
 
 def make_playground_paths(studio: Studio):
@@ -239,7 +239,7 @@ def make_playground_paths(studio: Studio):
             paths = studio.playground.paths(model, particles, seed, steps)
         return paths_figure(paths, data[:1000], EXTENT)
 
-    return scheduled(playground_paths)
+    return one_step(studio.runner, playground_paths)
 
 
 def make_playground_loss(studio: Studio):
@@ -255,7 +255,7 @@ def make_playground_loss(studio: Studio):
             f"from the data's own spread. Easiest near $t = {easy}$ (loss {loss.min():.3f}): $x_t$ is nearly all noise, "
             "so $\\epsilon \\approx x_t$. A loss of 1 is what predicting zero scores.")
 
-    return scheduled(playground_loss)
+    return one_step(studio.runner, playground_loss)
 
 
 def make_playground_exports(studio: Studio, exports: ExportDir):

@@ -27,7 +27,7 @@ from diffusion.studio import MAX_STEPS, SAMPLERS, Studio
 def make_sample_handler(studio: Studio):
     """The tab's model event: plain values in, a streamed grid and a status line out."""
 
-    @streamed
+    @streamed(studio.runner)
     def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
                seed: float) -> Iterator[tuple[np.ndarray, str]]:
         """Digits (or a hub model's images) from ``model_id``: ``batch`` images of ``steps`` steps of ``sampler``, streamed previews, then the grid."""

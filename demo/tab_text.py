@@ -61,7 +61,7 @@ def layout_note(layouts: list[Layout | None], fallback: str | None = None) -> st
 
 
 def make_text_handler(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
                       steps: float, seed: float, batch: float, layout: str = "auto") -> Iterator[tuple]:
         """Images for ``prompt``, streamed; ``layout`` "auto" draws a two-object prompt by a planned layout."""

@@ -471,7 +471,7 @@ def cli(argv: list[str] | None = None) -> int:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    from diffusion.runtime import configure_threads
+    from diffusion.threads import configure_threads
 
     configure_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 5)

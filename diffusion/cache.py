@@ -15,8 +15,6 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from diffusion.runtime import in_scheduled_step, waiting_for_another_job
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -109,13 +107,15 @@ class Flights(Generic[T]):
     def follow(flight: Flight[T], wait_s: float, idle: T | None = None) -> Iterator[T]:
         """The flight's updates as they come, skipping to the newest each time (previews in between are
         not owed to a follower; the last update is). While nothing new has come within ``wait_s``,
-        ``idle`` is yielded (when given), so a caller that shares its thread with the leader can go on.
+        ``idle`` is yielded (when given), so a caller that shares its thread with the leader can go on: such a
+        caller passes ``wait_s`` 0 and never blocks (a runner's model thread; its turn then ran no model step,
+        which the runner counts as waiting, :class:`diffusion.runners.FairRunner`).
         Raises ``LookupError`` when the leader failed or was cancelled: the follower must run itself."""
         seen = 0
         while True:
             with flight.changed:
-                if flight.count == seen and not flight.done and not in_scheduled_step():
-                    flight.changed.wait(wait_s)  # (a scheduled step never blocks the model thread)
+                if flight.count == seen and not flight.done and wait_s > 0:
+                    flight.changed.wait(wait_s)
                 count, done, error = flight.count, flight.done, flight.error
                 latest = flight.latest if count > seen else None
             if latest is not None:
@@ -126,5 +126,4 @@ class Flights(Generic[T]):
                     raise LookupError("the run this request followed did not finish") from error
                 return
             elif idle is not None:
-                waiting_for_another_job()  # the scheduler runs the others (the leader) before asking again
                 yield idle

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
@@ -21,6 +22,21 @@ from diffusion.layout import LayoutStep
 # A denoiser maps (x_t, t) to the model output (noise prediction for epsilon models).
 # For text models it is a closure over the prompt embeddings (see ``diffusion.pipeline``).
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+R = TypeVar("R")
+
+
+class StepGate(Protocol):
+    """What a model-layer service needs to run its steps under the app's sharing, without knowing how requests
+    are served: ``steps`` advances ``records`` one at a time, each under the compute gate, and reads (steps done,
+    steps in all) off each record with ``progress`` (the app's :class:`diffusion.gate.ComputeGate`)."""
+
+    def steps(self, records: Iterator[R], progress: Callable[[R], tuple[int, int]] | None = None) -> Iterator[R]: ...
+
+
+def record_progress(record: StepRecord) -> tuple[int, int]:
+    """(steps done, steps in all) after ``record``'s step: what a runner reads to estimate the work left."""
+    return record.index + 1, record.num_steps
 
 
 @dataclass

@@ -8,13 +8,13 @@ same code on a laptop (a local Ray instance) and on a cluster (``ray start --hea
   through ``ray_actor_options``. Models that are not embedded load through Serve's model multiplexing
   (:meth:`StudioReplica.hub_model`), and :class:`RayStudio` names them in each request, so Serve routes a
   request to a replica that holds its model already. A replica's requests share its model thread as in the
-  app (``--scheduling``: fair or first-come).
+  app (its Studio's :class:`~diffusion.runners.FairRunner`).
 * :class:`RayStudio` is the Studio the Gradio app talks to: the same door, in the same plain values. Sampling
   and SDEdit (:meth:`generate`), step-lab runs (:meth:`trajectory`), the sampler race (:meth:`race`) and the
   guidance decomposition (:meth:`guidance_view`) run on the replicas; cards, the request checks of the views
   and per-user state stay in the Gradio process. Streams come back through streaming deployment handles
   (``handle.options(stream=True)``): a step-lab run or a race sends only what is new at each step.
-* Every request carries its own seed and its own fresh scheduler, so where it runs does not matter: the
+* Every request carries its own seed and its own fresh noise scheduler, so where it runs does not matter: the
   images are bit-identical to the in-process backend for the same request and precision (tested).
 * Faults: a replica that dies mid-request gives a :class:`~diffusion.studio.BackendError` saying to press
   again (Serve starts a new replica); an address that cannot be reached fails at start naming ``--ray-address``;
@@ -46,7 +46,8 @@ from diffusion.lab.race import RaceLane
 from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
 from diffusion.registry import ModelCard, Registry
 from diffusion.request import SampleRequest
-from diffusion.runtime import StepJob, ThreadPerJob, configure_threads, make_step_scheduler
+from diffusion.runners import StepJob, ThreadRunner
+from diffusion.threads import configure_threads
 from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ class RayOptions:
     replica_gpus: float = 0.0
     local_cpus: int | None = None
     stall_s: float = 60.0
-    # requests a replica takes at once: its fair scheduler shares the steps among all of them. Serve's
+    # requests a replica takes at once: its fair runner shares the steps among all of them. Serve's
     # default (5) or 16 left the rest waiting in the router first come first served: under 30 students a
     # short request waited 529 s (measured, 1 replica of 2 CPUs with 16)
     max_ongoing_requests: int = 256
@@ -117,7 +118,6 @@ class StudioSettings:
     work_budget_s: float | None = None
     hub_models_at_once: int = 1  # a replica holds the embedded models and at most one hub model
     threads: int = 0  # torch threads per replica (0: its CPU request, at least 1)
-    scheduling: str = "fair"  # how a replica's requests share its model thread (diffusion.runtime.SCHEDULING)
 
 
 @dataclass(frozen=True)
@@ -138,8 +138,6 @@ class StudioReplica:
         self.studio = Studio(registry, device=settings.device, precision=settings.precision,
                              cache_bytes=settings.cache_bytes, work_budget_s=settings.work_budget_s,
                              hub_models_at_once=settings.hub_models_at_once)
-        # the replica's requests take turns step by step, as in the in-process app (diffusion.runtime)
-        self.scheduler = make_step_scheduler(settings.scheduling, "replica-steps")
         # Serve runs the constructor on the replica's event loop and the (sync) request methods on a thread pool:
         # the loop is where the multiplexed loader runs
         self._loop = asyncio.get_running_loop()
@@ -164,10 +162,10 @@ class StudioReplica:
         return os.getpid(), self.studio.store.loaded()
 
     def _fairly(self, steps: Iterator[Any], name: str) -> Iterator[Any]:
-        """``steps`` run on the replica's fair scheduler, one step per turn with its other requests; what they
+        """``steps`` run on the replica Studio's fair runner, one step per turn with its other requests; what they
         yield is passed on. A request cancelled by its caller (the stream is closed) starts no further step."""
         box: queue.Queue[tuple[str, Any]] = queue.Queue()
-        job = self.scheduler.submit(StepJob(steps, lambda item: box.put(("item", item)),
+        job = self.studio.runner.submit(StepJob(steps, lambda item: box.put(("item", item)),
                                             lambda error: box.put(("end", error)), name))
         try:
             yield from drain(box, HEARTBEAT_S, lambda: HEARTBEAT)
@@ -212,7 +210,7 @@ class StudioReplica:
             if seen is None:
                 yield ("start", [dataclasses.replace(lane, alpha_prod=[], pred_x0=[]) for lane in state])
                 seen = [0] * len(state)
-            # the scheduler's thread may be running the next step meanwhile: take each lane's steps up to the
+            # the runner's thread may be running the next step meanwhile: take each lane's steps up to the
             # shorter of its two lists (a step appends to both), the rest comes with the next message
             changes = []
             for i, lane in enumerate(state):
@@ -293,8 +291,8 @@ class RayStudio(Studio):
     """The Studio whose model work runs on Ray Serve replicas (see the module's docstring)."""
 
     def __init__(self, registry: Registry, options: RayOptions, settings: StudioSettings, **studio_kwargs: Any):
-        super().__init__(registry, **studio_kwargs)
-        self.step_runner = ThreadPerJob()  # each request's stream on its own thread: steps wait on the network
+        # each request's stream on its own thread: its steps wait on the network
+        super().__init__(registry, runner=ThreadRunner("remote-steps"), **studio_kwargs)
         self.options = options
         self.handle = connect(options, settings)
         self.streaming = self.handle.options(stream=True)
@@ -307,7 +305,7 @@ class RayStudio(Studio):
 
     def _stream(self, response: Any) -> Iterator[Any]:
         """The items of a streaming response, read by a pump thread (the replica runs ahead of a slow reader;
-        the fair scheduler's turn never waits on the network for more than one item). Stops the remote
+        the runner's turn never waits on the network for more than one item). Stops the remote
         request when the consumer stops; ``BackendError`` when nothing arrives for ``stall_s``."""
         box: queue.Queue[tuple[str, Any]] = queue.Queue()
 

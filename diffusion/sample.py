@@ -26,7 +26,7 @@ from diffusion.loading import PRECISIONS, ModelLoadError
 from diffusion.recipe import Recipe
 from diffusion.registry import Registry
 from diffusion.request import MAX_BATCH, MAX_IMAGES, SampleRequest, in_batches
-from diffusion.runtime import configure_threads
+from diffusion.threads import configure_threads
 from diffusion.schedulers import SAMPLERS
 from diffusion.studio import Studio
 

@@ -81,7 +81,7 @@ from diffusion.loading import (
     precision_name,
     weights_digest,
 )
-from diffusion.loop import StepRecord
+from diffusion.loop import StepRecord, record_progress
 from diffusion.metrics.cards import RESULTS_FILE
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
 from diffusion.planner.service import (
@@ -124,17 +124,8 @@ from diffusion.request import (
     check_request,
     whole_number,
 )
-from diffusion.runtime import (
-    SCHEDULING,
-    configure_threads,
-    make_step_scheduler,
-    MODEL_RUNS,
-    ComputeGate,
-    FairScheduler,
-    StepJob,
-    ThreadPerJob,
-    report_progress,
-)
+from diffusion.runners import FairRunner, Runner, StepJob
+from diffusion.threads import configure_threads
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 
 logger = logging.getLogger(__name__)
@@ -163,22 +154,22 @@ def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
 
 
 __all__ = [  # what the UI may use: the Studio and plain values
-    "__version__", "ASSETS", "DEFAULT_RACE", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_BATCH", "MAX_GUIDANCE", "MAX_LAB_IMAGES",
-    "MAX_PROMPT_CHARS", "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "MODEL_RUNS", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "SCHEDULING", "ExportDir", "FairScheduler", "StepJob", "ThreadPerJob", "ForwardView", "GuidanceView", "ModelCard", "ModelLoadError", "Progress",
-    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepTerms", "StepView", "UpdatePictures",
+    "__version__", "ASSETS", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_LAB_IMAGES",
+    "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "PANELS", "RACE_LEVELS",
+    "SAMPLERS", "ExportDir", "Runner", "StepJob", "ModelCard", "ModelLoadError", "Progress",
+    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepView", "UpdatePictures",
     "Progressive", "PROGRESSIVE_FIGURE", "SharedLatent", "SHARED_LATENT_FIGURE",
-    "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", "race_grid",
+    "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", 
     "race_milestones",
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
     # the playground (studio.playground)
     "EXTENT", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
     "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
-    "SampleProgress", "TrainUpdate", "cloud_picture", "run_frames",
+    "cloud_picture", "run_frames",
     # the planner (studio.planner)
-    "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
+    "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanRun",
     # the lessons' own views
-    "HELD_OUT_PAIRS", "DenoisingError", "NearestCopies", "StepCost", "gate_figures", "Compression", "FactorRow",
+    "HELD_OUT_PAIRS", "NearestCopies", "gate_figures", "Compression", "FactorRow",
     "COMPRESSION_FIGURE",
     # composition by layout (the text tab, the step lab, lesson 10)
     "LAYOUT_MODES", "Layout",
@@ -254,14 +245,15 @@ class Studio:
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
                  precision: str = "auto", speedups: Speedups = Speedups(), cache_bytes: int = DEFAULT_CACHE_BYTES,
                  work_budget_s: float | None = None, hub_models_at_once: int | None = None,
-                 scheduling: str = "fair", autoencoders: Path | None = None, max_text_batch: int = MAX_TEXT_BATCH):
+                 runner: Runner | None = None, autoencoders: Path | None = None, max_text_batch: int = MAX_TEXT_BATCH):
         """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
         ``speedups``: optional channels_last / torch.compile for the UNets; ``cache_bytes``: the results
         kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
         most estimated compute one request may ask for (None: no limit; a Space sets one);
         ``hub_models_at_once``: hub models kept loaded together (None: no limit; a Space keeps 1).
-        ``scheduling``: how the UI's requests share the model thread (:data:`diffusion.runtime.SCHEDULING`):
-        "fair" (the UI's own fair scheduler) or "first-come" (the load harness's baseline). ``autoencoders``: the
+        ``runner``: what runs the requests' steps and owns the compute gate (:mod:`diffusion.runners`; default a
+        :class:`~diffusion.runners.FairRunner`: every request's steps in turns on one model thread; the UI runs
+        every model event on it). ``autoencoders``: the
         folder of the autoencoders compared by downsampling factor (default ``assets/autoencoders``).
         ``max_batch`` and ``max_text_batch``: the most images one request may ask of a pixel model and of a text
         model (the CLI, which runs its own batches, lifts the second to the first)."""
@@ -272,20 +264,17 @@ class Studio:
         self.work_budget_s = work_budget_s
         self.max_batch = max_batch
         self.max_text_batch = max_text_batch
-        self.gate = ComputeGate(MODEL_RUNS)  # every denoising step of every request passes it
+        self.runner: Runner = runner if runner is not None else FairRunner()
+        self.gate = self.runner.gate  # every denoising step of every request passes it
         self.results: ResultCache[Progress] = ResultCache(cache_bytes)
         self.flights: Flights[Progress] = Flights()
-        # how long a request that follows an identical one in flight waits for its next update, outside the
-        # fair scheduler (a CLI thread); inside it a follower never blocks the model thread (diffusion.cache)
+        # how long a request that follows an identical one in flight waits for its next update, off the runner's
+        # model thread (a CLI thread); on it a follower never blocks (diffusion.cache)
         self.follow_wait_s = 0.05
         # the playground: 2-D point models trained live (Algorithm 1), through the same gate
         self.playground = Playground(self.gate)
         # the trajectory planner (Janner et al. 2022): plans in mazes, through the same gate
         self.planner = PlannerDesk(self.gate)
-        # what should run the UI's requests step by step: None (the UI's fair scheduler: the work is done here)
-        # or a runner with the same interface, where the work is done elsewhere (diffusion.ray_backend)
-        self.step_runner: FairScheduler | ThreadPerJob | None = (
-            None if scheduling == "fair" else make_step_scheduler(scheduling))
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:
@@ -368,11 +357,9 @@ class Studio:
         else:
             records = pixel_steps(model.unet, model.scheduler_config, run.request, init_sample, start,
                                   model.autocast_dtype, scheduler=run.scheduler, start_sample=start_sample)
-        steps = self.gate.steps(records)
+        steps = self.gate.steps(records, progress=record_progress)  # the progress: the fair runner's estimate
         try:
-            for record in steps:
-                report_progress(record.index + 1, record.num_steps)  # for the fair scheduler's estimate
-                yield record
+            yield from steps
         finally:
             steps.close()  # a consumer that stopped: the loop is closed at once
 
@@ -402,7 +389,8 @@ class Studio:
         if not leader:
             idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
             try:
-                for update in Flights.follow(flight, self.follow_wait_s, idle):
+                wait_s = 0.0 if self.runner.on_thread() else self.follow_wait_s  # never block the model thread
+                for update in Flights.follow(flight, wait_s, idle):
                     yield update
                     if update.done:  # the leader's result: nothing more to wait for
                         return

@@ -2,6 +2,7 @@
 
     python -m tests.load --students 30                  # starts python app.py on a free port
     python -m tests.load --students 30 --url URL        # an app already running (127.0.0.1 only)
+    python -m tests.load --students 30 --first-come     # the baseline: whole requests in arrival order
 
 Each simulated student is one gradio_client session arriving at a random time within ``--spread``
 seconds. It presses Sample (the tab's defaults, its own seed), then Generate on the text tab (the
@@ -287,10 +288,11 @@ def run_load(url: str, students: int, spread_s: float = 10.0, seed: int = 0, pid
 
 
 @contextmanager
-def app_server(log_dir: Path, *args: str, space: bool = False) -> Iterator[tuple[int, str]]:
+def app_server(log_dir: Path, *args: str, space: bool = False, first_come: bool = False) -> Iterator[tuple[int, str]]:
     """``python app.py ARGS`` in its own process on a free port, waited for until it answers; yields
     (pid, url) and stops it afterwards. ``space``: started as a Hugging Face Space starts it (SPACE_ID,
-    GRADIO_SERVER_NAME=0.0.0.0, the port in GRADIO_SERVER_PORT, no --port flag)."""
+    GRADIO_SERVER_NAME=0.0.0.0, the port in GRADIO_SERVER_PORT, no --port flag). ``first_come``: the app with
+    the baseline runner instead (``python -m tests.first_come ARGS``)."""
     from tests.conftest import free_port
 
     port = free_port()
@@ -301,7 +303,8 @@ def app_server(log_dir: Path, *args: str, space: bool = False) -> Iterator[tuple
         args = ("--port", str(port), *args)
     log_path = log_dir / f"app-{port}.log"
     with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=log,
+        entry = ["-m", "tests.first_come"] if first_come else ["app.py"]
+        server = subprocess.Popen([sys.executable, *entry, *args], cwd=ROOT, env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 180
@@ -328,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--same", action="store_true", help="every student sends the same requests (seed 0)")
     p.add_argument("--only", choices=ENDPOINTS, help="each student sends just this endpoint")
     p.add_argument("--app-args", default="", help="extra arguments for python app.py (e.g. '--cache-mb 0')")
+    p.add_argument("--first-come", action="store_true",
+                   help="start the app with the baseline runner (whole requests in arrival order, tests/first_come.py)")
     p.add_argument("--lessons", choices=("warm", "cold"),
                    help="a teacher presses every lesson's Show me during the class, after the lessons' warm-up "
                         "(warm) or without it (cold)")
@@ -338,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run_load(args.url, args.students, args.spread, args.seed, same=args.same, only=args.only,
                           lessons=args.lessons)
     else:
-        with app_server(Path(tempfile.gettempdir()), "--queue-size", "128", *args.app_args.split()) as (pid, url):
+        with app_server(Path(tempfile.gettempdir()), "--queue-size", "128", *args.app_args.split(),
+                        first_come=args.first_come) as (pid, url):
             report = run_load(url, args.students, args.spread, args.seed, pid=pid, same=args.same, only=args.only,
                               lessons=args.lessons)
     print("\n".join(report.lines()))

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
-from diffusion.runtime import ComputeGate
+from diffusion.gate import ComputeGate
 from tests.helpers import process_cpu_s, settled_steps
 from tests.load import app_server
 
@@ -50,7 +50,9 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
     import asyncio
 
     from demo.common import STREAM_EVERY_S, Tick, streamed
+    from diffusion.runners import FairRunner
 
+    runner = FairRunner("test-streamed-cancel")
     done: list[int] = []
 
     def steps(n: int, pause: float):
@@ -60,7 +62,7 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
             yield i if i == 0 or i == n - 1 else Tick(i)
 
     async def cancel_midway() -> tuple[int, int, int]:
-        updates = streamed(steps)(200, 0.05)
+        updates = streamed(runner)(steps)(200, 0.05)
         assert await updates.__anext__() == 0
         waiting = asyncio.ensure_future(updates.__anext__())
         await asyncio.sleep(0.6)  # a Tick or two arrive while a step runs
@@ -79,7 +81,7 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
     assert settled <= at_cancel + 1 and later == settled  # the step in flight, then nothing
 
     async def collect() -> list:
-        return [u async for u in streamed(steps)(50, 0.0)]
+        return [u async for u in streamed(runner)(steps)(50, 0.0)]
 
     done.clear()
     sent = asyncio.run(collect())
@@ -91,10 +93,41 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
         raise gr.Error("a clear message")
 
     async def failing() -> list:
-        return [u async for u in streamed(broken)()]
+        return [u async for u in streamed(runner)(broken)()]
 
     with pytest.raises(gr.Error, match="a clear message"):
         asyncio.run(failing())
+
+
+def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
+    """A handler's figures (``Drawn``) are drawn in the request's own handler, not on the runner's model thread,
+    for streamed and one-step events alike."""
+    import asyncio
+
+    from demo.common import Drawn, one_step, streamed
+    from diffusion.runners import FairRunner
+
+    runner = FairRunner("test-drawn")
+    where: dict[str, str] = {}
+
+    def note(name: str) -> str:
+        where[name] = threading.current_thread().name
+        return name
+
+    def stream():
+        note("step")
+        yield Drawn(lambda: note("streamed figure"))
+
+    def once():
+        note("one step")
+        return Drawn(lambda: note("one-step figure"))
+
+    async def both() -> tuple:
+        return [u async for u in streamed(runner)(stream)()], await one_step(runner, once)()
+
+    assert asyncio.run(both()) == (["streamed figure"], "one-step figure")
+    assert where["step"] == where["one step"] == "test-drawn"
+    assert where["streamed figure"] != "test-drawn" and where["one-step figure"] != "test-drawn"
 
 
 @pytest.fixture(scope="module")

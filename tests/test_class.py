@@ -1,4 +1,4 @@
-"""A class at once: fair step-level scheduling of every model request on the one model thread."""
+"""A class at once: the fair runner shares the one model thread among every model request, step by step."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from diffusion.request import SampleRequest
-from diffusion.runtime import FairScheduler, StepJob
+from diffusion.runners import FairRunner, StepJob
 
 
 def logged_steps(name: str, n: int, log: list[str], pause: float):
@@ -22,8 +22,11 @@ def logged_steps(name: str, n: int, log: list[str], pause: float):
         yield i
 
 
-def run_jobs(scheduler: FairScheduler, named: dict[str, object], timeout: float = 120.0) -> tuple[dict, list[str]]:
-    """Submit each iterator as a job, in order; return what each emitted and the order they finished in."""
+def run_jobs(runner: FairRunner, named: dict[str, object], timeout: float = 120.0,
+             gated: bool = True) -> tuple[dict, list[str]]:
+    """Submit each iterator as a job, in order; return what each emitted and the order they finished in. ``gated``:
+    each item is a model step, passed through the runner's gate (as the Studio's steps are; the Studio's own
+    streams pass its gate already)."""
     items: dict[str, list] = {name: [] for name in named}
     finished: list[str] = []
     errors: dict[str, BaseException] = {}
@@ -41,7 +44,8 @@ def run_jobs(scheduler: FairScheduler, named: dict[str, object], timeout: float 
         return finish
 
     for name, steps in named.items():
-        scheduler.submit(StepJob(iter(steps), items[name].append, finisher(name), name))
+        steps = runner.gate.steps(iter(steps)) if gated else iter(steps)
+        runner.submit(StepJob(steps, items[name].append, finisher(name), name))
     assert done.wait(timeout), f"jobs did not finish: {finished}"
     assert not errors, errors
     return items, finished
@@ -53,45 +57,46 @@ def test_a_short_job_behind_a_long_one_finishes_first() -> None:
             time.sleep(pause)
             yield i
 
-    scheduler = FairScheduler("test-fair")
-    items, finished = run_jobs(scheduler, {"long": work(200, 0.005), "short": work(5, 0.005)})
+    runner = FairRunner("test-fair")
+    items, finished = run_jobs(runner, {"long": work(200, 0.005), "short": work(5, 0.005)})
     assert finished == ["short", "long"]
     assert items == {"long": list(range(200)), "short": list(range(5))}
-    assert scheduler.peak_jobs == 2 and scheduler.active == 0
+    assert runner.peak_jobs == 2 and runner.active == 0
 
 
 def test_first_come_runs_whole_requests_in_arrival_order() -> None:
-    """The load harness's baseline: a short request behind a long one waits for it (the fair scheduler's opposite)."""
-    from diffusion.runtime import FirstComeScheduler
+    """The load harness's baseline: a short request behind a long one waits for it (the fair runner's opposite)."""
+    from tests.first_come import FirstComeRunner
 
     def work(n: int):
         for i in range(n):
             time.sleep(0.005)
             yield i
 
-    _, finished = run_jobs(FirstComeScheduler("test-fcfs"), {"long": work(50), "short": work(2)})
+    _, finished = run_jobs(FirstComeRunner("test-fcfs"), {"long": work(50), "short": work(2)})
     assert finished == ["long", "short"]
 
 
-def test_the_app_flag_chooses_how_requests_share_the_model(tiny_ddpm_dir) -> None:
-    import pytest
-
+def test_the_studio_owns_its_runner_and_the_baseline_is_no_product_flag(tiny_ddpm_dir) -> None:
+    """The Studio is given its runner once (default: the fair one) and shares its gate; first-come is the load
+    harness's baseline (tests/first_come.py), not an option of the app."""
     from demo.launch import parse_args
     from diffusion.registry import Registry
-    from diffusion.runtime import SCHEDULING, FirstComeScheduler, make_step_scheduler
+    from diffusion.runners import ThreadRunner
     from diffusion.studio import Studio
+    from tests.first_come import FirstComeRunner
 
-    assert SCHEDULING == ("fair", "first-come")
-    assert parse_args([]).scheduling == "fair" and parse_args(["--scheduling", "first-come"]).scheduling == "first-come"
-    for removed in ("batching", "random"):  # cross-user batching was measured slower on a CPU and removed
-        with pytest.raises(SystemExit):
-            parse_args(["--scheduling", removed])
-        with pytest.raises(ValueError, match="scheduling must be one of fair, first-come"):
-            make_step_scheduler(removed)
     registry = Registry.default([tiny_ddpm_dir])
-    assert isinstance(Studio(registry, device="cpu", cache_bytes=0, scheduling="first-come").step_runner,
-                      FirstComeScheduler)
-    assert Studio(registry, device="cpu", cache_bytes=0).step_runner is None  # the UI's own fair scheduler
+    studio = Studio(registry, device="cpu", cache_bytes=0)
+    assert type(studio.runner) is FairRunner and studio.gate is studio.runner.gate
+    baseline = FirstComeRunner("baseline")
+    studio = Studio(registry, device="cpu", cache_bytes=0, runner=baseline)
+    assert studio.runner is baseline and studio.gate is baseline.gate
+    remote = ThreadRunner()
+    assert Studio(registry, device="cpu", cache_bytes=0, runner=remote).gate is remote.gate
+    for removed in (["--scheduling", "first-come"], ["--scheduling", "batching"]):
+        with pytest.raises(SystemExit):
+            parse_args(removed)
 
 
 def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> None:
@@ -107,7 +112,7 @@ def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> Non
         finally:
             closed.append(name)
 
-    scheduler = FairScheduler("test-cancel")
+    runner = FairRunner("test-cancel")
     gate = threading.Event()
 
     def blocker():
@@ -115,18 +120,19 @@ def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> Non
         yield 0
 
     ended = threading.Event()
-    scheduler.submit(StepJob(blocker(), lambda item: None, lambda error: None, "blocker"))
-    never = scheduler.submit(StepJob(work("never", 10), lambda item: None, lambda error: ended.set(), "never"))
+    runner.submit(StepJob(runner.gate.steps(blocker()), lambda item: None, lambda error: None, "blocker"))
+    never = runner.submit(StepJob(runner.gate.steps(work("never", 10)), lambda item: None,
+                                     lambda error: ended.set(), "never"))
     never.cancel()  # cancelled while it waits for its first turn
     gate.set()
     assert ended.wait(10)
     assert "never" not in ran and never.steps_run == 0
     seen: list[int] = []
     stop_at = threading.Event()
-    job = StepJob(work("stopped", 1000), lambda item: (seen.append(item), item == 3 and stop_at.set()),
+    job = StepJob(runner.gate.steps(work("stopped", 1000)), lambda item: (seen.append(item), item == 3 and stop_at.set()),
                   lambda error: ended.set(), "stopped")
     ended.clear()
-    scheduler.submit(job)
+    runner.submit(job)
     assert stop_at.wait(10)
     job.cancel()
     assert ended.wait(10)
@@ -134,17 +140,17 @@ def test_a_cancelled_job_leaves_the_ring_and_never_starts_if_it_had_not() -> Non
 
 
 def test_interleaved_requests_give_the_same_images_as_alone(studio) -> None:
-    """Three requests of two models, their steps interleaved by the scheduler: bit-identical to each alone."""
+    """Three requests of two models, their steps interleaved by the runner: bit-identical to each alone."""
     requests = {
         "ddpm-a": ("local/tiny-ddpm", SampleRequest("ddpm", 12, n=3, seed=1)),
         "ddim-b": ("local/tiny-ddpm", SampleRequest("dpmpp-2m", 6, n=2, seed=2)),
         "text-c": ("local/tiny-sd", SampleRequest("ddim", 5, n=2, seed=3, prompt="a red circle", guidance_scale=3.0)),
     }
     alone = {name: studio.sample(model_id, request) for name, (model_id, request) in requests.items()}
-    scheduler = FairScheduler("test-identical")
-    items, finished = run_jobs(scheduler, {name: studio.generate(model_id, request, previews=2)
-                                           for name, (model_id, request) in requests.items()})
-    assert scheduler.peak_jobs == 3
+    runner = studio.runner
+    items, finished = run_jobs(runner, {name: studio.generate(model_id, request, previews=2)
+                                           for name, (model_id, request) in requests.items()}, gated=False)
+    assert runner.peak_jobs == 3
     for name in requests:
         final = items[name][-1]
         assert final.done
@@ -155,20 +161,25 @@ def test_interleaved_requests_give_the_same_images_as_alone(studio) -> None:
 def test_streamed_events_share_the_model_thread_fairly() -> None:
     """Two streamed events started together through demo.common.streamed: equal steps alternate (the one
     with less service goes next), so the short one ends long before the long one."""
-    from demo.common import MODEL_STEPS, streamed
+    from demo.common import streamed
+
+    runner = FairRunner("test-streamed")
 
     order: list[str] = []
 
     async def both() -> None:
         async def drain(name: str, n: int) -> list:
-            return [u async for u in streamed(logged_steps)(name, n, order, 0.003)]
+            return [u async for u in streamed(runner)(gated)(name, n, order, 0.003)]
+
+        def gated(*args):  # each step a model step, through the runner's gate (as the Studio's steps are)
+            yield from runner.gate.steps(logged_steps(*args))
 
         first, second = await asyncio.gather(drain("long", 40), drain("short", 5))
         assert second[-1] == 4 and first[-1] == 39
 
     asyncio.run(both())
     assert order[:12].count("short") == 5, order  # alternating, not 40 long steps first
-    assert MODEL_STEPS.active == 0
+    assert runner.active == 0
 
 
 def sharing_studio(tiny_ddpm_dir):
@@ -181,11 +192,11 @@ def sharing_studio(tiny_ddpm_dir):
 def test_identical_requests_share_one_run_and_the_cache_returns_identical_bytes(tiny_ddpm_dir) -> None:
     studio = sharing_studio(tiny_ddpm_dir)
     request = SampleRequest("ddpm", 20, n=2, seed=7)
-    scheduler = FairScheduler("test-share")
+    runner = studio.runner
     before = studio.gate.steps_run
     # three students press Sample together: one run, two followers
-    items, _ = run_jobs(scheduler, {f"student{k}": studio.generate("local/tiny-ddpm", request, previews=4)
-                                    for k in range(3)})
+    items, _ = run_jobs(runner, {f"student{k}": studio.generate("local/tiny-ddpm", request, previews=4)
+                                    for k in range(3)}, gated=False)
     ran = studio.gate.steps_run - before
     assert 20 <= ran <= 21, ran  # one run's steps (and its end), not three
     finals = [items[f"student{k}"][-1] for k in range(3)]
@@ -235,31 +246,32 @@ def test_through_the_app_a_short_request_overtakes_a_long_one(serve, tmp_path) -
 
 def test_a_new_request_gets_the_model_thread_at_once_under_load() -> None:
     """Least service first: a request that arrives while five long ones run gets its steps straight away."""
-    scheduler = FairScheduler("test-las")
+    runner = FairRunner("test-las")
     ran: list[str] = []
     done = threading.Event()
     for k in range(5):
-        scheduler.submit(StepJob(logged_steps(f"long{k}", 200, ran, 0.002), lambda item: None, lambda error: None,
-                                 f"long{k}"))
+        runner.submit(StepJob(runner.gate.steps(logged_steps(f"long{k}", 200, ran, 0.002)), lambda item: None,
+                                 lambda error: None, f"long{k}"))
     time.sleep(0.2)  # the long ones have all had service
-    scheduler.submit(StepJob(logged_steps("new", 10, ran, 0.002), lambda item: None, lambda error: done.set(), "new"))
+    runner.submit(StepJob(runner.gate.steps(logged_steps("new", 10, ran, 0.002)), lambda item: None,
+                             lambda error: done.set(), "new"))
     assert done.wait(30)
     start = ran.index("new")
     assert ran[start:start + 10] == ["new"] * 10, ran[start - 3:start + 12]  # its ten steps in a row
 
 
 def test_followers_wait_without_holding_the_model_thread(tiny_ddpm_dir) -> None:
-    """Twenty identical requests on the scheduler: one leader runs, nineteen follow without blocking it;
+    """Twenty identical requests on the runner: one leader runs, nineteen follow without blocking it;
     the total time stays near one run's."""
     studio = sharing_studio(tiny_ddpm_dir)
     request = SampleRequest("ddim", 40, n=4, seed=11)
     began = time.perf_counter()
     studio.sample("local/tiny-ddpm", SampleRequest("ddim", 40, n=4, seed=12))
     one = time.perf_counter() - began
-    scheduler = FairScheduler("test-followers")
+    runner = studio.runner
     began = time.perf_counter()
-    items, _ = run_jobs(scheduler, {f"s{k}": studio.generate("local/tiny-ddpm", request, previews=4)
-                                    for k in range(20)})
+    items, _ = run_jobs(runner, {f"s{k}": studio.generate("local/tiny-ddpm", request, previews=4)
+                                    for k in range(20)}, gated=False)
     twenty = time.perf_counter() - began
     print(f"\none run {one:.2f} s; twenty identical requests together {twenty:.2f} s")
     assert all(items[f"s{k}"][-1].done for k in range(20))
@@ -269,17 +281,19 @@ def test_followers_wait_without_holding_the_model_thread(tiny_ddpm_dir) -> None:
 @pytest.mark.slow
 def test_after_the_warm_up_the_least_work_left_goes_first() -> None:
     """Three equal long jobs: each gets its warm-up, then one runs to its end before the next (not all at
-    the end together); the jobs say their progress as the Studio's steps do."""
-    from diffusion.runtime import WARMUP_S, report_progress
+    the end together); the jobs' steps carry their progress, read through the gate as the Studio's are."""
+    from diffusion.runners import WARMUP_S
 
-    def work(n: int, pause: float):
+    def sleeps(n: int, pause: float):
         for i in range(n):
             time.sleep(pause)
-            report_progress(i + 1, n)
             yield i
 
+    def work(n: int, pause: float):
+        return runner.gate.steps(sleeps(n, pause), progress=lambda i: (i + 1, n))
+
     steps = int(3 * WARMUP_S / 0.01)  # about 1.5 s of work each, 0.5 s of it the warm-up
-    scheduler = FairScheduler("test-srpt")
+    runner = FairRunner("test-srpt")
     began = time.perf_counter()
     ends: list[float] = []
     done = threading.Event()
@@ -290,7 +304,7 @@ def test_after_the_warm_up_the_least_work_left_goes_first() -> None:
             done.set()
 
     for k in range(3):
-        scheduler.submit(StepJob(work(steps, 0.01), lambda item: None, finish, f"job{k}"))
+        runner.submit(StepJob(work(steps, 0.01), lambda item: None, finish, f"job{k}"))
     assert done.wait(60)
     print(f"\nthree jobs of {steps} steps end at " + ", ".join(f"{t:.1f} s" for t in ends))
     # in turns to the end they would all end at about 4.5 s; one after another the first ends near 2.5 s
@@ -303,9 +317,9 @@ def test_thread_per_job_runs_jobs_side_by_side_and_stops_cancelled_ones() -> Non
     import threading
     import time
 
-    from diffusion.runtime import StepJob, ThreadPerJob
+    from diffusion.runners import StepJob, ThreadRunner
 
-    runner = ThreadPerJob()
+    runner = ThreadRunner()
     release, closed, results = threading.Event(), threading.Event(), {}
 
     def slow():

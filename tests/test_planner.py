@@ -18,7 +18,7 @@ from diffusion.data.mazes import CLEARANCE, HORIZON, check_plan, maze, shortest_
 from diffusion.metrics.planner_gate import TARGETS, gate_pairs, run_gate
 from diffusion.planner.model import Planner, build_scheduler, build_unet, fix_ends, to_cells
 from diffusion.planner.service import PLANNER_FOLDER, PlannerDesk
-from diffusion.runtime import ComputeGate
+from diffusion.gate import ComputeGate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from diffusion.playground.training import (
     train_points,
     unpack_mask,
 )
-from diffusion.runtime import ComputeGate
+from diffusion.gate import ComputeGate
 
 SHORT = PointConfig(steps=300)
 

@@ -13,7 +13,7 @@ from demo.common import (
     CheckedImage,
     Tick,
     card_request,
-    scheduled,
+    one_step,
     streamed,
     user_errors,
 )
@@ -37,11 +37,11 @@ def make_forward_show(studio: Studio):
             text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
         return view.x0, view.x_t, view.latents, text
 
-    return scheduled(forward_show)
+    return one_step(studio.runner, forward_show)
 
 
 def make_forward_denoise(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def forward_denoise(model_id: str, image: np.ndarray | None, timestep: float, sampler: str, steps: float,
                         seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
         """SDEdit: ``image`` noised to ``timestep``, then denoised from there by ``sampler`` in ``steps`` steps (text models follow ``prompt``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demo.common import LATEX, MODEL_CONCURRENCY, scheduled, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, one_step, user_errors
 from demo.lab.session import Controls, LabSession, PANEL, recorded_run, step_index
 from demo.theory import GUIDANCE
 from diffusion.studio import GUIDANCE_SCALES, Studio
@@ -27,7 +27,7 @@ def make_lab_guidance(studio: Studio):
                 + (" (of the first image)." if traj.request.n > 1 else "."))
         return result.uncond, result.text, result.direction, gallery, note
 
-    return scheduled(lab_guidance)
+    return one_step(studio.runner, lab_guidance)
 
 
 def build_guidance(studio: Studio, c: Controls) -> None:

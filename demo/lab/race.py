@@ -20,7 +20,7 @@ def race_table(lanes: list[RaceLane]) -> str:
 
 
 def make_race(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def race(model_id: str, seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
         """The sampler race: the same seed through DDPM, DDIM, Euler and DPM-Solver++ on ``model_id``, streamed lane by lane."""
         with user_errors():

@@ -102,7 +102,7 @@ def make_lab_replay(studio: Studio, budget: StateBudget, shared: bool = False):
     load = make_lab_read_link(studio) if shared else make_lab_load_recipe(studio)
     run = make_lab_run(studio, budget).__wrapped__
 
-    @streamed
+    @streamed(studio.runner)
     def lab_replay(path: str | None) -> Iterator[tuple]:
         """The run, each status headed by the recipe's note (what is being replayed stays on screen: the
         note would otherwise last only until the first step's status, too briefly to read)."""

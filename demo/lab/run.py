@@ -14,7 +14,7 @@ from diffusion.studio import StateBudget, StepView, Studio, trajectory_nbytes, u
 
 
 def make_lab_run(studio: Studio, budget: StateBudget):
-    @streamed
+    @streamed(studio.runner)
     def lab_run(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
                 guidance: float, images: float = 1, layout: str = "auto") -> Iterator[tuple]:
         """Record a run step by step; ``layout`` "auto" draws a two-object prompt by a planned layout."""

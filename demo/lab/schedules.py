@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, LockedPlot, as_int, scheduled, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, LockedPlot, as_int, one_step, user_errors
 from demo.figures import schedule_figure
 from demo.lab.session import Controls, EXAMPLES
 from diffusion.studio import Studio, make_grid, read_image
@@ -26,7 +26,7 @@ def make_schedules_show(studio: Studio):
             strip = make_grid(frames, ncols=len(frames))
         return figure, strip
 
-    return scheduled(schedules_show)
+    return one_step(studio.runner, schedules_show)
 
 
 def build_schedules(studio: Studio, c: Controls) -> None:

@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
 
-from demo.common import FIGURE_LOCK, Tick, scheduled, streamed, user_errors
+from demo.common import FIGURE_LOCK, Tick, one_step, streamed, user_errors
 from demo.figures import (
     BLUE,
     GREY,
@@ -51,7 +51,7 @@ def make_lesson_forward(studio: Studio):
                           for t, a in zip(ts, ab, strict=True))
         return labelled_strip([enlarge(s) for s in strip], [f"t = {t}" for t in ts]), figure, note
 
-    return scheduled(lesson_forward)
+    return one_step(studio.runner, lesson_forward)
 
 
 # ----- 2. what the network learns -----
@@ -86,12 +86,12 @@ def make_lesson_denoising(studio: Studio):
                 f"$t = {result.timesteps[easy]}$.")
         return error_figure(result.timesteps, result.error, result.spread), gallery, note
 
-    return scheduled(lesson_denoising)
+    return one_step(studio.runner, lesson_denoising)
 
 
 # ----- 3. sampling -----
 def make_lesson_sampling(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_sampling(seed: float) -> Iterator[tuple]:
         """Lesson 3: one digit sampled by DDPM (Algorithm 2) in 50 steps, streamed step by step; ``seed`` in [0, 2^32 - 1]."""
         with user_errors():
@@ -128,7 +128,7 @@ RACE_NOTE = ("\n\nAll lanes start from the same $x_T$. DDIM ($\\eta = 0$), DPM-S
 
 
 def make_lesson_race(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_race(seed: float) -> Iterator[tuple]:
         """Lesson 4: the same seed through four samplers side by side (DDPM, DDIM, Euler, DPM-Solver++), streamed."""
         with user_errors():
@@ -146,7 +146,7 @@ def make_lesson_race(studio: Studio):
 
 # ----- 5. noise and determinism -----
 def make_lesson_determinism(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_determinism(seed: float) -> Iterator[tuple]:
         """Lesson 5: DDIM with eta 0 twice (equal), then eta 0.5 and 1 (different): determinism against noise, same ``seed``."""
         runs = [("DDIM, eta = 0", 0.0), ("the same, again", 0.0), ("DDIM, eta = 0.5", 0.5), ("DDIM, eta = 1", 1.0)]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Tick, scheduled, streamed, user_errors
+from demo.common import Tick, one_step, streamed, user_errors
 from demo.figures import compression_figure, labelled_strip
 from demo.lesson_views.common import COPIES_SHOWN, LATENT, PIXEL, SHAPES, enlarge, read_picture
 from diffusion.studio import (
@@ -61,7 +61,7 @@ def make_lesson_latent(studio: Studio):
         longer = None if own is None else ("ldm-shapes' own f = 4\n(trained longer)", own)
         return gallery, note, strip, compression_figure(factors, longer), _compression_note(factors, own)
 
-    return scheduled(lesson_latent)
+    return one_step(studio.runner, lesson_latent)
 
 
 def _factor_label(row: FactorRow) -> str:
@@ -101,7 +101,7 @@ def _compression_note(view: Compression, own: float | None = None) -> str:
 
 # ----- 7. text conditioning -----
 def make_lesson_text(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_text(prompt: str, seed: float) -> Iterator[tuple]:
         """Lesson 7: ``prompt`` as the text encoder's tokens, then one image of it (DDIM 25, w = 4), streamed."""
         with user_errors():
@@ -123,7 +123,7 @@ def make_lesson_text(studio: Studio):
 
 # ----- 8. guidance -----
 def make_lesson_guidance(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_guidance(prompt: str, seed: float) -> Iterator[tuple]:
         """Lesson 8: ``prompt`` at several guidance scales from one cached pair of predictions per step, streamed."""
         with user_errors():
@@ -156,7 +156,7 @@ def copies_pictures(copies: NearestCopies) -> list[tuple[np.ndarray, str]]:
 
 
 def make_lesson_limits(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_limits(seed: float) -> Iterator[tuple]:
         """Lesson 9: where the plain models fail (a colour-shape pair never seen together, two objects) and 16 new digits beside their nearest training digits."""
         colour, shape = sorted(HELD_OUT_PAIRS)[0]
@@ -201,7 +201,7 @@ LAYOUT_WORDS = ("left", "right", "above", "below", *("red", "orange", "yellow", 
 
 
 def make_lesson_layout(studio: Studio):
-    @streamed
+    @streamed(studio.runner)
     def lesson_layout(prompt: str, seed: float) -> Iterator[tuple]:
         """The same prompt and seed with the layout off (and where its words attend) and on (its regions)."""
         runs = {}

@@ -1,7 +1,7 @@
 """The planner's entry points, reached through the Studio (``studio.planner``), in plain values.
 
-Planning is a generator that advances one denoising step at a time through the Studio's compute gate and
-reports its progress to the fair scheduler, like every other model request. A finished run travels as a
+Planning is a generator that advances one denoising step at a time through the Studio's compute gate, each
+step carrying its progress for the fair runner, like every other model request. A finished run travels as a
 :class:`PlanRun` (numpy arrays and the validator's verdicts): the UI keeps it in the user's session.
 """
 
@@ -27,12 +27,11 @@ from diffusion.data.mazes import (
     maze,
     shortest_length,
 )
-from diffusion.loop import predicted_noise
+from diffusion.loop import StepGate, predicted_noise, record_progress
 from diffusion.planner.model import Planner, fix_ends, known_ends, to_cells
 from diffusion.planner.pictures import plans_picture, step_picture
 from diffusion.registry import ASSETS
 from diffusion.request import MAX_SEED, real_number, whole_number
-from diffusion.runtime import ComputeGate, report_progress
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ class PlanProgress:
 class PlannerDesk:
     """Plan in the mazes with the shipped planner; every denoising step passes ``gate``."""
 
-    def __init__(self, gate: ComputeGate, folder: Path = PLANNER_FOLDER):
+    def __init__(self, gate: StepGate, folder: Path = PLANNER_FOLDER):
         self.gate = gate
         self.folder = Path(folder)
         self._planner: Planner | None = None
@@ -149,8 +148,7 @@ class PlannerDesk:
         began = time.perf_counter()
         x_t, pred_x0, eps, ts = [], [], [], []
         ends = known_ends(layout, start, goal, n)
-        for record in self.gate.steps(records):
-            report_progress(record.index + 1, record.num_steps)
+        for record in self.gate.steps(records, progress=record_progress):
             if not x_t:
                 x_t.append(to_cells(layout, record.sample))
             x_t.append(to_cells(layout, record.prev_sample))

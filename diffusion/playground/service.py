@@ -1,7 +1,7 @@
 """The playground's entry points, reached through the Studio (``studio.playground``), in plain values.
 
 Training and sampling are generators that advance one chunk (training) or one denoising step (sampling)
-at a time through the Studio's compute gate and report their progress to the fair scheduler, so a class
+at a time through the Studio's compute gate, each carrying its progress for the fair runner, so a class
 training 30 playgrounds shares the CPU with the image models step by step, and a cancelled run stops
 within one chunk. A trained model travels as a :class:`PointModel` (config + safetensors bytes): the UI
 keeps it in the user's session; nothing is global.
@@ -46,8 +46,8 @@ from diffusion.playground.views import (
     particle_paths,
     particle_steps,
 )
+from diffusion.loop import StepGate, record_progress
 from diffusion.request import MAX_SEED, real_number, whole_number
-from diffusion.runtime import ComputeGate, report_progress
 from diffusion.schedulers import SAMPLERS
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class SampleProgress:
 class Playground:
     """Train, sample and inspect point models; every step passes ``gate``."""
 
-    def __init__(self, gate: ComputeGate):
+    def __init__(self, gate: StepGate):
         self.gate = gate
 
     def config(self, **values: object) -> PointConfig:
@@ -93,9 +93,7 @@ class Playground:
         1000 and at the end (the last update carries the :class:`PointModel`)."""
         config = check_config(config)
         updates = train_points(config)
-        for update in self.gate.steps(updates):
-            report_progress(update.step, update.total)
-            yield update
+        yield from self.gate.steps(updates, progress=lambda update: (update.step, update.total))
 
     def data(self, config: PointConfig, n: int = EVAL_POINTS) -> np.ndarray:
         """The first ``n`` points of the run's training set (n, 2)."""
@@ -126,8 +124,7 @@ class Playground:
                                  eta=eta if SAMPLERS[sampler].uses_eta else None)
         began = time.perf_counter()
         x_t, pred_x0, ts = [], [], []
-        for record in self.gate.steps(records):
-            report_progress(record.index + 1, record.num_steps)
+        for record in self.gate.steps(records, progress=record_progress):
             if not x_t:
                 x_t.append(record.sample.float().numpy())
             x_t.append(record.prev_sample.float().numpy())

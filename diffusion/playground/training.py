@@ -7,7 +7,7 @@
 
 The noisy input is the scheduler's own ``add_noise`` (DDPM Eq. 4), so training and sampling share one
 schedule. :func:`train_points` is a generator: it yields a :class:`TrainUpdate` every ``chunk`` steps
-(the app streams the loss curve from it, and the fair scheduler interleaves other users' work between
+(the app streams the loss curve from it, and the fair runner interleaves other users' work between
 chunks), every few hundred steps a fresh sample cloud, and at a few steps a measured one (its distance to
 the data) with a snapshot of the weights. Every random number (the data set, the weights' initialisation, batches,
 t and eps) comes from CPU generators seeded by the config: the same :class:`PointConfig` gives the same
