@@ -59,6 +59,13 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+def readable(updates: Iterator[Any]) -> Iterator[Any]:
+    """``updates`` with the model module's readable errors turned into ``gr.Error`` messages (:func:`user_errors`),
+    for a handler that returns its generator."""
+    with user_errors():
+        yield from updates
+
+
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn the model module's readable errors into ``gr.Error`` messages for the user."""
@@ -200,7 +207,11 @@ def streamed(runner: Runner) -> Callable[[Callable[..., Iterator[Any]]], Callabl
     sooner than :func:`stream_interval` after the last update sent are dropped, and no further step starts
     once the request is no longer wanted: when the user cancels (or the queue closes the stream of a client
     that left) at most the step in flight finishes. A request cancelled while it waits for its first turn
-    never starts. A :class:`Drawn` update is drawn here, in the request's own handler, off the model thread.
+    never starts.
+
+    Only model work runs on the model thread. A handler that returns its generator (rather than being one) runs
+    its checks and the Studio call that loads the model here, in the request's own handler, before the job
+    enters the runner (the Studio's streams check and load when called); a :class:`Drawn` update is drawn here too.
     """
     return functools.partial(_streamed, runner)
 
@@ -231,7 +242,10 @@ def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable
             last_sent[0] = time.monotonic()
             post(update)
 
-        job = runner.submit(StepJob(handler(*args), emit, lambda error: post(_END, error), handler.__name__))
+        # the handler's own code up to its generator (checks, the model's loading) runs here, off the model thread;
+        # a generator function's body starts at its first step, on the runner
+        steps = await asyncio.to_thread(handler, *args)
+        job = runner.submit(StepJob(iter(steps), emit, lambda error: post(_END, error), handler.__name__))
         try:
             while True:
                 update, error = await inbox.get()

@@ -16,8 +16,10 @@ import pandas as pd
 from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
+    Drawn,
     Tick,
     as_int,
+    readable,
     streamed,
     user_errors,
 )
@@ -30,6 +32,7 @@ from diffusion.studio import (
     PLANNER_SAMPLERS,
     SAMPLERS,
     ExportDir,
+    PlanProgress,
     PlanRun,
     StateBudget,
     Studio,
@@ -153,22 +156,34 @@ def make_planner_plan(studio: Studio, budget: StateBudget, exports: ExportDir):
                      steps: float, seed: float) -> Iterator[tuple]:
         """Plan ``plans`` paths from the start (sx, sy) to the goal (gx, gy) in maze ``layout`` by denoising trajectories (Janner et al. 2022), streamed."""
         start, goal = _ends(studio, layout, sx, sy, gx, gy)
-        with user_errors():
-            for progress in studio.planner.plan(layout, start, goal, plans, sampler, steps, seed):
-                if progress.run is None:
-                    yield Tick((gr.skip(),) * 7 + (f"Planning: step {progress.done}/{progress.total}",))
-            run = progress.run
-            gif = write_animation(studio.planner.animation_frames(run), exports.path("plans.gif"), fps=8)
+        with user_errors():  # checked and the planner loaded here, before the model thread
+            updates = studio.planner.plan(layout, start, goal, plans, sampler, steps, seed)
+        return readable(plan_updates(studio, updates, budget, exports))
+
+    return planner_plan
+
+
+def plan_updates(studio: Studio, updates: Iterator[PlanProgress], budget: StateBudget,
+                 exports: ExportDir) -> Iterator[tuple | Tick | Drawn]:
+    """A planning run as the tab shows it: the step count, then the run kept in the user's session with its
+    pictures and animation (drawn off the model thread)."""
+    for progress in updates:
+        if progress.run is None:
+            yield Tick((gr.skip(),) * 7 + (f"Planning: step {progress.done}/{progress.total}",))
+    run = progress.run
+
+    def finished() -> tuple:
+        gif = write_animation(studio.planner.animation_frames(run), exports.path("plans.gif"), fps=8)
         session = PlannerSession(run)
         budget.admit(session, session.nbytes)
         last = len(run.x_t) - 1
-        yield (session, studio.planner.final_picture(run), plans_table(run),
-               gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
-               gr.Slider(minimum=0, maximum=last - 1, value=0, step=1, interactive=True),
-               gr.Slider(minimum=1, maximum=len(run.checks), value=1, step=1, interactive=True),
-               str(gif), run_summary(run))
+        return (session, studio.planner.final_picture(run), plans_table(run),
+                gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
+                gr.Slider(minimum=0, maximum=last - 1, value=0, step=1, interactive=True),
+                gr.Slider(minimum=1, maximum=len(run.checks), value=1, step=1, interactive=True),
+                str(gif), run_summary(run))
 
-    return planner_plan
+    yield Drawn(finished)
 
 
 def make_planner_frame(studio: Studio):

@@ -17,10 +17,12 @@ from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
     CheckedSketchpad,
+    Drawn,
     LockedPlot,
     Tick,
     as_int,
     one_step,
+    readable,
     streamed,
     user_errors,
 )
@@ -41,8 +43,10 @@ from diffusion.studio import (
     ParticleRun,
     PointConfig,
     PointModel,
+    SampleProgress,
     StateBudget,
     Studio,
+    TrainUpdate,
     cloud_picture,
     make_grid,
     run_frames,
@@ -124,32 +128,43 @@ def make_playground_train(studio: Studio, budget: StateBudget):
     def playground_train(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
                          steps: float, seed: float) -> Iterator[tuple]:
         """Train a small denoiser on 2-D points live (DDPM Algorithm 1): streamed loss, samples and snapshots; ``steps`` training steps."""
-        with user_errors():
+        with user_errors():  # checked here, before the model thread
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, steps, seed)
             data = studio.playground.data(config)
-            yield Tick((gr.skip(), "Training: step 0", gr.skip(), cloud_picture(None, data), gr.skip()), preview=True)
-            for update in studio.playground.train(config):
-                rate = update.step / max(update.wall_s, 1e-9)
-                status = f"Training: step {update.step}/{update.total}, {update.wall_s:.1f} s ({rate:.0f} steps/s)"
-                if update.model is not None:
-                    break
-                if update.samples is not None:
-                    if update.distance is not None:
-                        status += f" · at step {update.step}: distance {update.distance:.3f}"
-                    yield Tick((gr.skip(), status, loss_frame(update.losses), cloud_picture(update.samples, data),
-                                gr.skip()), preview=True)
-                else:
-                    yield Tick((gr.skip(), status, loss_frame(update.losses), gr.skip(), gr.skip()))
-            model = update.model
-            session = PlaygroundSession(model, data)
-            budget.admit(session, session.nbytes)
-            snapshots = [(cloud_picture(s.cloud, data, side=240), f"step {s.step}: distance {s.distance:.3f}")
-                         for s in model.snapshots]
-            yield (session, f"**Trained** {config.steps} steps in {model.train_s:.1f} s "
-                            f"({config.steps / model.train_s:.0f} steps/s) · " + quality_note(model.distance, model.floor),
-                   loss_frame(model.losses), cloud_picture(model.snapshots[-1].cloud, data), snapshots)
+        return readable(train_updates(studio.playground.train(config), config, data, budget))
 
     return playground_train
+
+
+def train_updates(updates: Iterator[TrainUpdate], config: PointConfig, data: np.ndarray,
+                  budget: StateBudget) -> Iterator[tuple | Tick | Drawn]:
+    """A training run as the tab shows it: the loss and sample clouds as they come, then the trained model kept in
+    the user's session and its snapshots, drawn off the model thread."""
+    yield Tick((gr.skip(), "Training: step 0", gr.skip(), cloud_picture(None, data), gr.skip()), preview=True)
+    for update in updates:
+        rate = update.step / max(update.wall_s, 1e-9)
+        status = f"Training: step {update.step}/{update.total}, {update.wall_s:.1f} s ({rate:.0f} steps/s)"
+        if update.model is not None:
+            break
+        if update.samples is not None:
+            if update.distance is not None:
+                status += f" · at step {update.step}: distance {update.distance:.3f}"
+            yield Tick((gr.skip(), status, loss_frame(update.losses), cloud_picture(update.samples, data),
+                        gr.skip()), preview=True)
+        else:
+            yield Tick((gr.skip(), status, loss_frame(update.losses), gr.skip(), gr.skip()))
+    model = update.model
+
+    def finished() -> tuple:
+        session = PlaygroundSession(model, data)
+        budget.admit(session, session.nbytes)
+        snapshots = [(cloud_picture(s.cloud, data, side=240), f"step {s.step}: distance {s.distance:.3f}")
+                     for s in model.snapshots]
+        return (session, f"**Trained** {config.steps} steps in {model.train_s:.1f} s "
+                         f"({config.steps / model.train_s:.0f} steps/s) · " + quality_note(model.distance, model.floor),
+                loss_frame(model.losses), cloud_picture(model.snapshots[-1].cloud, data), snapshots)
+
+    yield Drawn(finished)
 
 
 # ----- sampling -----
@@ -170,23 +185,34 @@ def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportD
                           seed: float, eta: float) -> Iterator[tuple]:
         """Sample ``particles`` points from the user's trained model with ``sampler`` in ``steps`` steps, streamed frame by frame."""
         model, data = _model(session)
-        with user_errors():
-            for progress in studio.playground.sample(model, sampler, steps, particles, seed, eta):
-                if progress.run is None:
-                    yield Tick((gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                                f"Sampling: step {progress.done}/{progress.total}"))
-            run = progress.run
-            gif = write_animation(run_frames(run.x_t, data), exports.path("reverse.gif"), fps=12)
+        return readable(sample_updates(studio.playground.sample(model, sampler, steps, particles, seed, eta),
+                                       session, data, budget, exports))
+
+    return playground_sample
+
+
+def sample_updates(updates: Iterator[SampleProgress], session: PlaygroundSession, data: np.ndarray | None,
+                   budget: StateBudget, exports: ExportDir) -> Iterator[tuple | Tick | Drawn]:
+    """A sampling run as the tab shows it: the step count, then the run kept in the user's session with its
+    animation (written off the model thread)."""
+    for progress in updates:
+        if progress.run is None:
+            yield Tick((gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                        f"Sampling: step {progress.done}/{progress.total}"))
+    run = progress.run
+
+    def finished() -> tuple:
+        gif = write_animation(run_frames(run.x_t, data), exports.path("reverse.gif"), fps=12)
         session.run = run
         budget.admit(session, session.nbytes)
         last = len(run.x_t) - 1
         picture, caption = frame_picture(run, data, last)
         status = (f"**Sampled** {run.x_t.shape[1]} particles with {SAMPLERS[run.sampler].title}, "
                   f"{len(run.timesteps)} steps, in {run.wall_s:.2f} s.")
-        yield (session, str(gif), gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
-               picture, caption, status)
+        return (session, str(gif), gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
+                picture, caption, status)
 
-    return playground_sample
+    yield Drawn(finished)
 
 
 def playground_show(session: PlaygroundSession | None, frame: float) -> tuple:

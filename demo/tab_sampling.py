@@ -16,12 +16,13 @@ from demo.common import (
     card_request,
     describe_model,
     random_seed,
+    readable,
     status_line,
     streamed,
     user_errors,
 )
 from demo.theory import DDPM
-from diffusion.studio import MAX_STEPS, SAMPLERS, Studio
+from diffusion.studio import MAX_STEPS, SAMPLERS, Progress, Studio
 
 
 def make_sample_handler(studio: Studio):
@@ -33,17 +34,23 @@ def make_sample_handler(studio: Studio):
         """Digits (or a hub model's images) from ``model_id``: ``batch`` images of ``steps`` steps of ``sampler``, streamed previews, then the grid."""
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, eta=eta)
-            for update in studio.generate(str(model_id), request):
-                # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                status = status_line(update)
-                if update.done:
-                    yield update.grid, status
-                elif update.preview is not None:  # the first preview at once, then as often as the load allows
-                    yield Tick((update.preview, status + " · *preview: predicted x0*"), preview=True)
-                else:
-                    yield Tick((gr.skip(), status + " · *preview: predicted x0*"))
+            updates = studio.generate(str(model_id), request)  # checked and loaded here, before the model thread
+        return readable(sample_updates(updates))
 
     return sample
+
+
+def sample_updates(updates: Iterator[Progress]) -> Iterator[tuple[np.ndarray, str] | Tick]:
+    """A sampling run as the tab shows it: every step yielded (so a cancelled run stops within one step,
+    ``streamed``), previews as they come, then the grid."""
+    for update in updates:
+        status = status_line(update)
+        if update.done:
+            yield update.grid, status
+        elif update.preview is not None:  # the first preview at once, then as often as the load allows
+            yield Tick((update.preview, status + " · *preview: predicted x0*"), preview=True)
+        else:
+            yield Tick((gr.skip(), status + " · *preview: predicted x0*"))
 
 
 def eta_for_sampler(sampler: str) -> dict:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import gradio as gr
 
@@ -12,17 +14,19 @@ from demo.common import (
     MODEL_CONCURRENCY,
     LockedPlot,
     SAMPLER_CHOICES,
+    Drawn,
     Tick,
     card_note,
     card_request,
     describe_model,
+    readable,
     status_line,
     streamed,
     user_errors,
 )
 from demo.theory import LDM
 from demo.figures import layout_figure
-from diffusion.studio import LAYOUT_MODES, MAX_TEXT_BATCH, Layout, PromptTokens, Studio
+from diffusion.studio import LAYOUT_MODES, MAX_TEXT_BATCH, Layout, Progress, PromptTokens, Studio
 
 TEXT_STEPS_SLIDER_MAX = 200  # latent models need far fewer steps than DDPM's 1000
 
@@ -60,6 +64,32 @@ def layout_note(layouts: list[Layout | None], fallback: str | None = None) -> st
             f"image 1: {first.describe()})")
 
 
+def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple | Tick | Drawn]:
+    """A text run as the tab shows it: every step yielded (a cancelled run stops within one step, ``streamed``),
+    previews as they come, then the grid; the layout figure is drawn off the model thread, once."""
+    plan: tuple[Callable[[], Any], str] | None = None
+    for update in updates:
+        note = ""
+        if update.prompt is not None and update.prompt.unknown_words:
+            note += " · unknown words (ignored by the model): " + ", ".join(update.prompt.unknown_words)
+        if update.prompt is not None and update.prompt.truncated_words:
+            note += (" · prompt too long for the text encoder; dropped: "
+                     + " ".join(update.prompt.truncated_words[:50]))
+        if plan is None and update.request is not None:  # the checked request: its images' layouts
+            layouts = studio.layouts(update.request)
+            plan = (functools.cache(lambda layouts=layouts: layout_figure(layouts)),
+                    layout_note(layouts, studio.layout_fallback(update.request)))
+        status = status_line(update) + note + (plan[1] if plan else "")
+        figure = plan[0] if plan else (lambda: None)
+        tokens = token_view(update.prompt)
+        if update.done:
+            yield Drawn(lambda u=update, s=status, f=figure, k=tokens: (u.grid, k, s, f()))
+        elif update.preview is not None:  # the first preview at once, then as often as the load allows
+            yield Tick(Drawn(lambda u=update, s=status, f=figure, k=tokens: (u.preview, k, s, f())), preview=True)
+        else:
+            yield Tick((gr.skip(), gr.skip(), status, gr.skip()))
+
+
 def make_text_handler(studio: Studio):
     @streamed(studio.runner)
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
@@ -68,26 +98,8 @@ def make_text_handler(studio: Studio):
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, prompt=prompt,
                                    negative_prompt=negative_prompt, guidance=guidance, layout=layout)
-            plan = None
-            for update in studio.generate(str(model_id), request, previews=10):
-                note = ""
-                if update.prompt is not None and update.prompt.unknown_words:
-                    note += " · unknown words (ignored by the model): " + ", ".join(update.prompt.unknown_words)
-                if update.prompt is not None and update.prompt.truncated_words:
-                    note += (" · prompt too long for the text encoder; dropped: "
-                             + " ".join(update.prompt.truncated_words[:50]))
-                # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                if plan is None and update.request is not None:  # the checked request: its images' layouts
-                    layouts = studio.layouts(update.request)
-                    plan = (layout_figure(layouts), layout_note(layouts, studio.layout_fallback(update.request)))
-                status = status_line(update) + note + (plan[1] if plan else "")
-                figure = plan[0] if plan else None
-                if update.done:
-                    yield update.grid, token_view(update.prompt), status, figure
-                elif update.preview is not None:  # the first preview at once, then as often as the load allows
-                    yield Tick((update.preview, token_view(update.prompt), status, figure), preview=True)
-                else:
-                    yield Tick((gr.skip(), gr.skip(), status, gr.skip()))
+            updates = studio.generate(str(model_id), request, previews=10)  # checked and loaded here
+        return readable(text_updates(studio, updates))
 
     return text_to_image
 

@@ -164,10 +164,10 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "read_image", "trajectory_frames", "trajectory_nbytes", "update_latex", "whole_number", "write_animation",
     # the playground (studio.playground)
     "EXTENT", "MAX_PATHS", "MAX_POINTS", "MAX_TRAIN_STEPS", "MAX_WORD_CHARS", "POINT_DATASETS",
-    "SAMPLERS_HERE", "TIMESTEP_CHOICES", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
+    "SAMPLERS_HERE", "TIMESTEP_CHOICES", "SampleProgress", "TrainUpdate", "NoiseField", "ParticlePaths", "ParticleRun", "PointConfig", "PointModel",
     "cloud_picture", "run_frames",
     # the planner (studio.planner)
-    "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanRun",
+    "LAYOUT_TITLES", "MAX_PLANS", "PLAN_CELL", "PLANNER_SAMPLERS", "PlanProgress", "PlanRun",
     # the lessons' own views
     "HELD_OUT_PAIRS", "NearestCopies", "gate_figures", "Compression", "FactorRow",
     "COMPRESSION_FIGURE",
@@ -375,11 +375,20 @@ class Studio:
         Identical requests share work (:mod:`diffusion.cache`): one that arrives while an identical
         one runs follows it, one that arrives later gets its stored result (``cached``); both are
         bit-identical to running it.
+
+        The request is checked and its model loaded when this is called (``ValueError`` at once, in the caller's
+        thread); the returned iterator only runs the model.
         """
         run = self.prepare(model_id, request)
-        if init_image is not None or self.results.max_bytes <= 0:  # SDEdit, or sharing off
-            yield from self._generate(run, previews, init_image, start_timestep)
-            return
+        if init_image is not None:  # SDEdit (never shared: the image is part of the request)
+            T = int(run.model.scheduler_config.get("num_train_timesteps", 1000))
+            return self._generate(run, previews, init_image, whole_number(start_timestep or 0, "t", 0, T - 1))
+        if self.results.max_bytes <= 0:  # sharing off
+            return self._generate(run, previews)
+        return self._shared(run, previews)
+
+    def _shared(self, run: Run, previews: int) -> Iterator[Progress]:
+        """:meth:`generate`'s run, shared with identical requests (the stored result, or following one in flight)."""
         key = (run.card.id, precision_name(run.model.autocast_dtype), run.request, previews)
         stored = self.results.get(key)
         if stored is not None:
@@ -398,7 +407,7 @@ class Studio:
                 return
             except LookupError:  # its leader was cancelled or failed: lead (or follow) a new run
                 logger.info("the identical run this request followed stopped; running it again")
-            yield from self.generate(model_id, request, previews)
+            yield from self._shared(run, previews)  # its scheduler has not run: still fresh
             return
         try:
             for update in self._generate(run, previews):
@@ -416,10 +425,9 @@ class Studio:
         model, request = run.model, run.request
         prompt = model_reads(model, request.prompt) if run.text else None
         init, start = None, 0
-        if init_image is not None:
-            t = whole_number(start_timestep or 0, "t", 0, int(model.scheduler_config.get("num_train_timesteps", 1000)) - 1)
+        if init_image is not None:  # start_timestep checked by generate
             init = encode_image(model, init_image).repeat(request.n, 1, 1, 1)
-            start = start_index(run.scheduler, request.steps, t)
+            start = start_index(run.scheduler, request.steps, int(start_timestep or 0))
         every = max(1, request.steps // previews) if previews > 0 else 0
         began = time.perf_counter()
         last: StepRecord | None = None
@@ -485,13 +493,18 @@ class Studio:
         trajectory carries each step's update (``terms``), the schedule, the recipe and the precision.
         Memory is bounded by keeping only uint8 pictures (for several images, grids of them), and for
         text models the first image's float16 guidance pair and latent channels, and (one-image
-        runs) float16 cross-attention maps at the latent's size for the prompt's tokens.
+        runs) float16 cross-attention maps at the latent's size for the prompt's tokens. Checked and loaded
+        when called; the iterator only runs the model.
         """
         try:
             count = whole_number(images, "Images", 1, MAX_LAB_IMAGES)
         except ValueError:
             raise ValueError(f"the step lab records 1 to {MAX_LAB_IMAGES} images, got {images!r}") from None
-        run = self.prepare(model_id, replace(request, n=count))
+        return self._trajectory(self.prepare(model_id, replace(request, n=count)))
+
+    def _trajectory(self, run: Run) -> Iterator[tuple[int, int, Trajectory]]:
+        """:meth:`trajectory`'s run of the checked ``run``."""
+        count = run.request.n
         model, request, scheduler = run.model, run.request, run.scheduler
         # what the views typeset, read off the run's scheduler before it runs
         traj = Trajectory(
@@ -524,8 +537,7 @@ class Studio:
         """Ho et al. 2020, Fig. 6, live: the predicted x0 of ``request.n`` images at ``points`` evenly spaced steps
         (:mod:`diffusion.lab.progressive`); yields (steps done, steps, None) as it runs, then the pictures."""
         run = self.prepare(model_id, request)
-        yield from progressive(self._steps(run), lambda x: pictures(run.model, x),
-                               whole_number(points, "Points", 2, 20))
+        return progressive(self._steps(run), lambda x: pictures(run.model, x), whole_number(points, "Points", 2, 20))
 
     def shared_latent(self, model_id: str, request: SampleRequest,
                       samples: int = 3) -> Iterator[tuple[int, int, SharedLatent | None]]:
@@ -536,7 +548,11 @@ class Studio:
         if card.kind != "pixel":
             raise ValueError("the shared-x_t figure is drawn for pixel models (choose a DDPM)")
         count = whole_number(samples, "Samples", 1, 8)
-        run = self.prepare(card.id, replace(request, sampler="ddpm", n=1))
+        return self._shared_latent(self.prepare(card.id, replace(request, sampler="ddpm", n=1)), count)
+
+    def _shared_latent(self, run: Run, count: int) -> Iterator[tuple[int, int, SharedLatent | None]]:
+        """:meth:`shared_latent`'s runs: ``run``, then ``count`` continuations from each start."""
+        card = run.card
         starts = start_indices(run.request.steps)
         total = run.request.steps + sum(run.request.steps - i for i in starts)
         kept, done, timesteps = {}, 0, []
@@ -565,7 +581,7 @@ class Studio:
 
         Yields after every step of every lane (the UI redraws about every 5% of a lane:
         :func:`race_milestones`; DDPM-1000 streams while the others are already shown).
-        Memory: one uint8 image per step per lane.
+        Memory: one uint8 image per step per lane. Checked and loaded when called.
         """
         request = replace(request, n=1)
         card = self.card(model_id)
@@ -574,6 +590,10 @@ class Studio:
         limit = max_steps_for(self.load(model_id).scheduler_config)  # "DDPM 1000": all of a model's timesteps
         runs = [self.prepare(model_id, replace(request, sampler=sampler, steps=min(steps, limit)))
                 for sampler, steps in lanes]
+        return self._race(runs)
+
+    def _race(self, runs: list[Run]) -> Iterator[list[RaceLane]]:
+        """:meth:`race`'s lanes, cheapest first."""
         state = [RaceLane(run.request.sampler, run.request.steps) for run in runs]
         for lane, run in sorted(zip(state, runs, strict=True), key=lambda pair: pair[0].steps):
             alphas_cumprod = run.scheduler.alphas_cumprod.numpy()

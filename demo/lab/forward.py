@@ -14,12 +14,13 @@ from demo.common import (
     Tick,
     card_request,
     one_step,
+    readable,
     streamed,
     user_errors,
 )
 from demo.lab.session import Controls, EXAMPLES, PANEL
 from demo.theory import FORWARD
-from diffusion.studio import IMAGE_LIMITS, MAX_STEPS, Studio
+from diffusion.studio import IMAGE_LIMITS, MAX_STEPS, Progress, Studio
 
 
 def make_forward_show(studio: Studio):
@@ -49,20 +50,26 @@ def make_forward_denoise(studio: Studio):
             raise gr.Error("Upload an image or pick an example first.")
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=4, prompt=prompt, guidance=guidance)
-            for update in studio.generate(str(model_id), request, previews=10, init_image=image,
-                                          start_timestep=timestep):
-                if update.done:
-                    used = (f" Prompt (from the box above the tabs): \"{update.request.prompt}\", guidance "
-                            f"{update.request.guidance_scale:g}." if update.request.prompt else "")
-                    yield update.grid, (f"SDEdit from $t = {int(timestep)}$: {update.num_steps} of "
-                                        f"{update.request.steps} {update.request.sampler} steps, 4 seeds, "
-                                        f"{update.wall_s:.2f} s.{used}")
-                elif update.preview is not None:
-                    yield Tick((update.preview, f"Denoising: step {update.step}/{update.num_steps}"), preview=True)
-                else:  # every step is yielded, so a cancelled run stops within one step (``streamed``)
-                    yield Tick((gr.skip(), f"Denoising: step {update.step}/{update.num_steps}"))
+            updates = studio.generate(str(model_id), request, previews=10, init_image=image, start_timestep=timestep)
+        return readable(sdedit_updates(updates, timestep))
 
     return forward_denoise
+
+
+def sdedit_updates(updates: Iterator[Progress], timestep: float) -> Iterator[tuple | Tick]:
+    """An SDEdit run as the view shows it: previews, then the four results (every step yielded, so a cancelled
+    run stops within one step, ``streamed``)."""
+    for update in updates:
+        if update.done:
+            used = (f" Prompt (from the box above the tabs): \"{update.request.prompt}\", guidance "
+                    f"{update.request.guidance_scale:g}." if update.request.prompt else "")
+            yield update.grid, (f"SDEdit from $t = {int(timestep)}$: {update.num_steps} of "
+                                f"{update.request.steps} {update.request.sampler} steps, 4 seeds, "
+                                f"{update.wall_s:.2f} s.{used}")
+        elif update.preview is not None:
+            yield Tick((update.preview, f"Denoising: step {update.step}/{update.num_steps}"), preview=True)
+        else:
+            yield Tick((gr.skip(), f"Denoising: step {update.step}/{update.num_steps}"))
 
 
 def build_forward(studio: Studio, c: Controls) -> None:

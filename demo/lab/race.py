@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from demo.common import LATEX, MODEL_CONCURRENCY, Tick, card_request, streamed, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, Tick, card_request, readable, streamed, user_errors
 from demo.lab.session import Controls
 from diffusion.studio import RACE_LEVELS, RaceLane, Studio, labelled_race_grid, race_milestones
 
@@ -25,15 +25,21 @@ def make_race(studio: Studio):
         """The sampler race: the same seed through DDPM, DDIM, Euler and DPM-Solver++ on ``model_id``, streamed lane by lane."""
         with user_errors():
             request = card_request(studio.card(model_id), "ddim", 50, seed, prompt=prompt, guidance=guidance)
-            shown = None
-            for lanes in studio.race(str(model_id), request):
-                if race_milestones(lanes) == shown:
-                    yield Tick((gr.skip(), gr.skip()))  # one step on, nothing new to draw (a cancel stops here)
-                    continue
-                shown = race_milestones(lanes)
-                yield labelled_race_grid(lanes), race_table(lanes)
+            lanes = studio.race(str(model_id), request)  # checked and loaded here, before the model thread
+        return readable(race_updates(lanes))
 
     return race
+
+
+def race_updates(race: Iterator[list[RaceLane]]) -> Iterator[tuple]:
+    """The race's grid and table whenever a lane passes a milestone; a Tick on the other steps."""
+    shown = None
+    for lanes in race:
+        if race_milestones(lanes) == shown:
+            yield Tick((gr.skip(), gr.skip()))  # one step on, nothing new to draw (a cancel stops here)
+            continue
+        shown = race_milestones(lanes)
+        yield labelled_race_grid(lanes), race_table(lanes)
 
 
 def build_race(studio: Studio, c: Controls) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 
-from demo.common import Tick, streamed, user_errors
+from demo.common import Drawn, Tick, streamed, user_errors
 from demo.lab.run import make_lab_run
 from demo.lab.session import LabSession, recorded_run
 from diffusion.studio import MAX_LAB_IMAGES, MAX_RECIPE_CHARS, Recipe, StateBudget, Studio
@@ -96,6 +97,21 @@ OPEN_SHARED_RUN_JS = """() => {
 }"""
 
 
+def headed(updates: Iterator[Any], head: str) -> Iterator[Any]:
+    """A run's updates with ``head`` before each status line (the last output), Ticks and drawn updates too."""
+
+    def with_head(value: tuple) -> tuple:
+        return value[:-1] + (head + value[-1],)
+
+    for update in updates:
+        if isinstance(update, Tick):
+            yield Tick(with_head(update.value), update.preview)
+        elif isinstance(update, Drawn):
+            yield Drawn(lambda draw=update.draw: with_head(draw()))
+        else:
+            yield with_head(update)
+
+
 def make_lab_replay(studio: Studio, budget: StateBudget, shared: bool = False):
     """The run of an uploaded recipe (``shared``: of a shared run's link), read from the file (the link) itself on
     the server (not from the controls, which the browser may not have updated yet when the run starts)."""
@@ -107,11 +123,6 @@ def make_lab_replay(studio: Studio, budget: StateBudget, shared: bool = False):
         """The run, each status headed by the recipe's note (what is being replayed stays on screen: the
         note would otherwise last only until the first step's status, too briefly to read)."""
         *controls, note = load(path)
-        head = note.replace(" Running it.", "") + " "
-        for update in run(*controls[:8]):
-            if isinstance(update, Tick):
-                yield Tick(update.value[:-1] + (head + update.value[-1],), update.preview)
-            else:
-                yield update[:-1] + (head + update[-1],)
+        return headed(run(*controls[:8]), note.replace(" Running it.", "") + " ")
 
     return lab_replay

@@ -140,7 +140,12 @@ class PlannerDesk:
         at a time; the last update carries the :class:`PlanRun`."""
         layout = self.layout(layout)
         sampler, steps, n, seed = self._request(sampler, steps, n, seed)
-        planner = self.planner
+        planner = self.planner  # loaded here, when called: the iterator only runs the model
+        return self._plan(planner, layout, start, goal, n, sampler, steps, seed)
+
+    def _plan(self, planner: Planner, layout: str, start: np.ndarray, goal: np.ndarray, n: int, sampler: str,
+              steps: int, seed: int) -> Iterator[PlanProgress]:
+        """:meth:`plan`'s run, of a checked request."""
         start, goal = np.asarray(start, np.float64), np.asarray(goal, np.float64)
         g = torch.Generator().manual_seed(seed)
         records = planner.steps(layout, start, goal, n, sampler, steps, g)

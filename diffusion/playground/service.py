@@ -114,8 +114,13 @@ class Playground:
     def sample(self, model: PointModel, sampler: str = "ddpm", steps: int = 100, n: int = 1000, seed: int = 0,
                eta: float = 0.0) -> Iterator[SampleProgress]:
         """The reverse process of ``n`` particles through the one loop, one step at a time; the last
-        update carries the :class:`ParticleRun` (x_t at every step, pred x0, timesteps)."""
-        sampler, steps, n, seed, eta = self._request(model, sampler, steps, n, seed, eta)
+        update carries the :class:`ParticleRun` (x_t at every step, pred x0, timesteps). The request is checked
+        when this is called (``ValueError``); the iterator only runs the model."""
+        return self._sample(model, *self._request(model, sampler, steps, n, seed, eta))  # checked when called
+
+    def _sample(self, model: PointModel, sampler: str, steps: int, n: int, seed: int,
+                eta: float) -> Iterator[SampleProgress]:
+        """:meth:`sample`'s run, of a checked request."""
         net = make_denoiser(model.config, model.weights)
         sched_config = scheduler_config(model.config)
         g = torch.Generator().manual_seed(seed)
