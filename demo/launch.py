@@ -130,7 +130,7 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
     """The Studio whose model work runs on Ray Serve replicas (exit code 2 with one line when it cannot)."""
     try:
         backend = ray_backend()
-        RayOptions, RayStudio, StudioSettings = backend.RayOptions, backend.RayStudio, backend.StudioSettings
+        RayOptions, StudioSettings = backend.RayOptions, backend.StudioSettings
     except ImportError as error:
         sys.stderr.write(f"{PROG}: --backend ray needs Ray Serve ({error}): pip install -e \".[scale]\"\n")
         raise SystemExit(2) from None
@@ -141,7 +141,7 @@ def ray_studio(args: argparse.Namespace, registry: Registry, studio_kwargs: dict
         settings = StudioSettings(tuple(str(d) for d in args.model_dir), args.device, args.precision,
                                   cache_bytes=studio_kwargs["cache_bytes"],
                                   work_budget_s=studio_kwargs["work_budget_s"])
-        studio = RayStudio(registry, options, settings, **studio_kwargs)
+        studio = backend.ray_studio(registry, options, settings, **studio_kwargs)
     except (ValueError, BackendError) as error:
         sys.stderr.write(f"{PROG}: {error}\n")
         raise SystemExit(2) from None

@@ -6,14 +6,16 @@ same code on a laptop (a local Ray instance) and on a cluster (``ray start --hea
 * :class:`StudioReplica` is a Serve deployment; each replica holds its own :class:`~diffusion.studio.Studio`
   (the embedded models, and at most one hub model at a time) and requests the CPUs (or a GPU) it is given
   through ``ray_actor_options``. Models that are not embedded load through Serve's model multiplexing
-  (:meth:`StudioReplica.hub_model`), and :class:`RayStudio` names them in each request, so Serve routes a
+  (:meth:`StudioReplica.hub_model`), and :class:`RayBackend` names them in each request, so Serve routes a
   request to a replica that holds its model already. A replica's requests share its model thread as in the
   app (its Studio's :class:`~diffusion.runners.FairRunner`).
-* :class:`RayStudio` is the Studio the Gradio app talks to: the same door, in the same plain values. Sampling
-  and SDEdit (:meth:`generate`), step-lab runs (:meth:`trajectory`), the sampler race (:meth:`race`) and the
-  guidance decomposition (:meth:`guidance_view`) run on the replicas; cards, the request checks of the views
-  and per-user state stay in the Gradio process. Streams come back through streaming deployment handles
-  (``handle.options(stream=True)``): a step-lab run or a race sends only what is new at each step.
+* The Gradio app talks to the same Studio, built by :func:`ray_studio` with a :class:`RayBackend`: composition,
+  not a subclass. Every Studio method marked as model work (:func:`diffusion.remote.model_work`: sampling and
+  SDEdit, step-lab runs, the race, guidance, the forward process, the lessons' views) becomes a named, typed
+  :class:`~diffusion.remote.Call` that a replica's Studio runs; cards, checks of per-user state and the UI stay in
+  the Gradio process. Streams come back through streaming deployment handles (``handle.options(stream=True)``)
+  as typed messages: a step-lab run or a race sends only what is new at each step
+  (:class:`~diffusion.remote.StreamCodec`).
 * Every request carries its own seed and its own fresh noise scheduler, so where it runs does not matter: the
   images are bit-identical to the in-process backend for the same request and precision (tested).
 * Faults: a replica that dies mid-request gives a :class:`~diffusion.studio.BackendError` saying to press
@@ -26,7 +28,6 @@ Ray is imported only here, and this module only when ``--backend ray`` is asked 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import queue
@@ -37,18 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 from ray import serve
 from ray.exceptions import RayError, RayTaskError
 
-from diffusion.lab.race import RaceLane
-from diffusion.lab.trajectory import GuidanceView, StepView, Trajectory
-from diffusion.registry import ModelCard, Registry
-from diffusion.request import SampleRequest
+from diffusion.registry import Registry
+from diffusion.remote import Call, Heartbeat, LanesStep, StreamCodec, TrajectoryStep, Whole, resolve
 from diffusion.runners import StepJob, ThreadRunner
 from diffusion.threads import configure_threads
-from diffusion.studio import DEFAULT_RACE, GUIDANCE_SCALES, BackendError, Progress, Studio
+from diffusion.studio import BackendError, Studio
 
 logger = logging.getLogger(__name__)
 
@@ -56,9 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_NAME = "diffusion-classroom"
 INSTALL_HINT = "pip install -r requirements-scale.txt"
 RETRY = "Press the button again: a new model server is starting."
-#: What a replica sends while a request waits for its turn (fair sharing can keep a long request waiting for
-#: minutes): the caller's stall detection then measures whether the replica answers, not its progress.
-HEARTBEAT = "__diffusion_classroom_heartbeat__"
+#: How often a replica sends a Heartbeat while a request waits for its turn (fair sharing can keep a long request
+#: waiting for minutes): the caller's stall detection then measures whether the replica answers, not its progress.
 HEARTBEAT_S = 5.0
 
 
@@ -163,72 +160,38 @@ class StudioReplica:
 
     def _fairly(self, steps: Iterator[Any], name: str) -> Iterator[Any]:
         """``steps`` run on the replica Studio's fair runner, one step per turn with its other requests; what they
-        yield is passed on. A request cancelled by its caller (the stream is closed) starts no further step."""
+        yield is passed on, a :class:`~diffusion.remote.Heartbeat` while nothing comes. A request cancelled by its
+        caller (the stream is closed) starts no further step."""
         box: queue.Queue[tuple[str, Any]] = queue.Queue()
         job = self.studio.runner.submit(StepJob(steps, lambda item: box.put(("item", item)),
-                                            lambda error: box.put(("end", error)), name))
+                                                lambda error: box.put(("end", error)), name))
         try:
-            yield from drain(box, HEARTBEAT_S, lambda: HEARTBEAT)
+            yield from drain(box, HEARTBEAT_S, Heartbeat)
         finally:
             job.cancel()
 
     def pid(self) -> int:
-        """The replica's process id (the tests use it to find the replica they stop)."""
+        """The process id of the replica (the tests use it to find the replica they stop)."""
         return os.getpid()
 
-    def generate(self, model_id: str, request: SampleRequest, previews: int, init_image: np.ndarray | None,
-                 start_timestep: int | None) -> Iterator[Progress]:
-        self._hold(model_id)
-        yield from self._fairly(self.studio.generate(model_id, request, previews, init_image, start_timestep),
-                                "generate")
+    def stream(self, call: Call) -> Iterator[Whole | TrajectoryStep | LanesStep | Heartbeat]:
+        """A streaming model-work method of the replica's Studio (:func:`diffusion.remote.model_work`): checked and
+        its model loaded on this request's thread, its steps on the replica's fair runner, each update encoded so
+        that only what is new crosses the network."""
+        self._hold(call.model_id)
+        updates = resolve(self.studio, call)(call.model_id, *call.args, **call.kwargs)
+        codec = StreamCodec()
+        for item in self._fairly(iter(updates), call.method):
+            yield item if isinstance(item, Heartbeat) else codec.encode(item)
 
-    def trajectory(self, model_id: str, request: SampleRequest, images: int) -> Iterator[tuple]:
-        """("start", the trajectory without steps), then per step ("steps", done, total, k, views from step k
-        on, wall_s, final, attention layers): the step's view and the one before it (whose alpha-bar of the
-        step it lands on is filled in when the next step is known)."""
-        self._hold(model_id)
-        sent = 0
-        for item in self._fairly(self.studio.trajectory(model_id, request, images), "trajectory"):
-            if item == HEARTBEAT:
-                yield item
-                continue
-            done, total, traj = item
-            if sent == 0:
-                yield ("start", dataclasses.replace(traj, steps=[]))
-            k = max(0, sent - 1)
-            yield ("steps", done, total, k, traj.steps[k:], traj.wall_s, traj.final, traj.attention_layers)
-            sent = len(traj.steps)
+    def call(self, call: Call) -> Any:
+        """A one-shot model-work method of the replica's Studio, run on its fair runner as a job of one step."""
+        self._hold(call.model_id)
 
-    def race(self, model_id: str, request: SampleRequest, lanes: tuple[tuple[str, int], ...]) -> Iterator[tuple]:
-        """("start", the lanes without steps), then after each step what each lane gained."""
-        self._hold(model_id)
-        seen: list[int] | None = None
-        for state in self._fairly(self.studio.race(model_id, request, lanes), "race"):
-            if state == HEARTBEAT:
-                yield state
-                continue
-            if seen is None:
-                yield ("start", [dataclasses.replace(lane, alpha_prod=[], pred_x0=[]) for lane in state])
-                seen = [0] * len(state)
-            # the runner's thread may be running the next step meanwhile: take each lane's steps up to the
-            # shorter of its two lists (a step appends to both), the rest comes with the next message
-            changes = []
-            for i, lane in enumerate(state):
-                final, calls, wall_s = lane.final, lane.model_calls, lane.wall_s
-                n = min(len(lane.alpha_prod), len(lane.pred_x0))
-                if n != seen[i] or final is not None:
-                    changes.append((i, lane.alpha_prod[seen[i]:n], lane.pred_x0[seen[i]:n], calls, wall_s,
-                                    final if n == lane.steps else None))
-                    seen[i] = n
-            yield ("lanes", changes)
+        def once() -> Iterator[Any]:
+            yield resolve(self.studio, call)(call.model_id, *call.args, **call.kwargs)
 
-    def guidance_view(self, model_id: str, view: StepView, scales: tuple[float, ...]) -> GuidanceView:
-        self._hold(model_id)
-
-        def once() -> Iterator[GuidanceView]:
-            yield self.studio.guidance_view(model_id, view, scales)
-
-        return next(item for item in self._fairly(once(), "guidance") if not isinstance(item, str))
+        return next(item for item in self._fairly(once(), call.method) if not isinstance(item, Heartbeat))
 
 
 def check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -287,26 +250,35 @@ def readable(error: BaseException) -> BaseException:
     return error
 
 
-class RayStudio(Studio):
-    """The Studio whose model work runs on Ray Serve replicas (see the module's docstring)."""
+class RayBackend:
+    """Runs the Studio's model work on Ray Serve replicas (:class:`diffusion.remote.Backend`): each marked method
+    becomes a :class:`~diffusion.remote.Call` to a replica (one that holds its model, for a model that is not
+    embedded), and its stream comes back decoded. ``options`` (mutable: a test shortens ``stall_s``)."""
 
-    def __init__(self, registry: Registry, options: RayOptions, settings: StudioSettings, **studio_kwargs: Any):
-        # each request's stream on its own thread: its steps wait on the network
-        super().__init__(registry, runner=ThreadRunner("remote-steps"), **studio_kwargs)
+    def __init__(self, registry: Registry, options: RayOptions, settings: StudioSettings):
+        self.registry = registry
         self.options = options
         self.handle = connect(options, settings)
         self.streaming = self.handle.options(stream=True)
 
-    @staticmethod
-    def _to(card: ModelCard, handle: Any) -> Any:
-        """``handle`` for a request on ``card``'s model: one that is not embedded names it as the multiplexed
-        model, so Serve sends it to a replica that holds it already (if any), instead of loading it on another."""
+    def _to(self, model_id: str, handle: Any) -> Any:
+        """``handle`` for a request on ``model_id``: a model that is not embedded is named as the multiplexed
+        model, so Serve sends it to a replica that holds it already (if any), instead of loading it on another.
+        An unknown id fails here, before any remote call."""
+        try:
+            card = self.registry.get(model_id)
+        except KeyError as error:
+            raise ValueError(error.args[0]) from None
         return handle if card.embedded else handle.options(multiplexed_model_id=card.id)
 
-    def _stream(self, response: Any) -> Iterator[Any]:
-        """The items of a streaming response, read by a pump thread (the replica runs ahead of a slow reader;
-        the runner's turn never waits on the network for more than one item). Stops the remote
-        request when the consumer stops; ``BackendError`` when nothing arrives for ``stall_s``."""
+    def stream(self, call: Call) -> Iterator[Any]:
+        """The updates of a streaming call, read by a pump thread (the replica runs ahead of a slow reader; the
+        runner's turn never waits on the network for more than one item). Stops the remote request when the
+        consumer stops; ``BackendError`` when nothing arrives for ``stall_s``."""
+        response = self._to(call.model_id, self.streaming).stream.remote(call)
+        return self._read(response)
+
+    def _read(self, response: Any) -> Iterator[Any]:
         box: queue.Queue[tuple[str, Any]] = queue.Queue()
 
         def pump() -> None:
@@ -322,55 +294,19 @@ class RayStudio(Studio):
                                f"cluster may be lost. {RETRY}")
 
         threading.Thread(target=pump, name="ray-stream", daemon=True).start()
+        codec = StreamCodec()
         try:
-            for value in drain(box, self.options.stall_s, stalled):
-                if value == HEARTBEAT:  # the replica answers; the request waits its turn
+            for message in drain(box, self.options.stall_s, stalled):
+                if isinstance(message, Heartbeat):  # the replica answers; the request waits its turn
                     continue
-                yield value
+                yield codec.decode(message)
         except RayError as error:
             raise readable(error) from None
         finally:
             response.cancel()  # best effort: a cancelled or finished request stops on its replica
 
-    def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
-                 init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
-        card = self.card(model_id)  # unknown ids fail here, before any remote call
-        yield from self._stream(self._to(card, self.streaming).generate.remote(card.id, request, previews, init_image,
-                                                               start_timestep))
-
-    def trajectory(self, model_id: str, request: SampleRequest,
-                   images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
-        card = self.card(model_id)
-        traj: Trajectory | None = None
-        for message in self._stream(self._to(card, self.streaming).trajectory.remote(card.id, request, images)):
-            if message[0] == "start":
-                traj = message[1]
-                continue
-            _, done, total, k, views, wall_s, final, layers = message
-            assert traj is not None
-            traj.steps[k:] = views
-            traj.wall_s, traj.final, traj.attention_layers = wall_s, final, layers
-            yield done, total, traj
-
-    def race(self, model_id: str, request: SampleRequest,
-             lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
-        card = self.card(model_id)
-        state: list[RaceLane] = []
-        for message in self._stream(self._to(card, self.streaming).race.remote(card.id, request, tuple(lanes))):
-            if message[0] == "start":
-                state = message[1]
-                continue
-            for i, alpha, pred, calls, wall_s, final in message[1]:
-                lane = state[i]
-                lane.alpha_prod.extend(alpha)
-                lane.pred_x0.extend(pred)
-                lane.model_calls, lane.wall_s, lane.final = calls, wall_s, final
-            yield state
-
-    def guidance_view(self, model_id: str, view: StepView,
-                      scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
-        card = self.card(model_id)
-        response = self._to(card, self.handle).guidance_view.remote(card.id, view, tuple(scales))
+    def call(self, call: Call) -> Any:
+        response = self._to(call.model_id, self.handle).call.remote(call)
         try:
             return response.result(timeout_s=self.options.stall_s)
         except TimeoutError:
@@ -379,6 +315,13 @@ class RayStudio(Studio):
                 from None
         except RayError as error:
             raise readable(error) from None
+
+
+def ray_studio(registry: Registry, options: RayOptions, settings: StudioSettings, **studio_kwargs: Any) -> Studio:
+    """The Studio whose model work runs on Ray Serve replicas: the same Studio, given a :class:`RayBackend` and a
+    runner that gives each request a thread of its own (its steps wait on the network)."""
+    return Studio(registry, runner=ThreadRunner("remote-steps"), backend=RayBackend(registry, options, settings),
+                  **studio_kwargs)
 
 
 def shutdown() -> None:
@@ -399,4 +342,5 @@ def replica_pids(handle: Any, replicas: int, tries: int = 50) -> set[int]:
     return seen
 
 
-__all__: Sequence[str] = ("RayOptions", "RayStudio", "StudioReplica", "StudioSettings", "connect", "shutdown")
+__all__: Sequence[str] = ("RayBackend", "RayOptions", "StudioReplica", "StudioSettings", "connect", "ray_studio",
+                          "shutdown")

@@ -29,129 +29,44 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusion import __version__
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
 from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
-from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
-from diffusion.data.points import DATASETS as POINT_DATASETS
-from diffusion.data.points import MAX_WORD_CHARS
+from diffusion.data.points import DATASETS as POINT_DATASETS, MAX_WORD_CHARS
 from diffusion.data.shapes import HELD_OUT_PAIRS
-from diffusion.explain import StepTerms, step_terms, update_latex
+from diffusion.explain import step_terms, update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
-from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE
-from diffusion.lab.compression import Autoencoders, Compression, FactorRow
-from diffusion.lab.cost import StepCost, step_cost
-from diffusion.lab.denoising import DenoisingError, denoising_error
-from diffusion.lab.memorisation import NearestCopies, nearest_copies
-from diffusion.lab.forward import (
-    ForwardView,
-    forward_process,
-    forward_strip,
-    start_index,
-)
-from diffusion.lab.race import (
-    DEFAULT_RACE,
-    RACE_LEVELS,
-    RaceLane,
-    labelled_race_grid,
-    race_grid,
-    race_milestones,
-)
+from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE, Autoencoders, Compression, FactorRow
+from diffusion.lab.forward import ForwardView, forward_process, forward_strip, start_index
+from diffusion.lab.memorisation import NearestCopies
+from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE, Progressive
+from diffusion.lab.race import DEFAULT_RACE, RACE_LEVELS, RaceLane, labelled_race_grid, race_milestones
 from diffusion.lab.schedules import ScheduleCurves, schedule_family
-from diffusion.lab.trajectory import (
-    GUIDANCE_SCALES,
-    GuidanceView,
-    StepView,
-    Trajectory,
-    UpdatePictures,
-    attention_overlays,
-    decompose_guidance,
-    step_view,
-    trajectory_nbytes,
-)
-from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE
-from diffusion.lab.progressive import Progressive, progressive
-from diffusion.lab.shared import FIGURE_URL as SHARED_LATENT_FIGURE
-from diffusion.lab.shared import SharedLatent, start_indices
+from diffusion.lab.shared import FIGURE_URL as SHARED_LATENT_FIGURE, SharedLatent
+from diffusion.lab.trajectory import (GUIDANCE_SCALES, GuidanceView, StepView, Trajectory, UpdatePictures,
+                                      attention_overlays, decompose_guidance, step_view, trajectory_nbytes)
 from diffusion.layout import LAYOUT_MODES, Layout, unet_rows, why_plain
-from diffusion.loading import (
-    PRECISIONS,
-    LoadedModel,
-    ModelLoadError,
-    ModelStore,
-    Speedups,
-    precision_name,
-    weights_digest,
-)
+from diffusion.lessons import LessonViews, gate_figures
+from diffusion.loading import (PRECISIONS, LoadedModel, ModelLoadError, ModelStore, Speedups, precision_name,
+                               weights_digest)
 from diffusion.loop import StepRecord, record_progress
-from diffusion.metrics.cards import RESULTS_FILE
 from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
-from diffusion.planner.service import (
-    LAYOUT_TITLES,
-    MAX_PLANS,
-    PLANNER_SAMPLERS,
-    PlannerDesk,
-    PlanProgress,
-    PlanRun,
-)
 from diffusion.planner.pictures import CELL as PLAN_CELL
+from diffusion.planner.service import LAYOUT_TITLES, MAX_PLANS, PLANNER_SAMPLERS, PlannerDesk, PlanProgress, PlanRun
 from diffusion.playground.pictures import cloud_picture, run_frames
-from diffusion.playground.service import (
-    MAX_PATHS,
-    SAMPLERS_HERE,
-    Playground,
-    SampleProgress,
-)
-from diffusion.playground.training import (
-    MAX_POINTS,
-    MAX_TRAIN_STEPS,
-    TIMESTEP_CHOICES,
-    PointConfig,
-    PointModel,
-    TrainUpdate,
-)
+from diffusion.playground.service import MAX_PATHS, SAMPLERS_HERE, Playground, SampleProgress
+from diffusion.playground.training import (MAX_POINTS, MAX_TRAIN_STEPS, TIMESTEP_CHOICES, PointConfig, PointModel,
+                                           TrainUpdate)
 from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
 from diffusion.prompts import PromptTokens, model_reads, token_labels
 from diffusion.recipe import MAX_LINK_CHARS, MAX_RECIPE_CHARS, Recipe, make_recipe
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
-from diffusion.request import (
-    MAX_BATCH,
-    MAX_GUIDANCE,
-    MAX_LAB_IMAGES,
-    MAX_PROMPT_CHARS,
-    MAX_SEED,
-    MAX_STEPS,
-    MAX_TEXT_BATCH,
-    SampleRequest,
-    check_request,
-    whole_number,
-)
+from diffusion.remote import Backend, model_work
+from diffusion.request import (MAX_BATCH, MAX_LAB_IMAGES, MAX_SEED, MAX_STEPS, MAX_TEXT_BATCH, MAX_PROMPT_CHARS,
+                               SampleRequest, check_request, whole_number)
 from diffusion.runners import FairRunner, Runner, StepJob
-from diffusion.threads import configure_threads
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
+from diffusion.threads import configure_threads
 
 logger = logging.getLogger(__name__)
-
-def gate_figures(model_id: str = "ldm-shapes") -> dict[str, float]:
-    """The figures the shipped model's gate wrote (``assets/<model>/gate_results.json``, by
-    ``python -m diffusion.metrics.shapes_gate --write``), flattened: "single.exact", "pairs.both",
-    "pairs_layout_off.relation", "sweep.4.exact", "layout_cost.ratio", ... Empty when the file is missing. What
-    lessons and cards quote about a shipped model comes from here, never typed by hand."""
-    import json
-
-    path = ASSETS / model_id / RESULTS_FILE
-    if not path.is_file():
-        return {}
-    out: dict[str, float] = {}
-
-    def walk(prefix: str, value: object) -> None:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(f"{prefix}.{key}" if prefix else str(key), item)
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[prefix] = float(value)
-
-    walk("", json.loads(path.read_text(encoding="utf-8")))
-    return out
-
 
 __all__ = [  # what the UI may use: the Studio and plain values
     "__version__", "ASSETS", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_LAB_IMAGES",
@@ -180,7 +95,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
 
 
 def ray_backend():  # noqa: ANN201 - a module
-    """The optional Ray Serve backend (:mod:`diffusion.ray_backend`: ``RayOptions``, ``RayStudio``,
+    """The optional Ray Serve backend (:mod:`diffusion.ray_backend`: ``RayOptions``, ``ray_studio``,
     ``StudioSettings``); ``ImportError`` where ``ray[serve]`` is not installed (``pip install -e ".[scale]"``)."""
     from diffusion import ray_backend as backend
 
@@ -245,7 +160,8 @@ class Studio:
     def __init__(self, registry: Registry | None = None, device: str = "auto", max_batch: int = MAX_BATCH,
                  precision: str = "auto", speedups: Speedups = Speedups(), cache_bytes: int = DEFAULT_CACHE_BYTES,
                  work_budget_s: float | None = None, hub_models_at_once: int | None = None,
-                 runner: Runner | None = None, autoencoders: Path | None = None, max_text_batch: int = MAX_TEXT_BATCH):
+                 runner: Runner | None = None, autoencoders: Path | None = None, max_text_batch: int = MAX_TEXT_BATCH,
+                 backend: Backend | None = None):
         """``precision``: "auto" (bf16 autocast for the UNet on CPUs with native bf16), "fp32" or "bf16";
         ``speedups``: optional channels_last / torch.compile for the UNets; ``cache_bytes``: the results
         kept for identical requests (0: no sharing at all, every request runs); ``work_budget_s``: the
@@ -264,6 +180,7 @@ class Studio:
         self.work_budget_s = work_budget_s
         self.max_batch = max_batch
         self.max_text_batch = max_text_batch
+        self.backend = backend
         self.runner: Runner = runner if runner is not None else FairRunner()
         self.gate = self.runner.gate  # every denoising step of every request passes it
         self.results: ResultCache[Progress] = ResultCache(cache_bytes)
@@ -275,6 +192,8 @@ class Studio:
         self.playground = Playground(self.gate)
         # the trajectory planner (Janner et al. 2022): plans in mazes, through the same gate
         self.planner = PlannerDesk(self.gate)
+        # the lessons' own views (Ho et al.'s Figs. 6 and 7, the denoising error, memorisation, cost by factor)
+        self.lessons = LessonViews(self)
 
     # ----- model cards -----
     def cards(self, kind: ModelKind | None = None) -> list[ModelCard]:
@@ -346,7 +265,7 @@ class Studio:
                          f"a request. What fits: {what}.")
 
     # ----- sampling -----
-    def _steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
+    def run_steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
                record_attention: bool = False, start_sample: torch.Tensor | None = None) -> Iterator[StepRecord]:
         """The loop's records for ``run``, one step at a time through the compute gate: a consumer
         that stops asking (a cancelled request) stops the work within one step."""
@@ -363,6 +282,7 @@ class Studio:
         finally:
             steps.close()  # a consumer that stopped: the loop is closed at once
 
+    @model_work(stream=True)
     def generate(self, model_id: str, request: SampleRequest, previews: int = 20,
                  init_image: np.ndarray | None = None, start_timestep: int | None = None) -> Iterator[Progress]:
         """Sample ``request.n`` images: one update per step, then the result.
@@ -431,7 +351,7 @@ class Studio:
         every = max(1, request.steps // previews) if previews > 0 else 0
         began = time.perf_counter()
         last: StepRecord | None = None
-        for record in self._steps(run, init, start):
+        for record in self.run_steps(run, init, start):
             last = record
             if not torch.isfinite(record.prev_sample).all():
                 raise FloatingPointError(
@@ -484,6 +404,7 @@ class Studio:
         return recipe, notes
 
     # ----- the step lab -----
+    @model_work(stream=True)
     def trajectory(self, model_id: str, request: SampleRequest,
                    images: int = 1) -> Iterator[tuple[int, int, Trajectory]]:
         """Run the reverse process for ``images`` images (1..16; ``request.n`` is ignored),
@@ -521,7 +442,7 @@ class Studio:
             if kept < model.tokenizer.model_max_length:  # prompts are padded to this length (encode_prompt)
                 traj.tokens.append("padding")
         began = time.perf_counter()
-        for record in self._steps(run, record_attention=record_attention):
+        for record in self.run_steps(run, record_attention=record_attention):
             traj.steps.append(step_view(model, scheduler, traj.curves, record, kept, traj.terms[record.index]))
             if record.cross_attention is not None and traj.attention_layers is None:
                 traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
@@ -532,49 +453,7 @@ class Studio:
                 traj.final = tile(pictures(model, record.prev_sample))
             yield record.index + 1, record.num_steps, traj
 
-    def progressive(self, model_id: str, request: SampleRequest,
-                    points: int = 8) -> Iterator[tuple[int, int, Progressive | None]]:
-        """Ho et al. 2020, Fig. 6, live: the predicted x0 of ``request.n`` images at ``points`` evenly spaced steps
-        (:mod:`diffusion.lab.progressive`); yields (steps done, steps, None) as it runs, then the pictures."""
-        run = self.prepare(model_id, request)
-        return progressive(self._steps(run), lambda x: pictures(run.model, x), whole_number(points, "Points", 2, 20))
-
-    def shared_latent(self, model_id: str, request: SampleRequest,
-                      samples: int = 3) -> Iterator[tuple[int, int, SharedLatent | None]]:
-        """Ho et al. 2020, Fig. 7, live (:mod:`diffusion.lab.shared`): one DDPM run of ``request`` (its steps and
-        seed; one image), continued ``samples`` times from its x_t at each of :data:`STARTS` with fresh noise (seed
-        + 1, + 2, ...). Yields (steps done, steps, None) as it runs, then the pictures. Pixel models only."""
-        card = self.card(model_id)
-        if card.kind != "pixel":
-            raise ValueError("the shared-x_t figure is drawn for pixel models (choose a DDPM)")
-        count = whole_number(samples, "Samples", 1, 8)
-        return self._shared_latent(self.prepare(card.id, replace(request, sampler="ddpm", n=1)), count)
-
-    def _shared_latent(self, run: Run, count: int) -> Iterator[tuple[int, int, SharedLatent | None]]:
-        """:meth:`shared_latent`'s runs: ``run``, then ``count`` continuations from each start."""
-        card = run.card
-        starts = start_indices(run.request.steps)
-        total = run.request.steps + sum(run.request.steps - i for i in starts)
-        kept, done, timesteps = {}, 0, []
-        for record in self._steps(run):
-            if record.index in starts:
-                kept[record.index] = record.sample.clone()
-                timesteps.append(record.timestep)
-            done += 1
-            if record.is_last:
-                original = pictures(run.model, record.prev_sample)[0]
-            yield done, total, None
-        shown, finals = [], []
-        for k, index in enumerate(starts):
-            branch = self.prepare(card.id, replace(run.request, n=count, seed=(run.request.seed + 1 + k) % (MAX_SEED + 1)))
-            for record in self._steps(branch, start=index, start_sample=kept[index].repeat(count, 1, 1, 1)):
-                done += 1
-                if not record.is_last:
-                    yield done, total, None
-            shown.append(pictures(run.model, kept[index])[0])
-            finals.append(pictures(run.model, record.prev_sample))
-        yield total, total, SharedLatent(np.stack(shown), np.stack(finals), original, tuple(timesteps))
-
+    @model_work(stream=True)
     def race(self, model_id: str, request: SampleRequest,
              lanes: tuple[tuple[str, int], ...] = DEFAULT_RACE) -> Iterator[list[RaceLane]]:
         """One seed, several samplers: run them cheapest first and yield the lanes as they grow.
@@ -598,7 +477,7 @@ class Studio:
         for lane, run in sorted(zip(state, runs, strict=True), key=lambda pair: pair[0].steps):
             alphas_cumprod = run.scheduler.alphas_cumprod.numpy()
             began = time.perf_counter()
-            for record in self._steps(run):
+            for record in self.run_steps(run):
                 lane.alpha_prod.append(float(alphas_cumprod[int(round(record.timestep))]))
                 lane.pred_x0.append(pictures(run.model, record.pred_original_sample)[0])
                 lane.model_calls += 1
@@ -607,6 +486,7 @@ class Studio:
                     lane.final = pictures(run.model, record.prev_sample)[0]
                 yield state  # every step: a consumer that stops asking stops the race within one step
 
+    @model_work()
     def guidance_view(self, model_id: str, view: StepView,
                       scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
         """Classifier-free guidance at one recorded step of a text model's run, for each scale in ``scales``
@@ -614,45 +494,19 @@ class Studio:
         model = self.load(model_id)
         return decompose_guidance(model, make_scheduler("ddpm", model.scheduler_config), view, scales)
 
+    @model_work()
     def forward_process(self, model_id: str, image: np.ndarray, timestep: int, seed: int = 0) -> ForwardView:
         """The forward process on the user's uint8 image at training timestep ``timestep`` (Eq. 4)."""
         model = self.load(model_id)
         return forward_process(model, make_scheduler("ddpm", model.scheduler_config), image, timestep,
                                whole_number(seed, "Seed", 0, MAX_SEED))
 
+    @model_work()
     def forward_strip(self, model_id: str, image: np.ndarray, timesteps: Sequence[int], seed: int = 0) -> np.ndarray:
         """x_t of one image at several t, uint8 (len(timesteps), H, W[, 3]), one noise draw."""
         model = self.load(model_id)
         return forward_strip(model, make_scheduler("ddpm", model.scheduler_config), image, timesteps,
                              whole_number(seed, "Seed", 0, MAX_SEED))
-
-    def denoising_error(self, model_id: str, images: Sequence[np.ndarray] | None = None, points: int = 20,
-                        shown: Sequence[int] = (50, 250, 500, 750, 950), seed: int = 0) -> DenoisingError:
-        """A pixel model's noise-prediction error at ``points`` evenly spaced t on held-out images (default: the
-        64 held-out MNIST digits shipped in assets/examples), with its x_t, predicted noise and predicted x_0
-        at the t in ``shown`` (:mod:`diffusion.lab.denoising`)."""
-        card = self.card(model_id)
-        if card.kind != "pixel":
-            raise ValueError("the denoising-error view is for pixel models (choose a DDPM)")
-        model = self.load(card.id)
-        scheduler = make_scheduler("ddpm", model.scheduler_config)
-        T = len(scheduler.alphas_cumprod)
-        ts = [int(t) for t in np.linspace(0, T - 1, whole_number(points, "Points", 2, 100)).round()]
-        ts = sorted(set(ts) | {int(t) for t in shown if 0 <= int(t) < T})
-        digits = list(images) if images is not None else read_sheet(ASSETS / "examples" / HELD_OUT_SHEET)
-        if not 1 <= len(digits) <= 256:
-            raise ValueError(f"the denoising error is measured on 1 to 256 images, got {len(digits)}")
-        return denoising_error(model, scheduler, digits, ts, list(shown), whole_number(seed, "Seed", 0, MAX_SEED))
-
-    def nearest_copies(self, samples: np.ndarray) -> NearestCopies:
-        """Memorisation: each digit sample (n, 32, 32) uint8 beside its nearest of the 4,000 training digits, with
-        the 64 shipped held-out digits' own distances as the yardstick (:mod:`diffusion.lab.memorisation`)."""
-        samples = np.asarray(samples)
-        if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[1:] != (32, 32) or not 1 <= len(samples) <= 256:
-            raise ValueError(f"memorisation compares 1 to 256 uint8 digits of 32x32, got {samples.dtype} {samples.shape}")
-        train = np.stack(read_sheet(ASSETS / "examples" / TRAINING_SHEET))
-        held_out = np.stack(read_sheet(ASSETS / "examples" / HELD_OUT_SHEET))
-        return nearest_copies(samples, train, held_out)
 
     @staticmethod
     def layouts(request: SampleRequest) -> list[Layout | None]:
@@ -669,6 +523,7 @@ class Studio:
             return None
         return why_plain(str(request.prompt))
 
+    @model_work()
     def prompt_tokens(self, model_id: str, prompt: str) -> PromptTokens:
         """How a text model reads ``prompt``: its tokens, unknown words and words past its token limit."""
         card = self.card(model_id)
@@ -678,19 +533,7 @@ class Studio:
             raise ValueError(f"the prompt is limited to {MAX_PROMPT_CHARS} characters")
         return model_reads(self.load(card.id), str(prompt))
 
-    def step_cost(self, model_id: str, in_pixels: bool = False) -> StepCost:
-        """FLOPs and measured time of one UNet step for one image of ``model_id``; ``in_pixels``: of the same UNet
-        architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`)."""
-        return step_cost(self.load(model_id), factor=1 if in_pixels else None)
-
-    def compression(self, model_id: str, image: np.ndarray, repeats: int = 3) -> Compression:
-        """Rombach et al.'s trade by downsampling factor for one uint8 image (H, W, 3) of the latent model
-        ``model_id``'s size (:meth:`diffusion.lab.compression.Autoencoders.compare`)."""
-        card = self.card(model_id)
-        if card.kind != "latent-text":
-            raise ValueError(f"{card.id} has no autoencoder (choose a latent model)")
-        return self.autoencoders.compare(self.load(card.id), image, repeats)
-
+    @model_work()
     def schedule(self, model_id: str) -> ScheduleCurves:
         """The model's training noise schedule (loads the model to read its scheduler config)."""
         return ScheduleCurves.of(make_scheduler("ddpm", self.load(model_id).scheduler_config))

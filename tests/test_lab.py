@@ -195,7 +195,7 @@ def test_progressive_generation_shows_each_samples_x0_as_t_falls(studio) -> None
     """Ho et al. 2020, Fig. 6 live: evenly spaced steps, the last column the sample itself (the same pixels as
     sampling the request), the first the rough x0 estimate at t = T."""
     request = SampleRequest("ddpm", 20, n=3, seed=4)
-    updates = list(studio.progressive("local/tiny-ddpm", request, points=5))
+    updates = list(studio.lessons.progressive("local/tiny-ddpm", request, points=5))
     assert [u[:2] for u in updates[:-1]] == [(i, 20) for i in range(1, 20)] and all(u[2] is None for u in updates[:-1])
     view = updates[-1][2]
     assert view.steps == (1, 6, 11, 15, 20) and view.pred_x0.shape == (3, 5, 8, 8)
@@ -209,17 +209,17 @@ def test_samples_that_share_an_x_t_agree_more_the_later_it_is(studio) -> None:
     way; the continuations start from that x_t itself (not re-noised), differ from each other, and agree more
     the later they start. The same request gives the same pictures."""
     request = SampleRequest("ddpm", 20, seed=3)
-    *_, (done, total, shared) = studio.shared_latent("local/tiny-ddpm", request, samples=3)
+    *_, (done, total, shared) = studio.lessons.shared_latent("local/tiny-ddpm", request, samples=3)
     assert done == total == 20 + 15 + 10 + 5
     assert shared.x_t.shape == (3, 8, 8) and shared.samples.shape == (3, 3, 8, 8) and shared.original.shape == (8, 8)
     assert shared.timesteps[0] > shared.timesteps[1] > shared.timesteps[2]
     spread = [np.abs(row[:, None].astype(int) - row[None].astype(int)).mean() for row in shared.samples]
     assert spread[0] > spread[2] > 0, spread
     np.testing.assert_array_equal(shared.original, studio.sample("local/tiny-ddpm", dataclasses.replace(request, n=1))[0])
-    *_, (_, _, again) = studio.shared_latent("local/tiny-ddpm", request, samples=3)
+    *_, (_, _, again) = studio.lessons.shared_latent("local/tiny-ddpm", request, samples=3)
     assert again.samples.tobytes() == shared.samples.tobytes()
     with pytest.raises(ValueError, match="pixel models"):
-        list(studio.shared_latent("local/tiny-sd", request))
+        list(studio.lessons.shared_latent("local/tiny-sd", request))
 
 
 def test_the_loop_continues_a_given_x_t_as_it_is() -> None:

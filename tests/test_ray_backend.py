@@ -16,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="Ray Serve is optional: pip install -r requirements-scale.txt")
 pytest.importorskip("ray.serve", reason="Ray Serve is optional: pip install -r requirements-scale.txt")
 
-from diffusion.ray_backend import RayOptions, RayStudio, StudioSettings, check_reachable, shutdown  # noqa: E402
+from diffusion.ray_backend import RayOptions, StudioSettings, check_reachable, ray_studio, shutdown  # noqa: E402
 from diffusion.registry import Registry  # noqa: E402
 from diffusion.request import SampleRequest  # noqa: E402
 from diffusion.studio import BackendError  # noqa: E402
@@ -74,7 +74,7 @@ def remote(tiny_ddpm_dir: Path, tiny_sd_dir: Path):
     torch.set_num_threads(1)
     dirs = (str(tiny_ddpm_dir), str(tiny_sd_dir))
     registry = Registry.default([Path(d) for d in dirs])
-    studio = RayStudio(registry, OPTIONS, StudioSettings(dirs, "cpu", "fp32", cache_bytes=0),
+    studio = ray_studio(registry, OPTIONS, StudioSettings(dirs, "cpu", "fp32", cache_bytes=0),
                        device="cpu", precision="fp32", cache_bytes=0)
     yield studio
     shutdown()
@@ -197,9 +197,9 @@ def test_replicas_that_stop_answering_give_a_message_not_a_hang(remote) -> None:
 
     from diffusion.ray_backend import replica_pids
 
-    pids = replica_pids(remote.handle, 2)
-    options = remote.options
-    remote.options = dataclasses.replace(options, stall_s=3)
+    pids = replica_pids(remote.backend.handle, 2)
+    options = remote.backend.options
+    remote.backend.options = dataclasses.replace(options, stall_s=3)
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
     began = time.monotonic()
@@ -210,7 +210,7 @@ def test_replicas_that_stop_answering_give_a_message_not_a_hang(remote) -> None:
     finally:
         for pid in pids:
             os.kill(pid, signal.SIGCONT)
-        remote.options = options
+        remote.backend.options = options
     *_, final = remote.generate("local/tiny-ddpm", SampleRequest("ddim", 2, 1, 0))  # thawed: served again
     assert final.done
 
@@ -221,7 +221,7 @@ def test_a_hub_model_is_routed_to_the_replica_that_holds_it(remote) -> None:
     from diffusion.request import SampleRequest
 
     remote.sample("local/tiny-ddpm", SampleRequest("ddim", 2, n=1, seed=1))
-    routed = remote.handle.options(multiplexed_model_id="local/tiny-ddpm")
+    routed = remote.backend.handle.options(multiplexed_model_id="local/tiny-ddpm")
     deadline = time.monotonic() + 30
     while True:  # Serve learns which replica holds which model from the replicas' periodic reports
         answers = [routed.loaded.remote().result(timeout_s=30) for _ in range(6)]
@@ -234,5 +234,5 @@ def test_a_hub_model_is_routed_to_the_replica_that_holds_it(remote) -> None:
     assert "local/tiny-ddpm" in ids
     # the other model: loaded through the multiplexed loader too, at most one such model per replica
     remote.sample("local/tiny-sd", SampleRequest("ddim", 2, n=1, seed=2, prompt="a red circle", guidance_scale=2.0))
-    for pid, ids in [remote.handle.loaded.remote().result(timeout_s=30) for _ in range(8)]:
+    for pid, ids in [remote.backend.handle.loaded.remote().result(timeout_s=30) for _ in range(8)]:
         assert len([i for i in ids if i.startswith("local/")]) <= 1, (pid, ids)

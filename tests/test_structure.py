@@ -122,7 +122,7 @@ def test_ray_is_optional_and_imported_only_by_its_backend() -> None:
 
 
 SERVING = {"diffusion.runners", "diffusion.gate", "diffusion.threads", "diffusion.cache", "diffusion.budget",
-           "diffusion.ray_backend", "diffusion.studio"}
+           "diffusion.remote", "diffusion.ray_backend", "diffusion.studio"}
 
 
 def test_the_model_layer_imports_no_serving_code() -> None:

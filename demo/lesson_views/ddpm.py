@@ -75,7 +75,7 @@ def make_lesson_denoising(studio: Studio):
     def lesson_denoising() -> tuple:
         """Lesson 2: the DDPM's noise-prediction error against t on 64 held-out digits, with its predicted noise and x0 at five t."""
         with user_errors():
-            result = studio.denoising_error(PIXEL)
+            result = studio.lessons.denoising_error(PIXEL)
         gallery = []
         for t, (x_t, eps, x0) in zip(result.shown, result.examples, strict=True):
             gallery += [(enlarge(x_t), f"x_t, t = {t}"), (enlarge(eps), f"predicted noise, t = {t}"),
@@ -110,7 +110,7 @@ def make_lesson_sampling(studio: Studio):
                  None if update is None else update_strip(update))
         yield (*shown, gr.skip())
         with user_errors():  # then Ho et al.'s Fig. 6 live: four samples, their x0 estimate as t falls
-            for done, total, view in studio.progressive(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=4, seed=seed)):
+            for done, total, view in studio.lessons.progressive(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=4, seed=seed)):
                 if view is None:
                     yield Tick((gr.skip(), gr.skip(), return_note + f" Progressive generation: step {done}/{total}",
                                 gr.skip(), gr.skip()))
@@ -162,7 +162,7 @@ def make_lesson_determinism(studio: Studio):
         changed = [int(np.sum(np.any(g[1] != grids[0][1], axis=(1, 2)))) for g in grids[2:]]
         gallery = [(enlarge(make_grid(images, ncols=4), 256), title) for title, images in grids]
         with user_errors():  # Ho et al.'s Fig. 7 live: one DDPM run, continued three times from its x_t
-            for done, total, shared in studio.shared_latent(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=1,
+            for done, total, shared in studio.lessons.shared_latent(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=1,
                                                                                  seed=seed)):
                 if shared is None:
                     yield Tick((gr.skip(), f"Running: samples that share an x_t, step {done}/{total}"))

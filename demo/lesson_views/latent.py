@@ -38,8 +38,8 @@ def make_lesson_latent(studio: Studio):
             from PIL import Image
 
             original = np.asarray(Image.fromarray(image).resize(view.x0.shape[1::-1], Image.Resampling.BICUBIC))
-            factors = studio.compression(LATENT, original)
-            costs = [studio.step_cost(LATENT), factors.rows[0].cost, studio.step_cost(PIXEL)]
+            factors = studio.lessons.compression(LATENT, original)
+            costs = [studio.lessons.step_cost(LATENT), factors.rows[0].cost, studio.lessons.step_cost(PIXEL)]
         error = np.abs(original.astype(int) - view.x0.astype(int)).max(-1)
         error_map = np.clip(error * 4, 0, 255).astype(np.uint8)  # x4: small errors made visible
         gallery = [(enlarge(original, 256), "x (64x64x3)"), (enlarge(view.x0, 256), "D(E(x)): the reconstruction"),
@@ -176,7 +176,7 @@ def make_lesson_limits(studio: Studio):
                 if not update.done:
                     yield Tick((gr.skip(), gr.skip(), f"Running: {COPIES_SHOWN} digits, step {update.step}/{update.num_steps}"))
             digits = update.images
-            copies = studio.nearest_copies(digits) if digits.shape[1:] == (32, 32) else None
+            copies = studio.lessons.nearest_copies(digits) if digits.shape[1:] == (32, 32) else None
         note = (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two objects "
                 f"and a relation, the weak spot. Seed {int(seed)}, 4 images each.\n\n")
         if copies is None:  # another DDPM than the embedded digit model
