@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -104,13 +104,16 @@ class Flights(Generic[T]):
             flight.changed.notify_all()
 
     @staticmethod
-    def follow(flight: Flight[T], wait_s: float, idle: T | None = None) -> Iterator[T]:
+    def follow(flight: Flight[T], wait_s: float, idle: T | None = None,
+               quiet: Callable[[T], T] | None = None) -> Iterator[T]:
         """The flight's updates as they come, skipping to the newest each time (previews in between are
         not owed to a follower; the last update is). While nothing new has come within ``wait_s``,
         ``idle`` is yielded (when given), so a caller that shares its thread with the leader can go on: such a
         caller passes ``wait_s`` 0 and never blocks (a runner's model thread; its turn then ran no model step,
         which the runner counts as waiting, :class:`diffusion.runners.FairRunner`).
-        Raises ``LookupError`` when the leader failed or was cancelled: the follower must run itself."""
+        Once an update has come, ``quiet(update)`` is yielded instead of ``idle`` (the newest update without what is
+        not to be sent twice). Raises ``LookupError`` when the leader failed or was cancelled: the follower must run
+        itself."""
         seen = 0
         while True:
             with flight.changed:
@@ -120,6 +123,8 @@ class Flights(Generic[T]):
                 latest = flight.latest if count > seen else None
             if latest is not None:
                 seen = count
+                if quiet is not None:
+                    idle = quiet(latest)
                 yield latest
             elif done:
                 if error is not None:
@@ -127,3 +132,37 @@ class Flights(Generic[T]):
                 return
             elif idle is not None:
                 yield idle
+
+
+def shared_run(key: Hashable, results: ResultCache[T], flights: Flights[T], run: Callable[[], Iterator[T]],
+               idle: T, wait_s: float, done: Callable[[T], bool], stored: Callable[[T], T],
+               nbytes: Callable[[T], int], quiet: Callable[[T], T] | None = None) -> Iterator[T]:
+    """The updates of the run ``key`` names, shared with identical requests: the stored result (``stored(result)``
+    marks it so), else the updates of an identical run in flight (``idle`` while it has nothing new; ``wait_s`` as
+    :meth:`Flights.follow`, with ``quiet``), else ``run()`` itself, whose updates identical requests follow and whose last update
+    (``done``) is kept (``nbytes`` of it). A follower whose leader stopped runs it itself."""
+    kept = results.get(key)
+    if kept is not None:
+        yield stored(kept)
+        return
+    flight, leader = flights.join(key)
+    if not leader:
+        try:
+            for update in Flights.follow(flight, wait_s, idle, quiet):
+                yield update
+                if done(update):  # the leader's result: nothing more to wait for
+                    return
+            return
+        except LookupError:  # its leader was cancelled or failed: lead (or follow) a new run
+            logger.info("the identical run this request followed stopped; running it again")
+        yield from shared_run(key, results, flights, run, idle, wait_s, done, stored, nbytes, quiet)
+        return
+    try:
+        for update in run():
+            flights.post(flight, update)
+            yield update
+    except BaseException as error:  # failed, or closed by a consumer that stopped (a cancel)
+        flights.land(key, flight, error)
+        raise
+    results.put(key, update, nbytes(update))
+    flights.land(key, flight)

@@ -28,22 +28,22 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion import __version__
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
-from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache
+from diffusion.cache import DEFAULT_CACHE_BYTES, Flights, ResultCache, shared_run
 from diffusion.data.points import DATASETS as POINT_DATASETS, MAX_WORD_CHARS
 from diffusion.data.shapes import HELD_OUT_PAIRS
-from diffusion.explain import step_terms, update_latex
+from diffusion.explain import update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
-from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image, tile
+from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image
 from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE, Autoencoders, Compression, FactorRow
 from diffusion.lab.forward import ForwardView, forward_process, forward_strip, start_index
 from diffusion.lab.memorisation import NearestCopies
 from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE, Progressive
-from diffusion.lab.race import DEFAULT_RACE, RACE_LEVELS, RaceLane, labelled_race_grid, race_milestones
+from diffusion.lab.race import DEFAULT_RACE, RACE_LEVELS, RaceLane, labelled_race_grid, race_milestones, run_race
 from diffusion.lab.schedules import ScheduleCurves, schedule_family
 from diffusion.lab.shared import FIGURE_URL as SHARED_LATENT_FIGURE, SharedLatent
 from diffusion.lab.trajectory import (GUIDANCE_SCALES, GuidanceView, StepView, Trajectory, UpdatePictures,
-                                      attention_overlays, decompose_guidance, step_view, trajectory_nbytes)
-from diffusion.layout import LAYOUT_MODES, Layout, unet_rows, why_plain
+                                      attention_overlays, decompose_guidance, record_run, trajectory_nbytes)
+from diffusion.layout import LAYOUT_MODES, Layout, why_plain
 from diffusion.lessons import LessonViews, gate_figures
 from diffusion.loading import (PRECISIONS, LoadedModel, ModelLoadError, ModelStore, Speedups, precision_name,
                                weights_digest)
@@ -56,13 +56,14 @@ from diffusion.playground.service import MAX_PATHS, SAMPLERS_HERE, Playground, S
 from diffusion.playground.training import (MAX_POINTS, MAX_TRAIN_STEPS, TIMESTEP_CHOICES, PointConfig, PointModel,
                                            TrainUpdate)
 from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
-from diffusion.prompts import PromptTokens, model_reads, token_labels
-from diffusion.recipe import MAX_LINK_CHARS, MAX_RECIPE_CHARS, Recipe, make_recipe
+from diffusion.prompts import PromptTokens, model_reads
+from diffusion.recipe import MAX_LINK_CHARS, MAX_RECIPE_CHARS, Recipe
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
 from diffusion.remote import Backend, model_work
 from diffusion.request import (MAX_BATCH, MAX_LAB_IMAGES, MAX_SEED, MAX_STEPS, MAX_TEXT_BATCH, MAX_PROMPT_CHARS,
                                SampleRequest, check_request, whole_number)
 from diffusion.runners import FairRunner, Runner, StepJob
+from diffusion.work_budget import check_work_budget
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 from diffusion.threads import configure_threads
 
@@ -149,11 +150,6 @@ class Run:
         return self.card.kind == "latent-text"
 
 
-#: Attend-and-Excite's cost per edited step in UNet passes of one image: a forward and a backward pass (about
-#: two forwards) on the conditional prompt, and a forward that measures the result (diffusion.excite).
-EXCITE_PASSES = 4
-
-
 class Studio:
     """Registry + model store + every entry point the app and the CLI use."""
 
@@ -217,52 +213,39 @@ class Studio:
 
     # ----- the one check -----
     def prepare(self, model_id: str, request: SampleRequest, max_batch: int | None = None) -> Run:
-        """Check ``request`` for ``model_id`` once, before any model work (``ValueError``, readable),
-        load the model and build the run's scheduler. Form values are normalised (4.0 steps -> 4); a pixel
-        model ignores guidance (it has none)."""
+        """Check ``request`` for ``model_id`` once, before any model work (``ValueError``, readable), load the model
+        and build the run's scheduler (:meth:`prepare_all` of one request)."""
+        return self.prepare_all(model_id, [request], max_batch)[0]
+
+    def prepare_all(self, model_id: str, requests: Sequence[SampleRequest], max_batch: int | None = None,
+                    cap_steps: bool = False) -> list[Run]:
+        """Check ``requests`` for ``model_id`` once, before any model work (``ValueError``, readable): each one's
+        bounds, then the compute budget of all together, before the model is loaded; then load it, check each
+        one's steps against the model's own timesteps (``cap_steps``: cap them instead, as the race's "DDPM
+        1000" runs all of a model's timesteps) and build each run's fresh scheduler. Form values are normalised
+        (4.0 steps -> 4); a pixel model ignores guidance (it has none)."""
         card = self.card(model_id)
-        if card.kind == "pixel":
-            request = replace(request, guidance_scale=1.0)
-        # every bound but the model's own step limit, before a model is loaded; a latent image costs more than a
-        # pixel one, so a text model's batch has its own, smaller bound
+        # a latent image costs more than a pixel one, so a text model's batch has its own, smaller bound
         limit = max_batch or self.max_batch
         if card.kind != "pixel":
             limit = min(limit, self.max_text_batch)
-        request = check_request(request, MAX_STEPS, limit, card.kind != "pixel", card.id)
-        self.check_budget(card, [request])
+        checked = [check_request(replace(r, guidance_scale=1.0) if card.kind == "pixel" else r, MAX_STEPS, limit,
+                                 card.kind != "pixel", card.id) for r in requests]
+        self.check_budget(card, checked)
         model = self.store.get(card.id)
-        whole_number(request.steps, "Steps", 1, max_steps_for(model.scheduler_config))
-        return Run(card, model, request, make_scheduler(request.sampler, model.scheduler_config))
+        most = max_steps_for(model.scheduler_config)
+        runs = []
+        for request in checked:
+            if cap_steps:
+                request = replace(request, steps=min(request.steps, most))
+            whole_number(request.steps, "Steps", 1, most)
+            runs.append(Run(card, model, request, make_scheduler(request.sampler, model.scheduler_config)))
+        return runs
 
     def check_budget(self, card: ModelCard, requests: Sequence[SampleRequest]) -> None:
         """``ValueError`` saying what fits when the requests together need more estimated compute than
-        :attr:`work_budget_s`: images x steps x the card's cost per image-step (x2 with guidance, plus
-        Attend-and-Excite's extra passes on the steps it edits)."""
-        if self.work_budget_s is None:
-            return
-
-        def seconds(r: SampleRequest) -> float:
-            guided = 2 if card.kind == "latent-text" and r.guidance_scale > 1 else 1
-            rows = r.steps * guided
-            if card.kind == "latent-text" and any(self.layouts(replace(r, n=1))):
-                rows = unet_rows(r.steps, guided == 2)  # one trajectory per object (diffusion.layout)
-            excite = EXCITE_PASSES * max(1, r.steps // 2) if r.attend_excite else 0
-            return r.n * (rows + excite) * card.image_step_ms / 1000
-
-        need = sum(seconds(r) for r in requests)
-        if need <= self.work_budget_s:
-            return
-        first = requests[0]
-        per_image_step = seconds(replace(first, n=1, steps=1))
-        images = int(self.work_budget_s / (first.steps * per_image_step) + 1e-9)
-        steps = int(self.work_budget_s / (first.n * per_image_step) + 1e-9)
-        fits = [f"{images} image{'s' if images != 1 else ''} at {first.steps} steps" if images else "",
-                f"{steps} steps for {first.n} image{'s' if first.n != 1 else ''}" if steps else ""]
-        fits = [f for f in fits if f]
-        what = " or ".join(fits) if len(requests) == 1 and fits else "fewer steps, fewer images or a smaller model"
-        raise ValueError(f"This request needs about {need:.0f} s of compute on {card.id} (about "
-                         f"{card.image_step_ms:g} ms per image and step); this server allows {self.work_budget_s:.0f} s "
-                         f"a request. What fits: {what}.")
+        :attr:`work_budget_s` (:func:`diffusion.work_budget.check_work_budget`)."""
+        check_work_budget(card, requests, self.work_budget_s)
 
     # ----- sampling -----
     def run_steps(self, run: Run, init_sample: torch.Tensor | None = None, start: int = 0,
@@ -308,36 +291,15 @@ class Studio:
         return self._shared(run, previews)
 
     def _shared(self, run: Run, previews: int) -> Iterator[Progress]:
-        """:meth:`generate`'s run, shared with identical requests (the stored result, or following one in flight)."""
+        """:meth:`generate`'s run, shared with identical requests (the stored result, or following one in flight;
+        :func:`diffusion.cache.shared_run`); a follower on the runner's model thread never blocks it."""
         key = (run.card.id, precision_name(run.model.autocast_dtype), run.request, previews)
-        stored = self.results.get(key)
-        if stored is not None:
-            yield replace(stored, cached=True)
-            return
-        flight, leader = self.flights.join(key)
-        if not leader:
-            idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
-            try:
-                wait_s = 0.0 if self.runner.on_thread() else self.follow_wait_s  # never block the model thread
-                for update in Flights.follow(flight, wait_s, idle):
-                    yield update
-                    if update.done:  # the leader's result: nothing more to wait for
-                        return
-                    idle = replace(update, preview=None)
-                return
-            except LookupError:  # its leader was cancelled or failed: lead (or follow) a new run
-                logger.info("the identical run this request followed stopped; running it again")
-            yield from self._shared(run, previews)  # its scheduler has not run: still fresh
-            return
-        try:
-            for update in self._generate(run, previews):
-                self.flights.post(flight, update)
-                yield update
-        except BaseException as error:  # failed, or closed by a consumer that stopped (a cancel)
-            self.flights.land(key, flight, error)
-            raise
-        self.results.put(key, update, update.images.nbytes + update.grid.nbytes)
-        self.flights.land(key, flight)
+        idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
+        return shared_run(key, self.results, self.flights, lambda: self._generate(run, previews), idle,
+                          0.0 if self.runner.on_thread() else self.follow_wait_s, lambda update: update.done,
+                          lambda result: replace(result, cached=True),
+                          lambda result: result.images.nbytes + result.grid.nbytes,
+                          lambda update: replace(update, preview=None))  # a preview is sent once
 
     def _generate(self, run: Run, previews: int, init_image: np.ndarray | None = None,
                   start_timestep: int | None = None) -> Iterator[Progress]:
@@ -424,34 +386,9 @@ class Studio:
         return self._trajectory(self.prepare(model_id, replace(request, n=count)))
 
     def _trajectory(self, run: Run) -> Iterator[tuple[int, int, Trajectory]]:
-        """:meth:`trajectory`'s run of the checked ``run``."""
-        count = run.request.n
-        model, request, scheduler = run.model, run.request, run.scheduler
-        # what the views typeset, read off the run's scheduler before it runs
-        traj = Trajectory(
-            run.card.id, request, terms=step_terms(request.sampler, model.scheduler_config, request.steps,
-                                                   request.eta, scheduler=scheduler),
-            curves=ScheduleCurves.of(scheduler), precision=precision_name(model.autocast_dtype),
-            recipe=make_recipe(run.card.id, request, model.scheduler_config, precision_name(model.autocast_dtype),
-                               scheduler=scheduler, weights=model.weights))
-        record_attention = run.text and model.cross_attention_layers > 0 and count == 1
-        kept = None
-        if record_attention:
-            traj.tokens = token_labels(model, request.prompt)
-            kept = len(traj.tokens)
-            if kept < model.tokenizer.model_max_length:  # prompts are padded to this length (encode_prompt)
-                traj.tokens.append("padding")
-        began = time.perf_counter()
-        for record in self.run_steps(run, record_attention=record_attention):
-            traj.steps.append(step_view(model, scheduler, traj.curves, record, kept, traj.terms[record.index]))
-            if record.cross_attention is not None and traj.attention_layers is None:
-                traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
-            if len(traj.steps) > 1:
-                traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
-            traj.wall_s = time.perf_counter() - began
-            if record.is_last:
-                traj.final = tile(pictures(model, record.prev_sample))
-            yield record.index + 1, record.num_steps, traj
+        """:meth:`trajectory`'s run of the checked ``run`` (:func:`diffusion.lab.trajectory.record_run`)."""
+        return record_run(run.card.id, run.model, run.request, run.scheduler, precision_name(run.model.autocast_dtype),
+                          run.text, lambda attention: self.run_steps(run, record_attention=attention))
 
     @model_work(stream=True)
     def race(self, model_id: str, request: SampleRequest,
@@ -462,29 +399,12 @@ class Studio:
         :func:`race_milestones`; DDPM-1000 streams while the others are already shown).
         Memory: one uint8 image per step per lane. Checked and loaded when called.
         """
-        request = replace(request, n=1)
-        card = self.card(model_id)
-        self.check_budget(card, [check_request(replace(request, sampler=s, steps=min(n, MAX_STEPS)), MAX_STEPS,
-                                               conditional=card.kind != "pixel", model_id=card.id) for s, n in lanes])
-        limit = max_steps_for(self.load(model_id).scheduler_config)  # "DDPM 1000": all of a model's timesteps
-        runs = [self.prepare(model_id, replace(request, sampler=sampler, steps=min(steps, limit)))
-                for sampler, steps in lanes]
-        return self._race(runs)
-
-    def _race(self, runs: list[Run]) -> Iterator[list[RaceLane]]:
-        """:meth:`race`'s lanes, cheapest first."""
-        state = [RaceLane(run.request.sampler, run.request.steps) for run in runs]
-        for lane, run in sorted(zip(state, runs, strict=True), key=lambda pair: pair[0].steps):
-            alphas_cumprod = run.scheduler.alphas_cumprod.numpy()
-            began = time.perf_counter()
-            for record in self.run_steps(run):
-                lane.alpha_prod.append(float(alphas_cumprod[int(round(record.timestep))]))
-                lane.pred_x0.append(pictures(run.model, record.pred_original_sample)[0])
-                lane.model_calls += 1
-                lane.wall_s = time.perf_counter() - began
-                if record.is_last:
-                    lane.final = pictures(run.model, record.prev_sample)[0]
-                yield state  # every step: a consumer that stops asking stops the race within one step
+        runs = self.prepare_all(model_id, [replace(request, n=1, sampler=sampler, steps=min(steps, MAX_STEPS))
+                                           for sampler, steps in lanes], cap_steps=True)
+        model = runs[0].model
+        return run_race([RaceLane(run.request.sampler, run.request.steps) for run in runs],
+                        [run.scheduler.alphas_cumprod.numpy() for run in runs],
+                        [lambda run=run: self.run_steps(run) for run in runs], lambda x: pictures(model, x))
 
     @model_work()
     def guidance_view(self, model_id: str, view: StepView,

@@ -9,7 +9,7 @@ import argparse
 
 import torch
 
-from diffusion import bench
+from diffusion import bench, bench_app
 from diffusion.loading import load_pipeline
 from diffusion.registry import local_card
 
@@ -39,7 +39,7 @@ def test_table_lists_every_row():
 
 
 def test_recording_memory_is_measured_with_the_kept_arrays(tiny_sd_dir):
-    m = bench.measure_recording("local/tiny-sd", "ddim", 3, 1, "a red circle", local_dirs=(str(tiny_sd_dir),))
+    m = bench_app.measure_recording("local/tiny-sd", "ddim", 3, 1, "a red circle", local_dirs=(str(tiny_sd_dir),))
     assert m["attention"] == 1.0 and m["wall_s"] > 0 and m["extra_peak_mib"] >= 0
     # 3 steps of 16x16 pictures, guidance pairs, latent channels and 3 x (6, 8, 8) float16 maps
     assert 0.005 < m["kept_mib"] < 0.1
@@ -57,7 +57,7 @@ def test_speed_rows_cover_both_precisions(tiny_ddpm_dir, tiny_sd_dir):
 
 @pytest.mark.slow
 def test_the_playground_rows_report_speed_and_the_time_to_target():
-    rows = bench.bench_playground(steps=300, measure_every=100)
+    rows = bench_app.bench_playground(steps=300, measure_every=100)
     assert [r.section for r in rows] == ["Playground"] * 3
     data = rows[0].data
     assert data["steps_per_s"] > 0 and data["train_s"] > 0 and data["floor"] > 0

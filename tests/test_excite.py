@@ -104,7 +104,7 @@ def test_through_the_studio_and_the_work_budget(studio) -> None:
     """The Studio runs it for text models, refuses it for pixel models, and counts its extra passes."""
     import numpy as np
 
-    from diffusion.studio import EXCITE_PASSES
+    from diffusion.work_budget import EXCITE_PASSES
 
     # against the plain model (a two-object prompt is otherwise drawn by layout, which Attend-and-Excite replaces)
     request = SampleRequest("ddim", 4, 2, 5, prompt=PROMPT, guidance_scale=4.0, layout="off")

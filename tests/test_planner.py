@@ -13,7 +13,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from diffusion.data import mazes
+from diffusion.data import maze_routes, mazes
 from diffusion.data.mazes import CLEARANCE, HORIZON, check_plan, maze, shortest_length
 from diffusion.metrics.planner_gate import TARGETS, gate_pairs, run_gate
 from diffusion.planner.model import Planner, build_scheduler, build_unet, fix_ends, to_cells
@@ -86,17 +86,17 @@ def test_training_paths_are_clear_near_shortest_and_avoid_held_out_pairs() -> No
 
 
 def test_routes_are_told_apart_by_the_side_of_each_obstacle() -> None:
-    assert len(mazes.holes("u-maze")) == 0 and len(mazes.holes("medium")) == 2 and len(mazes.holes("pillars")) == 4
+    assert len(maze_routes.holes("u-maze")) == 0 and len(maze_routes.holes("medium")) == 2 and len(maze_routes.holes("pillars")) == 4
     start, goal = np.array([1.5, 1.5]), np.array([7.5, 7.5])
     # corner to corner past the pillars: two routes are equally short; training draws both
     g = torch.Generator().manual_seed(0)
     paths = [mazes.clear_path("pillars", start, goal, CLEARANCE, g, mazes.JITTER) for _ in range(20)]
-    assert mazes.count_routes("pillars", paths) == 2
+    assert maze_routes.count_routes("pillars", paths) == 2
     over = np.array([[1.5, 1.5], [7.5, 1.5], [7.5, 7.5]])  # along the top wall, then down the right one
     under = np.array([[1.5, 1.5], [1.5, 7.5], [7.5, 7.5]])  # down the left wall, then along the bottom
-    assert mazes.count_routes("pillars", [mazes.resample(over), mazes.resample(under)]) == 2
+    assert maze_routes.count_routes("pillars", [mazes.resample(over), mazes.resample(under)]) == 2
     wiggle = mazes.resample(over) + np.sin(np.linspace(0, 9, HORIZON))[:, None] * 0.2  # the same way round
-    assert mazes.count_routes("pillars", [mazes.resample(over), wiggle]) == 1
+    assert maze_routes.count_routes("pillars", [mazes.resample(over), wiggle]) == 1
 
 
 # ----- inpainting through the one loop -----

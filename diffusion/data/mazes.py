@@ -1,5 +1,5 @@
 """Mazes for the trajectory planner (Janner et al. 2022, "Planning with Diffusion"): the world, its
-training paths and the validator that judges a plan.
+training paths and the validator that judges a plan (routes round the obstacles: :mod:`diffusion.data.maze_routes`).
 
 A maze is a grid of square cells, ``#`` a wall and ``.`` free, with the outer border walled. Points are
 continuous (x, y) in cell units: cell (row r, column c) covers [c, c + 1] x [r, r + 1], y grows
@@ -25,7 +25,6 @@ from functools import cached_property, lru_cache
 
 import numpy as np
 import torch
-from scipy import ndimage
 from scipy.sparse.csgraph import dijkstra
 
 HORIZON = 64  # waypoints per plan
@@ -329,45 +328,6 @@ def training_set(name: str, n: int, seed: int, horizon: int = HORIZON) -> np.nda
         start, goal = draw_endpoints(name, g)
         paths[i] = training_path(name, start, goal, g, horizon)
     return paths
-
-
-# --- routes: which way round the obstacles a path goes -------------------------------------------------
-@lru_cache(maxsize=None)
-def holes(name: str) -> np.ndarray:
-    """One point inside each obstacle that stands free of the outer wall (k, 2): the holes of the free space.
-    Two clear paths with the same ends take the same route (are homotopic) exactly when they pass every hole
-    on the same side."""
-    m = maze(name)
-    labels, count = ndimage.label(m.walls)
-    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])))
-    points = []
-    for k in range(1, count + 1):
-        if k not in border:
-            r, c = np.argwhere(labels == k)[0]
-            points.append((c + 0.5, r + 0.5))
-    return np.array(points, np.float64).reshape(-1, 2)
-
-
-def swept_angles(name: str, path: np.ndarray) -> np.ndarray:
-    """The angle (radians) that ``path`` (n, 2) sweeps as seen from each hole (k,)."""
-    centres = holes(name)
-    if not len(centres):
-        return np.zeros(0)
-    rel = np.asarray(path, np.float64)[None] - centres[:, None]
-    angle = np.arctan2(rel[..., 1], rel[..., 0])
-    step = np.diff(angle, axis=1)
-    return ((step + np.pi) % (2 * np.pi) - np.pi).sum(1)
-
-
-def count_routes(name: str, paths: list[np.ndarray]) -> int:
-    """How many different routes (homotopy classes) the clear ``paths`` with common ends take: two paths take
-    the same route when every hole sees them sweep angles less than pi apart."""
-    routes: list[np.ndarray] = []
-    for path in paths:
-        angles = swept_angles(name, path)
-        if not any(np.all(np.abs(angles - r) < np.pi) for r in routes):
-            routes.append(angles)
-    return len(routes)
 
 
 # --- the validator ---------------------------------------------------------------------------------

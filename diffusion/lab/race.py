@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +103,20 @@ def labelled_race_grid(lanes: list[RaceLane], levels: np.ndarray = RACE_LEVELS, 
     for c, level in enumerate(levels):
         draw.text((left + c * tw + tw // 2, top // 2), f"{level:g}", fill="black", font=font, anchor="mm")
     return np.asarray(canvas)
+
+
+def run_race(lanes: list[RaceLane], alphas_cumprod: list[np.ndarray], records: list[Callable[[], Iterator[Any]]],
+             pictures: Callable[[Any], np.ndarray]) -> Iterator[list[RaceLane]]:
+    """Run the lanes cheapest first, each from ``records[i]()`` (its loop records through the compute gate) with
+    its scheduler's alpha-bar; ``pictures(x)`` decodes a batch to uint8. Yields all the lanes after every step of
+    every lane: a consumer that stops asking stops the race within one step."""
+    for lane, alphas, run in sorted(zip(lanes, alphas_cumprod, records, strict=True), key=lambda t: t[0].steps):
+        began = time.perf_counter()
+        for record in run():
+            lane.alpha_prod.append(float(alphas[int(round(record.timestep))]))
+            lane.pred_x0.append(pictures(record.pred_original_sample)[0])
+            lane.model_calls += 1
+            lane.wall_s = time.perf_counter() - began
+            if record.is_last:
+                lane.final = pictures(record.prev_sample)[0]
+            yield lanes

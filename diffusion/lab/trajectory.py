@@ -8,7 +8,8 @@ what the views typeset: each step's update (:mod:`diffusion.explain`), the sched
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,13 @@ import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion.attention import AttentionMaps
-from diffusion.explain import StepTerms
+from diffusion.explain import StepTerms, step_terms
 from diffusion.images import latent_channels, tile, to_display
 from diffusion.lab.schedules import ScheduleCurves
 from diffusion.loop import StepRecord, predict_original_sample, predicted_noise
 from diffusion.pipeline import pictures
-from diffusion.recipe import Recipe
+from diffusion.prompts import token_labels
+from diffusion.recipe import Recipe, make_recipe
 from diffusion.request import SampleRequest
 
 
@@ -308,3 +310,35 @@ def attention_overlays(view: StepView, tokens: Sequence[str], layers: str = "all
         img = (alpha * heat + (1 - alpha) * base.astype(np.float32)).round().clip(0, 255).astype(np.uint8)
         out.append((img, f"{token} · {share:.0%}"))
     return out
+
+
+def record_run(model_id: str, model: Any, request: SampleRequest, scheduler: SchedulerMixin, precision: str,
+               text: bool, records: Callable[[bool], Iterator[StepRecord]]) -> Iterator[tuple[int, int, Trajectory]]:
+    """A step-lab run of a checked ``request`` on ``model``, recorded step by step: yields (steps done, steps in
+    all, the trajectory so far; it grows in place). ``text``: a text model. ``records(record_attention)`` gives the run's loop records
+    (through the compute gate), with cross-attention maps when asked for (text models, one image). What the views
+    typeset is read off the run's own ``scheduler`` before it runs."""
+    traj = Trajectory(
+        model_id, request, terms=step_terms(request.sampler, model.scheduler_config, request.steps, request.eta,
+                                            scheduler=scheduler),
+        curves=ScheduleCurves.of(scheduler), precision=precision,
+        recipe=make_recipe(model_id, request, model.scheduler_config, precision, scheduler=scheduler,
+                           weights=model.weights))
+    record_attention = text and model.cross_attention_layers > 0 and request.n == 1
+    kept = None
+    if record_attention:
+        traj.tokens = token_labels(model, request.prompt)
+        kept = len(traj.tokens)
+        if kept < model.tokenizer.model_max_length:  # prompts are padded to this length (encode_prompt)
+            traj.tokens.append("padding")
+    began = time.perf_counter()
+    for record in records(record_attention):
+        traj.steps.append(step_view(model, scheduler, traj.curves, record, kept, traj.terms[record.index]))
+        if record.cross_attention is not None and traj.attention_layers is None:
+            traj.attention_layers = {f"{r}x{r}": n for r, n in record.cross_attention.layers.items()}
+        if len(traj.steps) > 1:
+            traj.steps[-2].alpha_prod_t_prev = traj.steps[-1].alpha_prod_t
+        traj.wall_s = time.perf_counter() - began
+        if record.is_last:
+            traj.final = tile(pictures(model, record.prev_sample))
+        yield record.index + 1, record.num_steps, traj

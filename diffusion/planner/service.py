@@ -23,10 +23,10 @@ from diffusion.data.mazes import (
     LAYOUT_NAMES,
     PlanCheck,
     check_plan,
-    count_routes,
     maze,
     shortest_length,
 )
+from diffusion.data.maze_routes import count_routes
 from diffusion.loop import StepGate, predicted_noise, record_progress
 from diffusion.planner.model import Planner, fix_ends, known_ends, to_cells
 from diffusion.planner.pictures import plans_picture, step_picture
@@ -75,7 +75,7 @@ class PlanRun:
     @property
     def routes(self) -> int:
         """How many different routes the clear plans take: which side of each free-standing obstacle they pass
-        (:func:`diffusion.data.mazes.count_routes`)."""
+        (:func:`diffusion.data.maze_routes.count_routes`)."""
         return count_routes(self.layout, [p for p, c in zip(self.plans, self.checks) if c.success])
 
 
