@@ -46,7 +46,8 @@ from diffusion.registry import Registry
 from diffusion.remote import Call, Heartbeat, LanesStep, StreamCodec, TrajectoryStep, Whole, resolve
 from diffusion.runners import StepJob, ThreadRunner
 from diffusion.threads import configure_threads
-from diffusion.studio import BackendError, Studio
+from diffusion.remote import BackendError
+from diffusion.studio import Studio
 
 logger = logging.getLogger(__name__)
 

@@ -15,6 +15,7 @@ import binascii
 import json
 import logging
 import platform
+import urllib.parse
 import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -202,3 +203,16 @@ def make_recipe(model_id: str, request: SampleRequest, base_scheduler_config: di
     config["_class_name"] = type(scheduler).__name__
     return Recipe(model_id, request, json.loads(json.dumps(config, default=str)), library_versions(), precision,
                   weights)
+
+
+def recipe_from_link(link: str) -> Recipe:
+    """The recipe of a shared run from a whole link (``...?run=TOKEN``, as pasted) or its parameter alone
+    (:meth:`Recipe.to_link`); ``ValueError`` for a link too long, without a run, or damaged."""
+    link = str(link).strip()
+    if len(link) > MAX_LINK_CHARS + 2000:  # room for the page's own address
+        raise ValueError(f"a shared link is at most {MAX_LINK_CHARS + 2000} characters, got {len(link)}")
+    if "?" in link or "/" in link:  # a whole address, not the parameter alone
+        link = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("run", [""])[0]
+        if not link:
+            raise ValueError("this link has no shared run in it (a shared run's link ends in ?run=...)")
+    return Recipe.from_link(link)

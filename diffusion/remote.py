@@ -27,6 +27,11 @@ from diffusion.lab.trajectory import StepView, Trajectory
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class BackendError(RuntimeError):
+    """The model work could not be done where it runs (a Ray Serve replica died, the cluster was lost): a
+    readable message that says what to do; the request itself was fine (diffusion.ray_backend)."""
+
+
 @dataclass(frozen=True)
 class Call:
     """A marked Studio method to run elsewhere: its (dotted) name, the model it is for (the first argument, which

@@ -16,15 +16,12 @@ this module and nothing else from ``diffusion``.
 from __future__ import annotations
 
 import logging
-import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 from diffusion import __version__
 from diffusion.budget import DEFAULT_STATE_BYTES, DEFAULT_STATE_TTL_S, StateBudget
@@ -35,7 +32,7 @@ from diffusion.explain import update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image
 from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE, Autoencoders, Compression, FactorRow
-from diffusion.lab.forward import ForwardView, forward_process, forward_strip, start_index
+from diffusion.lab.forward import ForwardView, forward_process, forward_strip
 from diffusion.lab.memorisation import NearestCopies
 from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE, Progressive
 from diffusion.lab.race import DEFAULT_RACE, RACE_LEVELS, RaceLane, labelled_race_grid, race_milestones, run_race
@@ -48,7 +45,7 @@ from diffusion.lessons import LessonViews, gate_figures
 from diffusion.loading import (PRECISIONS, LoadedModel, ModelLoadError, ModelStore, Speedups, precision_name,
                                weights_digest)
 from diffusion.loop import StepRecord, record_progress
-from diffusion.pipeline import encode_image, latent_steps, pictures, pixel_steps, request_layouts
+from diffusion.pipeline import latent_steps, pictures, pixel_steps, request_layouts
 from diffusion.planner.pictures import CELL as PLAN_CELL
 from diffusion.planner.service import LAYOUT_TITLES, MAX_PLANS, PLANNER_SAMPLERS, PlannerDesk, PlanProgress, PlanRun
 from diffusion.playground.pictures import cloud_picture, run_frames
@@ -57,9 +54,10 @@ from diffusion.playground.training import (MAX_POINTS, MAX_TRAIN_STEPS, TIMESTEP
                                            TrainUpdate)
 from diffusion.playground.views import EXTENT, NoiseField, ParticlePaths, ParticleRun
 from diffusion.prompts import PromptTokens, model_reads
-from diffusion.recipe import MAX_LINK_CHARS, MAX_RECIPE_CHARS, Recipe
+from diffusion.recipe import MAX_RECIPE_CHARS, Recipe, recipe_from_link
 from diffusion.registry import ASSETS, ModelCard, ModelKind, Registry
-from diffusion.remote import Backend, model_work
+from diffusion.remote import Backend, BackendError, model_work
+from diffusion.runs import Progress, Run, sampling_updates
 from diffusion.request import (MAX_BATCH, MAX_LAB_IMAGES, MAX_SEED, MAX_STEPS, MAX_TEXT_BATCH, MAX_PROMPT_CHARS,
                                SampleRequest, check_request, whole_number)
 from diffusion.runners import FairRunner, Runner, StepJob
@@ -101,53 +99,6 @@ def ray_backend():  # noqa: ANN201 - a module
     from diffusion import ray_backend as backend
 
     return backend
-
-
-class BackendError(RuntimeError):
-    """The model work could not be done where it runs (a Ray Serve replica died, the cluster was lost): a
-    readable message that says what to do; the request itself was fine (diffusion.ray_backend)."""
-
-
-@dataclass
-class Progress:
-    """One streamed update of a sampling run.
-
-    ``preview`` is a uint8 grid of the current predicted x0 (H, W) or (H, W, 3); on the last
-    update ``images`` holds the final uint8 images (N, H, W) or (N, H, W, 3) and ``grid`` their
-    tiling. ``model_calls`` counts UNet forward passes (one batched call per step); ``request`` is
-    the checked request (form values normalised).
-    """
-
-    step: int
-    num_steps: int
-    timestep: float
-    preview: np.ndarray | None
-    wall_s: float
-    model_calls: int
-    images: np.ndarray | None = None
-    grid: np.ndarray | None = None
-    prompt: PromptTokens | None = None
-    request: SampleRequest | None = None
-    cached: bool = False  # the stored result of an identical earlier request (no model call)
-
-    @property
-    def done(self) -> bool:
-        return self.images is not None
-
-
-@dataclass(frozen=True)
-class Run:
-    """A request ready to run: the model's card, the loaded model, the checked request, and the run's
-    own fresh scheduler (built once, here; schedulers keep per-run state and are not shared)."""
-
-    card: ModelCard
-    model: LoadedModel
-    request: SampleRequest
-    scheduler: SchedulerMixin
-
-    @property
-    def text(self) -> bool:
-        return self.card.kind == "latent-text"
 
 
 class Studio:
@@ -303,30 +254,9 @@ class Studio:
 
     def _generate(self, run: Run, previews: int, init_image: np.ndarray | None = None,
                   start_timestep: int | None = None) -> Iterator[Progress]:
-        """The run itself: :meth:`generate` without sharing."""
-        model, request = run.model, run.request
-        prompt = model_reads(model, request.prompt) if run.text else None
-        init, start = None, 0
-        if init_image is not None:  # start_timestep checked by generate
-            init = encode_image(model, init_image).repeat(request.n, 1, 1, 1)
-            start = start_index(run.scheduler, request.steps, int(start_timestep or 0))
-        every = max(1, request.steps // previews) if previews > 0 else 0
-        began = time.perf_counter()
-        last: StepRecord | None = None
-        for record in self.run_steps(run, init, start):
-            last = record
-            if not torch.isfinite(record.prev_sample).all():
-                raise FloatingPointError(
-                    f"{run.card.id} produced NaN/inf values at step {record.index + 1}; no image was returned")
-            if not record.is_last:
-                show = every > 0 and record.index % every == 0
-                preview = make_grid(pictures(model, record.pred_original_sample)) if show else None
-                yield Progress(record.index + 1, record.num_steps, record.timestep, preview,
-                               time.perf_counter() - began, record.index + 1, prompt=prompt, request=request)
-        assert last is not None
-        images = pictures(model, last.prev_sample)
-        yield Progress(last.num_steps, last.num_steps, last.timestep, None, time.perf_counter() - began,
-                       last.num_steps, images=images, grid=make_grid(images), prompt=prompt, request=request)
+        """The run itself: :meth:`generate` without sharing (:func:`diffusion.runs.sampling_updates`)."""
+        return sampling_updates(run, previews, lambda init, start: self.run_steps(run, init, start), init_image,
+                                start_timestep)
 
     def sample(self, model_id: str, request: SampleRequest) -> np.ndarray:
         """Final uint8 images only (N, H, W) or (N, H, W, 3)."""
@@ -343,15 +273,8 @@ class Studio:
 
     def read_link(self, link: str) -> tuple[Recipe, list[str]]:
         """The recipe of a shared run: a whole link (``...?run=TOKEN``, as pasted) or its parameter alone
-        (:meth:`diffusion.recipe.Recipe.to_link`), checked as :meth:`read_recipe` checks a file."""
-        link = str(link).strip()
-        if len(link) > MAX_LINK_CHARS + 2000:  # room for the page's own address
-            raise ValueError(f"a shared link is at most {MAX_LINK_CHARS + 2000} characters, got {len(link)}")
-        if "?" in link or "/" in link:  # a whole address, not the parameter alone
-            link = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query).get("run", [""])[0]
-            if not link:
-                raise ValueError("this link has no shared run in it (a shared run's link ends in ?run=...)")
-        return self._checked(Recipe.from_link(link))
+        (:func:`diffusion.recipe.recipe_from_link`), checked as :meth:`read_recipe` checks a file."""
+        return self._checked(recipe_from_link(link))
 
     def _checked(self, recipe: Recipe) -> tuple[Recipe, list[str]]:
         card = self.card(recipe.model)

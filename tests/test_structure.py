@@ -155,3 +155,15 @@ def test_at_most_one_thread_local_in_the_model_module() -> None:
              for line in path.read_text().splitlines() if "threading.local()" in line]
     assert len(found) <= 1, found
     assert all("#" in line for _, line in found), found
+
+
+def test_no_module_over_400_lines_outside_training() -> None:
+    """One job per file: no module of the app, the model module or the tests is over 400 lines, except the training
+    scripts (``diffusion/training/``, which follow diffusers' ``examples/*/train_*.py``: one script per model)."""
+    paths = [ROOT / "app.py", *(ROOT / "demo").rglob("*.py"), *(ROOT / "diffusion").rglob("*.py"),
+             *(ROOT / "tests").rglob("*.py")]
+    assert len(paths) > 100
+    long = {str(path.relative_to(ROOT)): n for path in paths
+            if "training" not in path.relative_to(ROOT).parts
+            and (n := len(path.read_text().splitlines())) > 400}
+    assert not long, long
