@@ -13,6 +13,7 @@ from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
     CheckedSketchpad,
+    Drawn,
     LockedPlot,
     one_step,
     user_errors,
@@ -83,7 +84,7 @@ def make_playground_field(studio: Studio):
         note = (f"$t = {field.timestep}$, $\\bar\\alpha_t = {field.alpha_bar:.4f}$: score "
                 f"$= -\\epsilon_\\theta / \\sqrt{{1-\\bar\\alpha_t}} = -\\epsilon_\\theta / {np.sqrt(1 - field.alpha_bar):.4f}$; "
                 f"its length on the grid: median {np.median(norms):.2f}, largest {norms.max():.2f}.")
-        return field_figure(field, data[:1000], EXTENT, bool(score)), note
+        return Drawn(lambda: (field_figure(field, data[:1000], EXTENT, bool(score)), note))  # off the model thread
 
     return one_step(studio.runner, playground_field)
 
@@ -94,7 +95,7 @@ def make_playground_paths(studio: Studio):
         model, data = session_model(session)
         with user_errors():
             paths = studio.playground.paths(model, particles, seed, steps)
-        return paths_figure(paths, data[:1000], EXTENT)
+        return Drawn(lambda: paths_figure(paths, data[:1000], EXTENT))  # off the model thread
 
     return one_step(studio.runner, playground_paths)
 
@@ -107,10 +108,11 @@ def make_playground_loss(studio: Studio):
             ts, loss = studio.playground.loss_by_t(model)
             alpha_bar = studio.playground.alpha_bar(model.config)
         hard, easy = int(ts[int(np.argmax(loss))]), int(ts[int(np.argmin(loss))])
-        return loss_by_t_figure(ts, loss, alpha_bar), (
+        note = (
             f"Hardest near $t = {hard}$ (loss {loss.max():.3f}): with almost no noise in $x_t$, the noise cannot be told "
             f"from the data's own spread. Easiest near $t = {easy}$ (loss {loss.min():.3f}): $x_t$ is nearly all noise, "
             "so $\\epsilon \\approx x_t$. A loss of 1 is what predicting zero scores.")
+        return Drawn(lambda: (loss_by_t_figure(ts, loss, alpha_bar), note))  # off the model thread
 
     return one_step(studio.runner, playground_loss)
 

@@ -27,7 +27,7 @@ MAX_KEPT = 64  # results kept (each a few pictures and a figure: well under 1 MB
 @dataclass(frozen=True)
 class ShowMe:
     """One lesson's Show me: its event's name, its handler (an async generator function or coroutine function, as
-    ``demo.common.streamed`` / ``scheduled`` make them) and its inputs' default values."""
+    ``demo.common.streamed`` / ``one_step`` make them) and its inputs' default values."""
 
     number: int
     name: str

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, LockedPlot, as_int, one_step, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, Drawn, LockedPlot, as_int, one_step, user_errors
 from demo.figures import schedule_figure
 from demo.lab.session import Controls, EXAMPLES
 from diffusion.studio import Studio, make_grid, read_image
@@ -17,14 +17,14 @@ def make_schedules_show(studio: Studio):
         with user_errors():
             curves = studio.schedule(str(model_id))
             t = as_int(timestep, "t", 0, len(curves.timesteps) - 1)
-            figure = schedule_figure(curves, t, studio.schedule_family(len(curves.timesteps)))
+            family = studio.schedule_family(len(curves.timesteps))
             if image is None:  # until the user loads one: an example that suits the model
                 digit = studio.card(str(model_id)).kind == "pixel"
                 image = read_image(next(p for p in EXAMPLES if ("digit" in p) == digit))
             ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
             frames = studio.forward_strip(str(model_id), image, [int(s) for s in ts], seed)
             strip = make_grid(frames, ncols=len(frames))
-        return figure, strip
+        return Drawn(lambda: (schedule_figure(curves, t, family), strip))  # the figure: off the model thread
 
     return one_step(studio.runner, schedules_show)
 

@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
 
-from demo.common import FIGURE_LOCK, Tick, one_step, streamed, user_errors
+from demo.common import FIGURE_LOCK, Drawn, Tick, one_step, streamed, user_errors
 from demo.figures import (
     BLUE,
     GREY,
@@ -45,11 +45,12 @@ def make_lesson_forward(studio: Studio):
             T = len(curves.timesteps)
             ts = [0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1]
             strip = studio.forward_strip(PIXEL, read_picture(DIGIT), ts, seed)
-            figure = schedule_figure(curves, None, studio.schedule_family(T))
+            family = studio.schedule_family(T)
         ab = [float(curves.alphas_cumprod[t]) for t in ts]
         note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$, SNR = {a / max(1 - a, 1e-12):.3g}"
                           for t, a in zip(ts, ab, strict=True))
-        return labelled_strip([enlarge(s) for s in strip], [f"t = {t}" for t in ts]), figure, note
+        return Drawn(lambda: (labelled_strip([enlarge(s) for s in strip], [f"t = {t}" for t in ts]),
+                              schedule_figure(curves, None, family), note))  # drawn off the model thread
 
     return one_step(studio.runner, lesson_forward)
 
@@ -84,7 +85,7 @@ def make_lesson_denoising(studio: Studio):
         note = (f"Measured on {result.images} held-out digits (never trained on), one noise draw each: the error is "
                 f"{result.error[hard]:.3f} at $t = {result.timesteps[hard]}$ and {result.error[easy]:.4f} at "
                 f"$t = {result.timesteps[easy]}$.")
-        return error_figure(result.timesteps, result.error, result.spread), gallery, note
+        return Drawn(lambda: (error_figure(result.timesteps, result.error, result.spread), gallery, note))
 
     return one_step(studio.runner, lesson_denoising)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Tick, one_step, streamed, user_errors
+from demo.common import Drawn, Tick, one_step, streamed, user_errors
 from demo.figures import compression_figure, labelled_strip
 from demo.lesson_views.common import COPIES_SHOWN, LATENT, PIXEL, SHAPES, enlarge, read_picture
 from diffusion.studio import (
@@ -59,7 +59,8 @@ def make_lesson_latent(studio: Studio):
                                [_factor_label(r) for r in factors.rows])
         own = gate_figures(LATENT).get("ceiling.exact")  # the shipped model's own f = 4 autoencoder, trained longer
         longer = None if own is None else ("ldm-shapes' own f = 4\n(trained longer)", own)
-        return gallery, note, strip, compression_figure(factors, longer), _compression_note(factors, own)
+        return Drawn(lambda: (gallery, note, strip, compression_figure(factors, longer),
+                              _compression_note(factors, own)))  # the figure: off the model thread
 
     return one_step(studio.runner, lesson_latent)
 
