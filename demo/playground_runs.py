@@ -10,14 +10,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from demo.common import (
-    Drawn,
-    Tick,
-    as_int,
-    readable,
-    streamed,
-    user_errors,
-)
+from demo.common import Drawn, Tick, as_int, readable, streamed, user_errors
 from diffusion.studio import (
     SAMPLERS,
     ExportDir,
