@@ -76,6 +76,18 @@ def user_errors() -> Iterator[None]:
         raise gr.Error(str(message)) from error
 
 
+def kept(session: Any, attribute: str, first: str, what: str, again: str) -> Any:
+    """What a user's session keeps under ``attribute`` (a recorded run, a trained model), or a ``gr.Error``: ``first``
+    when there is no session yet (do that first), else, when the state budget has released it, that ``what`` was
+    released, why, and ``again``."""
+    if session is None:
+        raise gr.Error(first)
+    value = getattr(session, attribute)
+    if value is None:
+        raise gr.Error(f"{what} was released because {session.released}: {again}.")
+    return value
+
+
 GUIDANCE_SLIDER_MAX = 15.0  # the guidance sliders' range; the API checks up to MAX_GUIDANCE (diffusion.request)
 
 # The samplers as (title, name) for a dropdown.

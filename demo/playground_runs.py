@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from demo.common import Drawn, Tick, as_int, readable, streamed, user_errors
+from demo.common import Drawn, Tick, as_int, kept, readable, streamed, user_errors
 from diffusion.studio import (
     SAMPLERS,
     ExportDir,
@@ -49,11 +49,8 @@ class PlaygroundSession:
 
 
 def session_model(session: PlaygroundSession | None) -> tuple[PointModel, np.ndarray]:
-    if session is None:
-        raise gr.Error("Train a model first (press Train).")
-    if session.model is None or session.data is None:
-        raise gr.Error(f"Your playground model was released because {session.released}: train it again.")
-    return session.model, session.data
+    model = kept(session, "model", "Train a model first (press Train).", "Your playground model", "train it again")
+    return model, session.data  # released together (PlaygroundSession.release)
 
 
 def session_run(session: PlaygroundSession | None) -> ParticleRun:

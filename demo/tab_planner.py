@@ -19,6 +19,7 @@ from demo.common import (
     Drawn,
     Tick,
     as_int,
+    kept,
     readable,
     streamed,
     user_errors,
@@ -62,11 +63,7 @@ class PlannerSession:
 
 
 def _run(session: PlannerSession | None) -> PlanRun:
-    if session is None:
-        raise gr.Error("Plan first (press Plan).")
-    if session.run is None:
-        raise gr.Error(f"Your plans were released because {session.released}: plan again.")
-    return session.run
+    return kept(session, "run", "Plan first (press Plan).", "Your plans", "plan again")
 
 
 def _ends(studio: Studio, layout: str, sx: float, sy: float, gx: float, gy: float) -> tuple[np.ndarray, np.ndarray]:

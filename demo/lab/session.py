@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from demo.common import as_int
+from demo.common import as_int, kept
 from demo.figures import SchedulePicture
 from diffusion.studio import ASSETS, Trajectory
 
@@ -55,11 +55,8 @@ class Controls:
 
 def recorded_run(session: LabSession | None) -> Trajectory:
     """The user's recorded run, or a ``gr.Error`` that says to run (again)."""
-    if session is None:
-        raise gr.Error("Run the reverse process first (a run is kept for a limited time, then run it again).")
-    if session.trajectory is None:
-        raise gr.Error(f"Your step-lab run was released because {session.released}: run the reverse process again.")
-    return session.trajectory
+    return kept(session, "trajectory", "Run the reverse process first (a run is kept for a limited time, then run it "
+                "again).", "Your step-lab run", "run the reverse process again")
 
 
 def step_index(traj: Trajectory, step: float) -> int:
