@@ -246,11 +246,12 @@ class Studio:
         :func:`diffusion.cache.shared_run`); a follower on the runner's model thread never blocks it."""
         key = (run.card.id, precision_name(run.model.autocast_dtype), run.request, previews)
         idle = Progress(0, run.request.steps, 0.0, None, 0.0, 0, request=run.request)
-        return shared_run(key, self.results, self.flights, lambda: self._generate(run, previews), idle,
-                          0.0 if self.runner.on_thread() else self.follow_wait_s, lambda update: update.done,
-                          lambda result: replace(result, cached=True),
-                          lambda result: result.images.nbytes + result.grid.nbytes,
-                          lambda update: replace(update, preview=None))  # a preview is sent once
+        # asked at the first step, on the thread that runs it (generate itself is called in the request's handler)
+        wait_s = 0.0 if self.runner.on_thread() else self.follow_wait_s
+        yield from shared_run(key, self.results, self.flights, lambda: self._generate(run, previews), idle, wait_s,
+                              lambda update: update.done, lambda result: replace(result, cached=True),
+                              lambda result: result.images.nbytes + result.grid.nbytes,
+                              lambda update: replace(update, preview=None))  # a preview is sent once
 
     def _generate(self, run: Run, previews: int, init_image: np.ndarray | None = None,
                   start_timestep: int | None = None) -> Iterator[Progress]:

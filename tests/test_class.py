@@ -378,3 +378,23 @@ def test_checks_and_loading_happen_in_the_request_not_on_the_model_thread(tiny_d
     with pytest.raises(gr.Error, match="Steps"):
         asyncio.run(run(0))
     assert submitted == ["sample"]  # the bad request never entered the runner
+
+
+def test_a_follower_called_off_the_model_thread_never_blocks_it(tiny_ddpm_dir) -> None:
+    """The UI calls ``generate`` in the request's handler and runs the stream on the runner: whether to block is
+    decided on the thread that runs the steps, so a follower's turn on the model thread never waits 50 ms."""
+    studio = sharing_studio(tiny_ddpm_dir)
+    request = SampleRequest("ddim", 30, n=1, seed=5)
+    leader = studio.generate("local/tiny-ddpm", request, previews=0)
+    next(leader)  # the leader has started, and is then held
+    follower = studio.generate("local/tiny-ddpm", request, previews=0)  # called here, off the model thread
+    turns: list[float] = []
+    done = threading.Event()
+    studio.runner.submit(StepJob(follower, lambda update: turns.append(time.perf_counter()),
+                                 lambda error: done.set(), "follower"))
+    time.sleep(0.5)
+    waiting_turns = len(turns)
+    leader.close()  # the leader's user pressed Stop: the follower runs itself
+    assert done.wait(60)
+    print(f"\nfollower turns while its leader was held, in 0.5 s: {waiting_turns}")
+    assert waiting_turns >= 25, waiting_turns  # a turn each ~5 ms (the runner's pause), not one each 50 ms
