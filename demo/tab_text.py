@@ -81,11 +81,11 @@ def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple 
                     layout_note(layouts, studio.layout_fallback(update.request)))
         status = status_line(update) + note + (plan[1] if plan else "")
         figure = plan[0] if plan else (lambda: None)
-        tokens = token_view(update.prompt)
         if update.done:
-            yield Drawn(lambda u=update, s=status, f=figure, k=tokens: (u.grid, k, s, f()))
+            yield Drawn(lambda u=update, s=status, f=figure: (u.grid, token_view(u.prompt), s, f()))
         elif update.preview is not None:  # the first preview at once, then as often as the load allows
-            yield Tick(Drawn(lambda u=update, s=status, f=figure, k=tokens: (u.preview, k, s, f())), preview=True)
+            yield Tick(Drawn(lambda u=update, s=status, f=figure: (u.preview, token_view(u.prompt), s, f())),
+                       preview=True)
         else:
             yield Tick((gr.skip(), gr.skip(), status, gr.skip()))
 
