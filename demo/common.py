@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import secrets
 import threading
 import time
@@ -221,14 +222,20 @@ def streamed(runner: Runner) -> Callable[[Callable[..., Iterator[Any]]], Callabl
     that left) at most the step in flight finishes. A request cancelled while it waits for its first turn
     never starts.
 
-    Only model work runs on the model thread. A handler that returns its generator (rather than being one) runs
-    its checks and the Studio call that loads the model here, in the request's own handler, before the job
-    enters the runner (the Studio's streams check and load when called); a :class:`Drawn` update is drawn here too.
+    Only model work runs on the model thread. The handler is called here, in the request's own handler, and
+    returns its generator: its checks and the Studio calls that load the models (the Studio's streams check and
+    load when called) run before the job enters the runner. A handler that is itself a generator function would
+    run them at its first step, on the model thread: it is refused (``TypeError``). A :class:`Drawn` update is
+    drawn here too.
     """
     return functools.partial(_streamed, runner)
 
 
 def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    if inspect.isgeneratorfunction(handler):
+        raise TypeError(f"{handler.__name__} is a generator function: its checks and loading would run on the model "
+                        "thread; make it return its generator (readable(...)) after them")
+
     @functools.wraps(handler)
     async def run(*args: Any) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
@@ -274,16 +281,15 @@ def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable
     return run
 
 
-def one_step(runner: Runner, handler: Callable[..., Any]) -> Callable[..., Any]:
+def one_step(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
     """Run a one-shot model event (a forward-process view, a guidance decomposition) on ``runner`` as a job of
-    one step, in turn with the streamed runs, instead of beside them on another thread. A handler that returns
-    :class:`Drawn` has its figures drawn afterwards in the request's own handler, off the model thread."""
+    one step, in turn with the streamed runs, instead of beside them on another thread.
 
-    def once(*args: Any) -> Iterator[Any]:
-        yield handler(*args)
-
-    once.__name__ = handler.__name__
-    stream = _streamed(runner, once)
+    As for :func:`streamed`, ``handler`` runs in the request's own handler (its checks, and the Studio's one-shot
+    views, which check and load when called and return their work as a stream of one item,
+    :func:`diffusion.later.later`) and returns an iterator of one item: its computation is the job's one step.
+    An item that is :class:`Drawn` has its figures drawn afterwards, in the request's handler."""
+    stream = _streamed(runner, handler)
 
     @functools.wraps(handler)
     async def run(*args: Any) -> Any:
@@ -292,6 +298,15 @@ def one_step(runner: Runner, handler: Callable[..., Any]) -> Callable[..., Any]:
         return None
 
     return run
+
+
+def shown(items: Iterator[Any], show: Callable[[Any], Any]) -> Iterator[Drawn]:
+    """A one-shot view's update: the item of the Studio's stream of one (computed on the model thread, as the
+    job's one step), shown by ``show`` off the model thread (:class:`Drawn`); readable errors become
+    ``gr.Error`` messages."""
+    with user_errors():
+        for item in items:
+            yield Drawn(functools.partial(show, item))
 
 
 # Matplotlib's text layout (mathtext's parser, font caches) is not thread-safe: two figures drawn at

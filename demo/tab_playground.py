@@ -6,6 +6,8 @@ snapshots taken during training. Every handler is named after its ``api_name``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gradio as gr
 import numpy as np
 
@@ -16,6 +18,7 @@ from demo.common import (
     Drawn,
     LockedPlot,
     one_step,
+    shown,
     user_errors,
 )
 from demo.figures import field_figure, loss_by_t_figure, paths_figure
@@ -41,6 +44,7 @@ from diffusion.studio import (
     SAMPLERS_HERE,
     TIMESTEP_CHOICES,
     ExportDir,
+    NoiseField,
     PointConfig,
     StateBudget,
     Studio,
@@ -56,63 +60,85 @@ CLOUD = {"format": "png", "interactive": False, "height": 380, "buttons": ["down
 # ----- the other views (training and sampling: demo.playground_runs) -----
 def make_playground_forward(studio: Studio, exports: ExportDir):
     def playground_forward(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
-                           seed: float) -> tuple:
+                           seed: float) -> Iterator[Drawn]:
         """The forward process on the chosen 2-D data: the points at several timesteps of ``schedule`` with ``timesteps`` steps."""
-        with user_errors():
+        with user_errors():  # checked here; the clouds are the job's one step, the pictures are drawn after it
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, 1, seed)
-            ts, alpha_bar, clouds = studio.playground.forward(config, seed=seed)
             T = config.num_train_timesteps
-            frames_t = sorted({round(t) for t in np.linspace(0, T - 1, 40)})
-            _, _, frames = studio.playground.forward(config, timesteps=frames_t, seed=seed)
-            gif = write_animation([cloud_picture(c) for c in frames] + [cloud_picture(frames[-1])] * 8,
-                                  exports.path("forward.gif"), fps=12)
-        strip = make_grid(np.stack([cloud_picture(c, side=240) for c in clouds]), ncols=len(clouds))
-        note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$" for t, a in zip(ts, alpha_bar, strict=True))
-        return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Ho et al. 2020, Eq. 4), "
-                                 f"one $\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
+            shown_t = studio.playground.forward(config, seed=seed)
+            frames_t = studio.playground.forward(config, timesteps=sorted({round(t) for t in np.linspace(0, T - 1, 40)}),
+                                                 seed=seed)
+
+        def clouds() -> Iterator[Drawn]:
+            with user_errors():
+                (ts, alpha_bar, strip_clouds), (_, _, frames) = next(shown_t), next(frames_t)
+            yield Drawn(lambda: forward_panels(ts, alpha_bar, strip_clouds, frames, exports))
+
+        return clouds()
 
     return one_step(studio.runner, playground_forward)
 
 
+def forward_panels(ts: list[int], alpha_bar: np.ndarray, clouds: np.ndarray, frames: np.ndarray,
+                   exports: ExportDir) -> tuple:
+    """The forward process's strip of clouds, its animation (a GIF in ``exports``) and its note."""
+    gif = write_animation([cloud_picture(c) for c in frames] + [cloud_picture(frames[-1])] * 8,
+                          exports.path("forward.gif"), fps=12)
+    strip = make_grid(np.stack([cloud_picture(c, side=240) for c in clouds]), ncols=len(clouds))
+    note = " · ".join(f"$t = {t}$: $\\bar\\alpha_t = {a:.3f}$" for t, a in zip(ts, alpha_bar, strict=True))
+    return strip, str(gif), (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon$ (Ho et al. 2020, Eq. 4), "
+                             f"one $\\epsilon$ for all panels: {note}. At $t = T - 1$ the cloud is a standard Gaussian.")
+
+
 def make_playground_field(studio: Studio):
-    def playground_field(session: PlaygroundSession | None, timestep: float, score: bool) -> tuple:
+    def playground_field(session: PlaygroundSession | None, timestep: float, score: bool) -> Iterator[Drawn]:
         """The trained model's predicted noise (or score) as arrows over the plane at ``timestep``."""
         model, data = session_model(session)
         with user_errors():
-            field = studio.playground.field(model, timestep, 21)
-        norms = np.linalg.norm(field.score, axis=-1)
-        note = (f"$t = {field.timestep}$, $\\bar\\alpha_t = {field.alpha_bar:.4f}$: score "
-                f"$= -\\epsilon_\\theta / \\sqrt{{1-\\bar\\alpha_t}} = -\\epsilon_\\theta / {np.sqrt(1 - field.alpha_bar):.4f}$; "
-                f"its length on the grid: median {np.median(norms):.2f}, largest {norms.max():.2f}.")
-        return Drawn(lambda: (field_figure(field, data[:1000], EXTENT, bool(score)), note))  # off the model thread
+            fields = studio.playground.field(model, timestep, 21)  # checked here
+
+        def panels(field: NoiseField) -> tuple:
+            norms = np.linalg.norm(field.score, axis=-1)
+            note = (f"$t = {field.timestep}$, $\\bar\\alpha_t = {field.alpha_bar:.4f}$: score "
+                    f"$= -\\epsilon_\\theta / \\sqrt{{1-\\bar\\alpha_t}} = -\\epsilon_\\theta / {np.sqrt(1 - field.alpha_bar):.4f}$; "
+                    f"its length on the grid: median {np.median(norms):.2f}, largest {norms.max():.2f}.")
+            return field_figure(field, data[:1000], EXTENT, bool(score)), note
+
+        return shown(fields, panels)  # the figure: off the model thread
 
     return one_step(studio.runner, playground_field)
 
 
 def make_playground_paths(studio: Studio):
-    def playground_paths(session: PlaygroundSession | None, particles: float, seed: float, steps: float) -> object:
+    def playground_paths(session: PlaygroundSession | None, particles: float, seed: float,
+                         steps: float) -> Iterator[Drawn]:
         """The paths ``particles`` points take from noise to data in ``steps`` DDIM steps (eta 0) with ``seed``."""
         model, data = session_model(session)
         with user_errors():
-            paths = studio.playground.paths(model, particles, seed, steps)
-        return Drawn(lambda: paths_figure(paths, data[:1000], EXTENT))  # off the model thread
+            paths = studio.playground.paths(model, particles, seed, steps)  # checked here
+        return shown(paths, lambda run: paths_figure(run, data[:1000], EXTENT))  # off the model thread
 
     return one_step(studio.runner, playground_paths)
 
 
 def make_playground_loss(studio: Studio):
-    def playground_loss(session: PlaygroundSession | None) -> tuple:
+    def playground_loss(session: PlaygroundSession | None) -> Iterator[Drawn]:
         """The trained model's loss against t (where the denoiser finds the task hard)."""
         model, _ = session_model(session)
         with user_errors():
-            ts, loss = studio.playground.loss_by_t(model)
+            losses = studio.playground.loss_by_t(model)
             alpha_bar = studio.playground.alpha_bar(model.config)
-        hard, easy = int(ts[int(np.argmax(loss))]), int(ts[int(np.argmin(loss))])
-        note = (
-            f"Hardest near $t = {hard}$ (loss {loss.max():.3f}): with almost no noise in $x_t$, the noise cannot be told "
-            f"from the data's own spread. Easiest near $t = {easy}$ (loss {loss.min():.3f}): $x_t$ is nearly all noise, "
-            "so $\\epsilon \\approx x_t$. A loss of 1 is what predicting zero scores.")
-        return Drawn(lambda: (loss_by_t_figure(ts, loss, alpha_bar), note))  # off the model thread
+
+        def panels(measured: tuple[np.ndarray, np.ndarray]) -> tuple:
+            ts, loss = measured
+            hard, easy = int(ts[int(np.argmax(loss))]), int(ts[int(np.argmin(loss))])
+            note = (
+                f"Hardest near $t = {hard}$ (loss {loss.max():.3f}): with almost no noise in $x_t$, the noise cannot be told "
+                f"from the data's own spread. Easiest near $t = {easy}$ (loss {loss.min():.3f}): $x_t$ is nearly all noise, "
+                "so $\\epsilon \\approx x_t$. A loss of 1 is what predicting zero scores.")
+            return loss_by_t_figure(ts, loss, alpha_bar), note
+
+        return shown(losses, panels)  # the figure: off the model thread
 
     return one_step(studio.runner, playground_loss)
 

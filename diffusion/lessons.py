@@ -2,7 +2,8 @@
 
 Ho et al.'s Figs. 6 and 7 live, the denoising error against t, memorisation, and Rombach et al.'s cost of a step
 and trade by downsampling factor. Each view checks its request and loads its model when called (``ValueError``,
-readable); the streamed ones then run their steps through the Studio's compute gate. Marked as model work
+readable); the streamed ones then run their steps through the Studio's compute gate, and the one-shot ones
+return their computation as a stream of one item (:func:`diffusion.later.later`). Marked as model work
 (:func:`diffusion.remote.model_work`), they run on the replicas where the Studio has a backend.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from PIL import Image
 
 from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
 from diffusion.lab.compression import Compression
@@ -22,6 +24,7 @@ from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.memorisation import NearestCopies, nearest_copies
 from diffusion.lab.progressive import Progressive, progressive
 from diffusion.lab.shared import SharedLatent, start_indices
+from diffusion.later import later
 from diffusion.metrics.cards import RESULTS_FILE
 from diffusion.pipeline import pictures
 from diffusion.registry import ASSETS
@@ -113,12 +116,13 @@ class LessonViews:
             finals.append(pictures(run.model, record.prev_sample))
         yield total, total, SharedLatent(np.stack(shown), np.stack(finals), original, tuple(timesteps))
 
-    @model_work(name="lessons.denoising_error")
+    @model_work(stream=True, name="lessons.denoising_error")
     def denoising_error(self, model_id: str, images: Sequence[np.ndarray] | None = None, points: int = 20,
-                        shown: Sequence[int] = (50, 250, 500, 750, 950), seed: int = 0) -> DenoisingError:
+                        shown: Sequence[int] = (50, 250, 500, 750, 950), seed: int = 0) -> Iterator[DenoisingError]:
         """A pixel model's noise-prediction error at ``points`` evenly spaced t on held-out images (default: the
         64 held-out MNIST digits shipped in assets/examples), with its x_t, predicted noise and predicted x_0
-        at the t in ``shown`` (:mod:`diffusion.lab.denoising`)."""
+        at the t in ``shown`` (:mod:`diffusion.lab.denoising`): a stream of one item (:func:`diffusion.later.later`),
+        checked and loaded when called."""
         card = self.studio.card(model_id)
         if card.kind != "pixel":
             raise ValueError("the denoising-error view is for pixel models (choose a DDPM)")
@@ -130,7 +134,8 @@ class LessonViews:
         digits = list(images) if images is not None else read_sheet(ASSETS / "examples" / HELD_OUT_SHEET)
         if not 1 <= len(digits) <= 256:
             raise ValueError(f"the denoising error is measured on 1 to 256 images, got {len(digits)}")
-        return denoising_error(model, scheduler, digits, ts, list(shown), whole_number(seed, "Seed", 0, MAX_SEED))
+        seed = whole_number(seed, "Seed", 0, MAX_SEED)
+        return later(lambda: denoising_error(model, scheduler, digits, ts, list(shown), seed))
 
     @staticmethod
     def nearest_copies(samples: np.ndarray) -> NearestCopies:
@@ -143,17 +148,29 @@ class LessonViews:
         held_out = np.stack(read_sheet(ASSETS / "examples" / HELD_OUT_SHEET))
         return nearest_copies(samples, train, held_out)
 
-    @model_work(name="lessons.step_cost")
-    def step_cost(self, model_id: str, in_pixels: bool = False) -> StepCost:
+    @model_work(stream=True, name="lessons.step_cost")
+    def step_cost(self, model_id: str, in_pixels: bool = False) -> Iterator[StepCost]:
         """FLOPs and measured time of one UNet step for one image of ``model_id``; ``in_pixels``: of the same UNet
-        architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`)."""
-        return step_cost(self.studio.load(model_id), factor=1 if in_pixels else None)
+        architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`): a stream of one
+        item, checked and loaded when called."""
+        model = self.studio.load(model_id)
+        if in_pixels and getattr(model, "vae", None) is None:
+            raise ValueError("only a latent model has counterparts at other downsampling factors")
+        return later(lambda: step_cost(model, factor=1 if in_pixels else None))
 
-    @model_work(name="lessons.compression")
-    def compression(self, model_id: str, image: np.ndarray, repeats: int = 3) -> Compression:
-        """Rombach et al.'s trade by downsampling factor for one uint8 image (H, W, 3) of the latent model
-        ``model_id``'s size (:meth:`diffusion.lab.compression.Autoencoders.compare`)."""
+    @model_work(stream=True, name="lessons.compression")
+    def compression(self, model_id: str, image: np.ndarray, repeats: int = 3) -> Iterator[Compression]:
+        """Rombach et al.'s trade by downsampling factor for one uint8 RGB image (H, W, 3), resized (bicubic) to the
+        latent model ``model_id``'s image size (:meth:`diffusion.lab.compression.Autoencoders.compare`; the f = 1
+        row's reconstruction is the resized image itself): a stream of one item, checked and loaded when called."""
         card = self.studio.card(model_id)
         if card.kind != "latent-text":
             raise ValueError(f"{card.id} has no autoencoder (choose a latent model)")
-        return self.studio.autoencoders.compare(self.studio.load(card.id), image, repeats)
+        model = self.studio.load(card.id)
+        self.studio.autoencoders.load_all()
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"the image must be uint8 RGB (H, W, 3), got {image.dtype} {image.shape}")
+        side = model.unet.config.sample_size * model.vae_scale_factor
+        image = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
+        return later(lambda: self.studio.autoencoders.compare(model, image, repeats))

@@ -275,9 +275,9 @@ class RayBackend:
     def stream(self, call: Call) -> Iterator[Any]:
         """The updates of a streaming call, read by a pump thread (the replica runs ahead of a slow reader; the
         runner's turn never waits on the network for more than one item). Stops the remote request when the
-        consumer stops; ``BackendError`` when nothing arrives for ``stall_s``."""
-        response = self._to(call.model_id, self.streaming).stream.remote(call)
-        return self._read(response)
+        consumer stops; ``BackendError`` when nothing arrives for ``stall_s``. The request is sent at the first
+        ``next()``: a stream made and never read (a view's second run, after a cancel) sends nothing."""
+        yield from self._read(self._to(call.model_id, self.streaming).stream.remote(call))
 
     def _read(self, response: Any) -> Iterator[Any]:
         box: queue.Queue[tuple[str, Any]] = queue.Queue()

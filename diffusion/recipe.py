@@ -161,6 +161,17 @@ class Recipe:
             return None
         return f"other weights: the recipe ran on {self.model} weights {self.weights}, these are {here}"
 
+    def replay_notes(self, scheduler_config: dict[str, Any], weights: str, precision: str) -> list[str]:
+        """Check the recipe against the model that would replay it (its scheduler config: ``ValueError``) and say
+        what may make the replay differ: other weights, library versions or precision."""
+        self.check_scheduler_config(scheduler_config)
+        notes = self.version_mismatches()
+        if (other := self.weights_mismatch(weights)) is not None:
+            notes.insert(0, other)
+        if self.precision != precision:
+            notes.append(f"precision: recipe {self.precision}, here {precision}")
+        return notes
+
 
 MAX_RECIPE_CHARS = 1 << 20
 MAX_LINK_CHARS = 4000  # a shared run's URL parameter (a prompt of 2,000 characters still fits)

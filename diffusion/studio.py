@@ -32,6 +32,7 @@ from diffusion.explain import update_latex
 from diffusion.export import PANELS, ExportDir, trajectory_frames, write_animation
 from diffusion.images import IMAGE_LIMITS, data_url_bytes, make_grid, read_image
 from diffusion.lab.compression import FIGURE_URL as COMPRESSION_FIGURE, Autoencoders, Compression, FactorRow
+from diffusion.lab.denoising import DenoisingError
 from diffusion.lab.forward import ForwardView, forward_process, forward_strip
 from diffusion.lab.memorisation import NearestCopies
 from diffusion.lab.progressive import FIGURE_URL as PROGRESSIVE_FIGURE, Progressive
@@ -40,6 +41,7 @@ from diffusion.lab.schedules import ScheduleCurves, schedule_family
 from diffusion.lab.shared import FIGURE_URL as SHARED_LATENT_FIGURE, SharedLatent
 from diffusion.lab.trajectory import (GUIDANCE_SCALES, GuidanceView, StepView, Trajectory, UpdatePictures,
                                       attention_overlays, decompose_guidance, record_run, trajectory_nbytes)
+from diffusion.later import later
 from diffusion.layout import LAYOUT_MODES, Layout, why_plain
 from diffusion.lessons import LessonViews, gate_figures
 from diffusion.loading import (PRECISIONS, LoadedModel, ModelLoadError, ModelStore, Speedups, precision_name,
@@ -71,7 +73,7 @@ __all__ = [  # what the UI may use: the Studio and plain values
     "__version__", "ASSETS", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_LAB_IMAGES",
     "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "PANELS", "RACE_LEVELS",
     "SAMPLERS", "ExportDir", "Runner", "StepJob", "ModelCard", "ModelLoadError", "Progress",
-    "PromptTokens", "RaceLane", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepView", "UpdatePictures",
+    "PromptTokens", "RaceLane", "ForwardView", "GuidanceView", "DenoisingError", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepView", "UpdatePictures",
     "Progressive", "PROGRESSIVE_FIGURE", "SharedLatent", "SHARED_LATENT_FIGURE",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", 
     "race_milestones",
@@ -278,16 +280,8 @@ class Studio:
         return self._checked(recipe_from_link(link))
 
     def _checked(self, recipe: Recipe) -> tuple[Recipe, list[str]]:
-        card = self.card(recipe.model)
-        model = self.load(card.id)
-        recipe.check_scheduler_config(model.scheduler_config)
-        notes = recipe.version_mismatches()
-        if (other := recipe.weights_mismatch(model.weights)) is not None:
-            notes.insert(0, other)
-        here = precision_name(model.autocast_dtype)
-        if recipe.precision != here:
-            notes.append(f"precision: recipe {recipe.precision}, here {here}")
-        return recipe, notes
+        model = self.load(self.card(recipe.model).id)
+        return recipe, recipe.replay_notes(model.scheduler_config, model.weights, precision_name(model.autocast_dtype))
 
     # ----- the step lab -----
     @model_work(stream=True)
@@ -330,27 +324,41 @@ class Studio:
                         [run.scheduler.alphas_cumprod.numpy() for run in runs],
                         [lambda run=run: self.run_steps(run) for run in runs], lambda x: pictures(model, x))
 
-    @model_work()
+    @model_work(stream=True)
     def guidance_view(self, model_id: str, view: StepView,
-                      scales: tuple[float, ...] = GUIDANCE_SCALES) -> GuidanceView:
+                      scales: tuple[float, ...] = GUIDANCE_SCALES) -> Iterator[GuidanceView]:
         """Classifier-free guidance at one recorded step of a text model's run, for each scale in ``scales``
-        (:func:`diffusion.lab.trajectory.decompose_guidance`)."""
+        (:func:`diffusion.lab.trajectory.decompose_guidance`): a stream of one item (:func:`diffusion.later.later`),
+        checked and loaded when called."""
+        if view.guidance is None:
+            raise ValueError("this step has no guidance record: use a text model with guidance > 1")
         model = self.load(model_id)
-        return decompose_guidance(model, make_scheduler("ddpm", model.scheduler_config), view, scales)
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        return later(lambda: decompose_guidance(model, scheduler, view, scales))
 
-    @model_work()
-    def forward_process(self, model_id: str, image: np.ndarray, timestep: int, seed: int = 0) -> ForwardView:
-        """The forward process on the user's uint8 image at training timestep ``timestep`` (Eq. 4)."""
-        model = self.load(model_id)
-        return forward_process(model, make_scheduler("ddpm", model.scheduler_config), image, timestep,
-                               whole_number(seed, "Seed", 0, MAX_SEED))
+    @model_work(stream=True)
+    def forward_process(self, model_id: str, image: np.ndarray, timestep: int,
+                        seed: int = 0) -> Iterator[ForwardView]:
+        """The forward process on the user's uint8 image at training timestep ``timestep`` (Eq. 4): a stream of one
+        item, checked and loaded when called."""
+        model, scheduler, (t,), seed = self._forward(model_id, [timestep], seed)
+        return later(lambda: forward_process(model, scheduler, image, t, seed))
 
-    @model_work()
-    def forward_strip(self, model_id: str, image: np.ndarray, timesteps: Sequence[int], seed: int = 0) -> np.ndarray:
-        """x_t of one image at several t, uint8 (len(timesteps), H, W[, 3]), one noise draw."""
+    @model_work(stream=True)
+    def forward_strip(self, model_id: str, image: np.ndarray, timesteps: Sequence[int],
+                      seed: int = 0) -> Iterator[np.ndarray]:
+        """x_t of one image at several t, uint8 (len(timesteps), H, W[, 3]), one noise draw: a stream of one item,
+        checked and loaded when called."""
+        model, scheduler, ts, seed = self._forward(model_id, timesteps, seed)
+        return later(lambda: forward_strip(model, scheduler, image, ts, seed))
+
+    def _forward(self, model_id: str, timesteps: Sequence[int], seed: int) -> tuple:
+        """The forward views' model, noise scheduler, timesteps (each in [0, T - 1]) and seed, checked and loaded."""
         model = self.load(model_id)
-        return forward_strip(model, make_scheduler("ddpm", model.scheduler_config), image, timesteps,
-                             whole_number(seed, "Seed", 0, MAX_SEED))
+        scheduler = make_scheduler("ddpm", model.scheduler_config)
+        T = len(scheduler.alphas_cumprod)
+        ts = [whole_number(t, "t", 0, T - 1) for t in timesteps]
+        return model, scheduler, ts, whole_number(seed, "Seed", 0, MAX_SEED)
 
     @staticmethod
     def layouts(request: SampleRequest) -> list[Layout | None]:

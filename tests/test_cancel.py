@@ -55,11 +55,14 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
     runner = FairRunner("test-streamed-cancel")
     done: list[int] = []
 
-    def steps(n: int, pause: float):
+    def run(n: int, pause: float):
         for i in range(n):
             time.sleep(pause)  # one "denoising step"
             done.append(i)
             yield i if i == 0 or i == n - 1 else Tick(i)
+
+    def steps(n: int, pause: float):  # a handler returns its generator
+        return run(n, pause)
 
     async def cancel_midway() -> tuple[int, int, int]:
         updates = streamed(runner)(steps)(200, 0.05)
@@ -88,9 +91,12 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
     assert len(done) == 50 and sent[0] == 0 and sent[-1] == 49
     assert len(sent) <= 2 + 1 + int(0.05 * 50 / STREAM_EVERY_S)  # the ends and few Ticks, not 48
 
-    def broken():
+    def failing_run():
         yield 1
         raise gr.Error("a clear message")
+
+    def broken():
+        return failing_run()
 
     async def failing() -> list:
         return [u async for u in streamed(runner)(broken)()]
@@ -100,11 +106,13 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
 
 
 def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
-    """A handler's figures (``Drawn``) are drawn in the request's own handler, not on the runner's model thread,
-    for streamed and one-step events alike."""
+    """A handler's checks run in the request's own handler, its model work on the runner's model thread, and its
+    figures (``Drawn``) back in the request's handler, for streamed and one-step events alike; a handler that is a
+    generator function (whose checks would run on the model thread) is refused."""
     import asyncio
 
-    from demo.common import Drawn, one_step, streamed
+    from demo.common import Drawn, one_step, shown, streamed
+    from diffusion.later import later
     from diffusion.runners import FairRunner
 
     runner = FairRunner("test-drawn")
@@ -115,19 +123,33 @@ def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
         return name
 
     def stream():
-        note("step")
-        yield Drawn(lambda: note("streamed figure"))
+        note("streamed checks")
+
+        def steps():
+            note("step")
+            yield Drawn(lambda: note("streamed figure"))
+
+        return steps()
 
     def once():
-        note("one step")
-        return Drawn(lambda: note("one-step figure"))
+        note("one-step checks")
+        return shown(later(lambda: note("one step")), lambda value: note("one-step figure"))
 
     async def both() -> tuple:
         return [u async for u in streamed(runner)(stream)()], await one_step(runner, once)()
 
     assert asyncio.run(both()) == (["streamed figure"], "one-step figure")
     assert where["step"] == where["one step"] == "test-drawn"
-    assert where["streamed figure"] != "test-drawn" and where["one-step figure"] != "test-drawn"
+    assert all(where[name] != "test-drawn" for name in ("streamed checks", "one-step checks", "streamed figure",
+                                                        "one-step figure")), where
+
+    def generator_handler():
+        yield "checks here would run on the model thread"
+
+    with pytest.raises(TypeError, match="generator function"):
+        streamed(runner)(generator_handler)
+    with pytest.raises(TypeError, match="generator function"):
+        one_step(runner, generator_handler)
 
 
 @pytest.fixture(scope="module")

@@ -172,7 +172,7 @@ def test_streamed_events_share_the_model_thread_fairly() -> None:
             return [u async for u in streamed(runner)(gated)(name, n, order, 0.003)]
 
         def gated(*args):  # each step a model step, through the runner's gate (as the Studio's steps are)
-            yield from runner.gate.steps(logged_steps(*args))
+            return runner.gate.steps(logged_steps(*args))
 
         first, second = await asyncio.gather(drain("long", 40), drain("short", 5))
         assert second[-1] == 4 and first[-1] == 39

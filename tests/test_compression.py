@@ -38,7 +38,7 @@ def test_the_studio_compares_factors_on_one_image(studio, tiny_autoencoders: Pat
 
     here = Studio(studio.registry, device="cpu", precision="fp32", cache_bytes=0, autoencoders=tiny_autoencoders)
     image = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    view = here.lessons.compression("local/tiny-sd", image, repeats=1)
+    view = next(here.lessons.compression("local/tiny-sd", image, repeats=1))
     assert [r.factor for r in view.rows] == list(FACTORS)
     pixels, *latents = view.rows
     assert np.array_equal(pixels.reconstruction, image) and pixels.psnr == float("inf") and pixels.decode_ms == 0
@@ -49,7 +49,7 @@ def test_the_studio_compares_factors_on_one_image(studio, tiny_autoencoders: Pat
     assert all(r.reconstruction.shape == image.shape and r.reconstruction.dtype == np.uint8 for r in latents)
     assert all(np.isfinite(r.psnr) and r.decode_ms > 0 for r in latents)
     assert view.rows[1].bound == {"psnr": 30.5, "exact": 0.9} and view.rows[2].bound == {}
-    again = here.lessons.compression("local/tiny-sd", image, repeats=1)
+    again = next(here.lessons.compression("local/tiny-sd", image, repeats=1))
     assert all(np.array_equal(a.reconstruction, b.reconstruction) for a, b in zip(view.rows, again.rows))
     assert latents[0].seconds_per_sample(25, True) == pytest.approx((50 * latents[0].cost.ms + latents[0].decode_ms) / 1000)
 
@@ -61,8 +61,10 @@ def test_the_comparison_refuses_what_it_cannot_draw(studio, tiny_autoencoders: P
     image = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(ValueError, match="has no autoencoder"):
         here.lessons.compression("local/tiny-ddpm", image)
-    with pytest.raises(ValueError, match="uint8 16x16x3"):
-        here.lessons.compression("local/tiny-sd", np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8 RGB"):  # refused when called: no job would start
+        here.lessons.compression("local/tiny-sd", np.zeros((64, 64), np.uint8))
+    larger = next(here.lessons.compression("local/tiny-sd", np.zeros((64, 64, 3), np.uint8), repeats=1))
+    assert larger.rows[0].reconstruction.shape == (16, 16, 3)  # resized to the model's image size
     missing = Studio(studio.registry, device="cpu", precision="fp32", cache_bytes=0, autoencoders=tmp_path)
     with pytest.raises(ValueError, match="f = 2 is missing"):
         missing.lessons.compression("local/tiny-sd", image)

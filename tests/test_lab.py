@@ -25,24 +25,24 @@ def digit_like(size: int = 32) -> np.ndarray:
 
 def test_forward_process_endpoints(studio):
     image = digit_like()
-    start = studio.forward_process("local/tiny-ddpm", image, 0, seed=1)
+    start = next(studio.forward_process("local/tiny-ddpm", image, 0, seed=1))
     assert start.x_t.shape == (8, 8) and start.x0.shape == (8, 8)
     assert np.abs(start.x_t.astype(int) - start.x0.astype(int)).max() <= 8  # t = 0 keeps the image
     assert start.signal_coef == pytest.approx(start.alpha_prod_t ** 0.5)
-    end = studio.forward_process("local/tiny-ddpm", image, 99, seed=1)
+    end = next(studio.forward_process("local/tiny-ddpm", image, 99, seed=1))
     assert end.signal_coef < 0.05 and end.noise_coef > 0.99
     assert end.x_t_std == pytest.approx(1.0, abs=0.35)  # 64 pixels of almost pure N(0, 1)
-    same = studio.forward_process("local/tiny-ddpm", image, 99, seed=1)
+    same = next(studio.forward_process("local/tiny-ddpm", image, 99, seed=1))
     assert np.array_equal(same.x_t, end.x_t)  # one fixed noise draw per seed
     with pytest.raises(ValueError, match="t must be a whole number between 0 and 99"):
         studio.forward_process("local/tiny-ddpm", image, 100)
-    strip = studio.forward_strip("local/tiny-ddpm", image, [0, 40, 99], seed=1)
+    strip = next(studio.forward_strip("local/tiny-ddpm", image, [0, 40, 99], seed=1))
     for frame, t in zip(strip, [0, 40, 99], strict=True):  # the same draw as forward's, encoded once
-        assert np.array_equal(frame, studio.forward_process("local/tiny-ddpm", image, t, seed=1).x_t)
+        assert np.array_equal(frame, next(studio.forward_process("local/tiny-ddpm", image, t, seed=1)).x_t)
 
 
 def test_forward_process_on_a_latent_model_reports_reconstruction(studio):
-    view = studio.forward_process("local/tiny-sd", np.full((40, 40, 3), 128, np.uint8), 50, seed=0)
+    view = next(studio.forward_process("local/tiny-sd", np.full((40, 40, 3), 128, np.uint8), 50, seed=0))
     assert view.x_t.shape == (16, 16, 3) and view.latents is not None and view.latents.shape == (8, 35)
     assert view.reconstruction_psnr is not None and np.isfinite(view.reconstruction_psnr)
 
@@ -64,7 +64,7 @@ def test_guidance_decomposition_reuses_the_cached_pair(studio):
     *_, (_, _, traj) = studio.trajectory("local/tiny-sd", request)
     view = traj.steps[1]
     assert view.guidance is not None and view.guidance.uncond.shape == (4, 8, 8)
-    decomposition = studio.guidance_view("local/tiny-sd", view, scales=(0.0, 1.0, 3.0))
+    decomposition = next(studio.guidance_view("local/tiny-sd", view, scales=(0.0, 1.0, 3.0)))
     assert len(decomposition.pred_x0) == 3 and decomposition.pred_x0[0].shape == (16, 16, 3)
     # the scale the run used reproduces the run's own predicted x0 (to float16 caching)
     assert np.abs(decomposition.pred_x0[2].astype(int) - view.pred_x0.astype(int)).max() <= 2

@@ -28,7 +28,7 @@ def test_the_denoising_error_falls_as_t_grows_on_held_out_digits(studio) -> None
     from PIL import Image
 
     digit = np.asarray(Image.open(ASSETS / "examples" / "digit-3.png").convert("L"))
-    result = studio.lessons.denoising_error("local/tiny-ddpm", images=[digit, digit[::-1]], points=6, shown=(0, 99, 500))
+    result = next(studio.lessons.denoising_error("local/tiny-ddpm", images=[digit, digit[::-1]], points=6, shown=(0, 99, 500)))
     assert result.timesteps.shape == result.error.shape == result.spread.shape == (6,)
     assert result.timesteps[0] == 0 and result.timesteps[-1] == 99 and result.images == 2  # the tiny model's T = 100
     assert np.isfinite(result.error).all() and (result.error >= 0).all()
@@ -47,11 +47,11 @@ def test_the_shipped_ddpm_has_learned_the_noise_where_it_can(tmp_path) -> None:
     from diffusion.studio import Studio
 
     studio = Studio(Registry.default(), device="cpu", cache_bytes=0)
-    result = studio.lessons.denoising_error("ddpm-mnist", points=5, shown=())
+    result = next(studio.lessons.denoising_error("ddpm-mnist", points=5, shown=()))
     assert result.images == 64
     assert result.error[0] > 0.5 and result.error[-1] < 0.05
     assert np.all(np.diff(result.error) < 0)  # falls as t grows
-    cost = studio.lessons.step_cost("ddpm-mnist")
+    cost = next(studio.lessons.step_cost("ddpm-mnist"))
     assert cost.shape == (1, 32, 32) and cost.flops > 1e6 and cost.ms > 0
 
 
@@ -108,8 +108,8 @@ def test_same_seed_is_identical_in_the_determinism_lesson(served) -> None:
 
 
 def test_a_latent_step_costs_less_than_the_same_unet_on_pixels(studio) -> None:
-    latent = studio.lessons.step_cost("local/tiny-sd")
-    pixels = studio.lessons.step_cost("local/tiny-sd", in_pixels=True)
+    latent = next(studio.lessons.step_cost("local/tiny-sd"))
+    pixels = next(studio.lessons.step_cost("local/tiny-sd", in_pixels=True))
     assert pixels.shape[0] == 3 and pixels.shape[1] > latent.shape[1]
     assert pixels.flops > 2 * latent.flops  # the tiny autoencoder halves each side: 4x the area
     assert abs(pixels.parameters - latent.parameters) < 0.01 * latent.parameters  # the same architecture
@@ -139,7 +139,7 @@ def test_every_figure_reads_on_a_projector_and_tells_lines_apart_without_colour(
     grid = np.stack(np.meshgrid(np.linspace(-3, 3, 5), np.linspace(-3, 3, 5)), -1)
     path = np.cumsum(np.random.default_rng(0).normal(size=(11, 3, 2)), 0)
     ts = np.linspace(0, 99, 10)
-    trade = studio.lessons.compression("local/tiny-sd", np.zeros((16, 16, 3), np.uint8), repeats=1)
+    trade = next(studio.lessons.compression("local/tiny-sd", np.zeros((16, 16, 3), np.uint8), repeats=1))
     bounds = {1: {"exact": 0.97}, 2: {"psnr": 35.0, "exact": 0.95}, 4: {"psnr": 31.0, "exact": 0.9},
               8: {"psnr": 24.0, "exact": 0.6}}
     trade = dataclasses.replace(trade, rows=tuple(dataclasses.replace(r, bound=bounds[r.factor]) for r in trade.rows))

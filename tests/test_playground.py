@@ -180,7 +180,7 @@ def test_sampling_streams_every_step_and_is_reproducible(playground, short_model
 def test_the_noise_field_points_toward_the_data_at_small_t(playground) -> None:
     *_, last = playground.train(replace(SHORT, steps=1500))
     model = last.model
-    field = playground.field(model, 20, 15)
+    field = next(playground.field(model, 20, 15))
     assert field.points.shape == field.eps.shape == field.score.shape == (15, 15, 2)
     np.testing.assert_allclose(field.score, -field.eps / np.sqrt(1 - field.alpha_bar), rtol=1e-5)
     data = playground.data(model.config, 2000)
@@ -194,10 +194,10 @@ def test_the_noise_field_points_toward_the_data_at_small_t(playground) -> None:
 
 
 def test_ddim_paths_are_deterministic_and_ddpm_paths_follow_the_noise(playground, short_model) -> None:
-    paths = playground.paths(short_model, 6, 3, 30)
+    paths = next(playground.paths(short_model, 6, 3, 30))
     assert paths.ddim.shape == paths.ddpm.shape == (31, 6, 2)
     np.testing.assert_array_equal(paths.ddpm[0], paths.ddim[0])  # the same start
-    again = playground.paths(short_model, 6, 3, 30)
+    again = next(playground.paths(short_model, 6, 3, 30))
     np.testing.assert_array_equal(paths.ddim, again.ddim)
     np.testing.assert_array_equal(paths.ddpm, again.ddpm)
     assert not np.allclose(paths.ddpm[-1], paths.ddpm_other_seed[-1], atol=1e-3)  # other noise, other end
@@ -211,13 +211,13 @@ def test_ddim_paths_are_deterministic_and_ddpm_paths_follow_the_noise(playground
 
 
 def test_the_loss_is_hard_near_t0_and_easy_near_T(playground, short_model) -> None:
-    ts, loss = playground.loss_by_t(short_model, bins=10)
+    ts, loss = next(playground.loss_by_t(short_model, bins=10))
     assert ts.shape == loss.shape == (10,) and ts[0] == 0 and ts[-1] == 999
     assert loss[0] > 0.5 and loss[-1] < 0.05 and loss[0] > loss[-1]
 
 
 def test_the_forward_process_ends_in_a_standard_gaussian(playground) -> None:
-    ts, alpha_bar, clouds = playground.forward(SHORT, n=2000)
+    ts, alpha_bar, clouds = next(playground.forward(SHORT, n=2000))
     assert clouds.shape == (6, 2000, 2) and ts[0] == 0 and ts[-1] == 999
     np.testing.assert_allclose(clouds[0], playground.data(SHORT, 2000), atol=0.05)  # t = 0: the data, barely noised
     assert alpha_bar[-1] < 1e-3 and abs(float(clouds[-1].std()) - 1) < 0.05

@@ -110,8 +110,8 @@ def test_step_lab_race_sdedit_and_guidance_equal_the_local_backend(remote, studi
         np.testing.assert_array_equal(a.pred_x0, b.pred_x0)
         for key in b.attention:
             np.testing.assert_array_equal(a.attention[key], b.attention[key])
-    np.testing.assert_array_equal(remote.guidance_view("local/tiny-sd", there.steps[1]).pred_x0[0],
-                                  studio.guidance_view("local/tiny-sd", here.steps[1]).pred_x0[0])
+    np.testing.assert_array_equal(next(remote.guidance_view("local/tiny-sd", there.steps[1])).pred_x0[0],
+                                  next(studio.guidance_view("local/tiny-sd", here.steps[1])).pred_x0[0])
     lanes = (("ddim", 3), ("ddpm", 5))
     *_, far = remote.race("local/tiny-ddpm", SampleRequest(seed=3), lanes)
     *_, near = studio.race("local/tiny-ddpm", SampleRequest(seed=3), lanes)

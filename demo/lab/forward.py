@@ -11,34 +11,41 @@ from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
     CheckedImage,
+    Drawn,
     Tick,
     card_request,
     one_step,
     readable,
+    shown,
     streamed,
     user_errors,
 )
 from demo.lab.session import Controls, EXAMPLES, PANEL
 from demo.theory import FORWARD
-from diffusion.studio import IMAGE_LIMITS, MAX_STEPS, Progress, Studio
+from diffusion.studio import IMAGE_LIMITS, MAX_STEPS, ForwardView, Progress, Studio
 
 
 def make_forward_show(studio: Studio):
-    def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> tuple:
+    def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> Iterator[Drawn]:
         """SDEdit's first half: ``image`` noised to ``timestep`` by q(x_t | x_0) with ``seed`` (latent models noise its latents)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         with user_errors():
-            view = studio.forward_process(str(model_id), image, timestep, seed)
-        text = (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon = "
-                f"{view.signal_coef:.4f}\\,x_0 + {view.noise_coef:.4f}\\,\\epsilon$ at $t = {view.timestep}$ "
-                f"($\\bar\\alpha_t = {view.alpha_prod_t:.5f}$); std of $x_t$ = {view.x_t_std:.3f} "
-                f"(of $x_0$: {view.x0_std:.3f}).")
-        if view.reconstruction_psnr is not None:
-            text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
-        return view.x0, view.x_t, view.latents, text
+            views = studio.forward_process(str(model_id), image, timestep, seed)  # checked and loaded here
+        return shown(views, forward_panels)
 
     return one_step(studio.runner, forward_show)
+
+
+def forward_panels(view: ForwardView) -> tuple:
+    """The forward view's pictures and its equation with the numbers filled in."""
+    text = (f"$x_t = \\sqrt{{\\bar\\alpha_t}}\\,x_0 + \\sqrt{{1-\\bar\\alpha_t}}\\,\\epsilon = "
+            f"{view.signal_coef:.4f}\\,x_0 + {view.noise_coef:.4f}\\,\\epsilon$ at $t = {view.timestep}$ "
+            f"($\\bar\\alpha_t = {view.alpha_prod_t:.5f}$); std of $x_t$ = {view.x_t_std:.3f} "
+            f"(of $x_0$: {view.x0_std:.3f}).")
+    if view.reconstruction_psnr is not None:
+        text += f" Autoencoder reconstruction of the image: PSNR {view.reconstruction_psnr:.1f} dB."
+    return view.x0, view.x_t, view.latents, text
 
 
 def make_forward_denoise(studio: Studio):

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import gradio as gr
 import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, Drawn, LockedPlot, as_int, one_step, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, Drawn, LockedPlot, as_int, one_step, shown, user_errors
 from demo.figures import schedule_figure
 from demo.lab.session import Controls, EXAMPLES
 from diffusion.studio import Studio, make_grid, read_image
 
 
 def make_schedules_show(studio: Studio):
-    def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> tuple:
+    def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> Iterator[Drawn]:
         """The noise schedule of ``model_id`` beside the common ones, marked at ``timestep``, and ``image`` (an example when none) noised at six t with ``seed``."""
         with user_errors():
-            curves = studio.schedule(str(model_id))
+            curves = studio.schedule(str(model_id))  # loads the model (its scheduler config)
             t = as_int(timestep, "t", 0, len(curves.timesteps) - 1)
             family = studio.schedule_family(len(curves.timesteps))
             if image is None:  # until the user loads one: an example that suits the model
                 digit = studio.card(str(model_id)).kind == "pixel"
                 image = read_image(next(p for p in EXAMPLES if ("digit" in p) == digit))
             ts = np.linspace(0, len(curves.timesteps) - 1, 6).round().astype(int)
-            frames = studio.forward_strip(str(model_id), image, [int(s) for s in ts], seed)
-            strip = make_grid(frames, ncols=len(frames))
-        return Drawn(lambda: (schedule_figure(curves, t, family), strip))  # the figure: off the model thread
+            strips = studio.forward_strip(str(model_id), image, [int(s) for s in ts], seed)  # checked here
+        # the strip is the job's one step; the figure is drawn off the model thread
+        return shown(strips, lambda frames: (schedule_figure(curves, t, family), make_grid(frames, ncols=len(frames))))
 
     return one_step(studio.runner, schedules_show)
 

@@ -5,7 +5,7 @@ returns the handler of its Show me button, named after its ``api_name``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -19,9 +19,12 @@ from diffusion.studio import (
     HELD_OUT_PAIRS,
     Compression,
     FactorRow,
+    ForwardView,
     NearestCopies,
+    PromptTokens,
     SampleRequest,
     Studio,
+    Trajectory,
     attention_overlays,
     gate_figures,
 )
@@ -29,40 +32,49 @@ from diffusion.studio import (
 
 # ----- 6. latent space -----
 def make_lesson_latent(studio: Studio):
-    def lesson_latent() -> tuple:
+    def lesson_latent() -> Iterator[Drawn]:
         """Lesson 6: a shapes image, its autoencoder latents and the decoded image, one UNet step's cost in pixels and
         in latents, and Rombach et al.'s trade by downsampling factor (reconstructions and cost at f = 1, 2, 4, 8)."""
-        with user_errors():
-            image = read_picture(SHAPES)
-            view = studio.forward_process(LATENT, image, 0, 0)
-            from PIL import Image
+        image = read_picture(SHAPES)
+        with user_errors():  # every measurement checked and its model loaded here
+            views = studio.forward_process(LATENT, image, 0, 0)
+            factors = studio.lessons.compression(LATENT, image)
+            latent_cost, pixel_cost = studio.lessons.step_cost(LATENT), studio.lessons.step_cost(PIXEL)
 
-            original = np.asarray(Image.fromarray(image).resize(view.x0.shape[1::-1], Image.Resampling.BICUBIC))
-            factors = studio.lessons.compression(LATENT, original)
-            costs = [studio.lessons.step_cost(LATENT), factors.rows[0].cost, studio.lessons.step_cost(PIXEL)]
-        error = np.abs(original.astype(int) - view.x0.astype(int)).max(-1)
-        error_map = np.clip(error * 4, 0, 255).astype(np.uint8)  # x4: small errors made visible
-        gallery = [(enlarge(original, 256), "x (64x64x3)"), (enlarge(view.x0, 256), "D(E(x)): the reconstruction"),
-                   (enlarge(error_map, 256), "|x - D(E(x))|, x4")]
-        if view.latents is not None:
-            gallery.append((view.latents, "z = E(x): 4 channels of 16x16"))
-        rows = ["| model | denoises | values | UNet parameters | FLOPs per step | time per step (here) |",
-                "|---|---|---|---|---|---|"]
-        rows += [f"| {c.model_id} | {'x'.join(str(s) for s in c.shape)} | {c.values:,} | {c.parameters / 1e6:.1f} M | "
-                 f"{c.flops / 1e6:.0f} MFLOP | {c.ms:.1f} ms |" for c in costs]
-        psnr = f"{view.reconstruction_psnr:.1f} dB" if view.reconstruction_psnr is not None else "n/a"
-        note = (f"Reconstruction PSNR: **{psnr}**; the error sits on the outlines.\n\n" + "\n".join(rows)
-                + f"\n\nMeasured now with torch's flop counter, one image, one step (text models: the "
-                f"conditional branch; guidance doubles it). The same UNet on the 64x64x3 pixels would need "
-                f"**{costs[1].flops / costs[0].flops:.1f}x** the compute of the latent one.")
-        strip = labelled_strip([enlarge(r.reconstruction, 192) for r in factors.rows],
-                               [_factor_label(r) for r in factors.rows])
-        own = gate_figures(LATENT).get("ceiling.exact")  # the shipped model's own f = 4 autoencoder, trained longer
-        longer = None if own is None else ("ldm-shapes' own f = 4\n(trained longer)", own)
-        return Drawn(lambda: (gallery, note, strip, compression_figure(factors, longer),
-                              _compression_note(factors, own)))  # the figure: off the model thread
+        def measured() -> Iterator[Drawn]:  # the job's one step: the model work, then its pictures off the thread
+            with user_errors():
+                view, trade = next(views), next(factors)
+                costs = [next(latent_cost), trade.rows[0].cost, next(pixel_cost)]
+            yield Drawn(lambda: latent_panels(view, trade, costs))
+
+        return measured()
 
     return one_step(studio.runner, lesson_latent)
+
+
+def latent_panels(view: ForwardView, factors: Compression, costs: list) -> tuple:
+    """Lesson 6's pictures, tables and figure from its measurements (``factors.rows[0]``: f = 1, the image itself)."""
+    original = factors.rows[0].reconstruction
+    error = np.abs(original.astype(int) - view.x0.astype(int)).max(-1)
+    error_map = np.clip(error * 4, 0, 255).astype(np.uint8)  # x4: small errors made visible
+    gallery = [(enlarge(original, 256), "x (64x64x3)"), (enlarge(view.x0, 256), "D(E(x)): the reconstruction"),
+               (enlarge(error_map, 256), "|x - D(E(x))|, x4")]
+    if view.latents is not None:
+        gallery.append((view.latents, "z = E(x): 4 channels of 16x16"))
+    rows = ["| model | denoises | values | UNet parameters | FLOPs per step | time per step (here) |",
+            "|---|---|---|---|---|---|"]
+    rows += [f"| {c.model_id} | {'x'.join(str(s) for s in c.shape)} | {c.values:,} | {c.parameters / 1e6:.1f} M | "
+             f"{c.flops / 1e6:.0f} MFLOP | {c.ms:.1f} ms |" for c in costs]
+    psnr = f"{view.reconstruction_psnr:.1f} dB" if view.reconstruction_psnr is not None else "n/a"
+    note = (f"Reconstruction PSNR: **{psnr}**; the error sits on the outlines.\n\n" + "\n".join(rows)
+            + f"\n\nMeasured now with torch's flop counter, one image, one step (text models: the "
+            f"conditional branch; guidance doubles it). The same UNet on the 64x64x3 pixels would need "
+            f"**{costs[1].flops / costs[0].flops:.1f}x** the compute of the latent one.")
+    strip = labelled_strip([enlarge(r.reconstruction, 192) for r in factors.rows],
+                           [_factor_label(r) for r in factors.rows])
+    own = gate_figures(LATENT).get("ceiling.exact")  # the shipped model's own f = 4 autoencoder, trained longer
+    longer = None if own is None else ("ldm-shapes' own f = 4\n(trained longer)", own)
+    return gallery, note, strip, compression_figure(factors, longer), _compression_note(factors, own)
 
 
 def _factor_label(row: FactorRow) -> str:
@@ -105,21 +117,28 @@ def make_lesson_text(studio: Studio):
     @streamed(studio.runner)
     def lesson_text(prompt: str, seed: float) -> Iterator[tuple]:
         """Lesson 7: ``prompt`` as the text encoder's tokens, then one image of it (DDIM 25, w = 4), streamed."""
-        with user_errors():
+        with user_errors():  # checked and loaded here
             tokens = studio.prompt_tokens(LATENT, prompt)
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
-            for done, total, traj in studio.trajectory(LATENT, request):
-                if done < total:
-                    yield Tick((gr.skip(), f"Running: step {done}/{total}"))
-            if traj.tokens is None:
-                yield [], "This model records no cross-attention."
-                return
-            gallery = attention_overlays(traj.steps[-1], traj.tokens, "all")
-        unknown = (" Unknown words (each read as the one [UNK] token, so the model never sees which): **" + ", ".join(tokens.unknown_words) + "**."
-                   if tokens.unknown_words else " Every word is in the vocabulary.")
-        yield gallery, f"Tokens: {' · '.join(tokens.tokens)}.{unknown} Maps at the last of {total} steps."
+            run = studio.trajectory(LATENT, request)
+        return text_updates(run, tokens)
 
     return lesson_text
+
+
+def text_updates(run: Iterator[tuple], tokens: PromptTokens) -> Iterator[tuple | Tick]:
+    """Lesson 7 as it runs: its steps, then where each token attends at the last step."""
+    with user_errors():
+        for done, total, traj in run:
+            if done < total:
+                yield Tick((gr.skip(), f"Running: step {done}/{total}"))
+    if traj.tokens is None:
+        yield [], "This model records no cross-attention."
+        return
+    unknown = (" Unknown words (each read as the one [UNK] token, so the model never sees which): **" + ", ".join(tokens.unknown_words) + "**."
+               if tokens.unknown_words else " Every word is in the vocabulary.")
+    note = f"Tokens: {' · '.join(tokens.tokens)}.{unknown} Maps at the last of {total} steps."
+    yield Drawn(lambda: (attention_overlays(traj.steps[-1], traj.tokens, "all"), note))  # off the model thread
 
 
 # ----- 8. guidance -----
@@ -127,22 +146,30 @@ def make_lesson_guidance(studio: Studio):
     @streamed(studio.runner)
     def lesson_guidance(prompt: str, seed: float) -> Iterator[tuple]:
         """Lesson 8: ``prompt`` at several guidance scales from one cached pair of predictions per step, streamed."""
-        with user_errors():
+        with user_errors():  # checked and loaded here
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
-            for done, total, traj in studio.trajectory(LATENT, request):
-                if done < total:
-                    yield Tick((gr.skip(), f"Running: step {done}/{total}"))
-            index = total // 3  # early enough that guidance still shapes the image
-            view = studio.guidance_view(LATENT, traj.steps[index], GUIDANCE_SCALES)
-        parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"),
-                 (view.direction, f"direction ×{view.direction_scale:.0f}")]
-        parts += [(img, f"x̂0, w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
-        yield parts, (f"Step {index + 1} of {total}: the same pair of predictions, combined with each $w$ into the "
-                      "predicted $\\hat x_0$. The guidance direction $\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, "
-                      f"\\varnothing)$ is small (RMS {view.direction_norm:.4f}): its picture is drawn "
-                      f"×{view.direction_scale:.0f}, so that all but its largest 1% of values fit between black and white.")
+            run = studio.trajectory(LATENT, request)
+        return guidance_updates(studio, run)
 
     return lesson_guidance
+
+
+def guidance_updates(studio: Studio, run: Iterator[tuple]) -> Iterator[tuple | Tick]:
+    """Lesson 8 as it runs: its steps, then the guidance decomposition of a step a third of the way in (a view of
+    the run's own record, made in the same job: its model was loaded with the run's)."""
+    with user_errors():
+        for done, total, traj in run:
+            if done < total:
+                yield Tick((gr.skip(), f"Running: step {done}/{total}"))
+        index = total // 3  # early enough that guidance still shapes the image
+        view = next(studio.guidance_view(LATENT, traj.steps[index], GUIDANCE_SCALES))
+    parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"),
+             (view.direction, f"direction ×{view.direction_scale:.0f}")]
+    parts += [(img, f"x̂0, w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
+    yield parts, (f"Step {index + 1} of {total}: the same pair of predictions, combined with each $w$ into the "
+                  "predicted $\\hat x_0$. The guidance direction $\\epsilon_\\theta(z_t, y) - \\epsilon_\\theta(z_t, "
+                  f"\\varnothing)$ is small (RMS {view.direction_norm:.4f}): its picture is drawn "
+                  f"×{view.direction_scale:.0f}, so that all but its largest 1% of values fit between black and white.")
 
 
 # ----- 9. limits -----
@@ -162,38 +189,55 @@ def make_lesson_limits(studio: Studio):
         """Lesson 9: where the plain models fail (a colour-shape pair never seen together, two objects) and 16 new digits beside their nearest training digits."""
         colour, shape = sorted(HELD_OUT_PAIRS)[0]
         prompts = [f"a {colour} {shape}", "a red circle left of a blue square"]
-        gallery = []
-        with user_errors():
-            for prompt in prompts:
-                request = SampleRequest(sampler="ddim", steps=25, n=4, seed=seed, prompt=prompt, guidance_scale=4.0,
-                                        layout="off")  # the plain model's limits (lesson 10 draws by layout)
-                for update in studio.generate(LATENT, request, previews=0):
-                    if not update.done:
-                        yield Tick((gr.skip(), gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
-                gallery.append((update.grid, prompt))
+        with user_errors():  # every run checked and loaded here
+            plain = [(prompt, studio.generate(LATENT, SampleRequest(sampler="ddim", steps=25, n=4, seed=seed,
+                                                                    prompt=prompt, guidance_scale=4.0, layout="off"),
+                                              previews=0))  # the plain model's limits (lesson 10 draws by layout)
+                     for prompt in prompts]
             # memorisation: fresh digits beside their nearest training digits
-            request = SampleRequest(sampler="ddim", steps=25, n=COPIES_SHOWN, seed=seed)
-            for update in studio.generate(PIXEL, request, previews=0):
-                if not update.done:
-                    yield Tick((gr.skip(), gr.skip(), f"Running: {COPIES_SHOWN} digits, step {update.step}/{update.num_steps}"))
-            digits = update.images
-            copies = studio.lessons.nearest_copies(digits) if digits.shape[1:] == (32, 32) else None
-        note = (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two objects "
-                f"and a relation, the weak spot. Seed {int(seed)}, 4 images each.\n\n")
-        if copies is None:  # another DDPM than the embedded digit model
-            yield gallery, [], note + (f"**Memorisation** compares 32x32 digits with the training digits; this DDPM makes "
-                                       f"{digits.shape[1]}x{digits.shape[2]} images.")
-            return
-        held = copies.held_out_distances
-        yield gallery, copies_pictures(copies), note + (
-            f"**Memorisation.** {COPIES_SHOWN} new digits, each beside its nearest of the 4,000 training digits (L2 over "
-            f"pixels in [0, 1]): median distance **{np.median(copies.distances):.2f}** (closest "
-            f"{copies.distances.min():.2f}). The {len(held)} held-out digits, never trained on, are this far from their "
-            f"nearest training digit: median **{np.median(held):.2f}**, closest {copies.threshold:.2f}. "
-            f"**{copies.near_copies} of {COPIES_SHOWN}** samples are nearer to a training digit than that closest "
-            "held-out digit (near copies): a copier would sit far below the held-out distances.")
+            digits_run = studio.generate(PIXEL, SampleRequest(sampler="ddim", steps=25, n=COPIES_SHOWN, seed=seed),
+                                         previews=0)
+        return limits_updates(plain, digits_run, int(seed), studio.lessons.nearest_copies)
 
     return lesson_limits
+
+
+def limits_updates(plain: list[tuple[str, Iterator]], digits_run: Iterator, seed: int,
+                   nearest: Callable[[np.ndarray], NearestCopies]) -> Iterator[tuple | Tick | Drawn]:
+    """Lesson 9 as it runs: the two plain prompts, then the digits beside their nearest training digits
+    (``nearest``, measured off the model thread: it compares pixels, no model)."""
+    prompts = [prompt for prompt, _ in plain]
+    gallery = []
+    with user_errors():
+        for prompt, run in plain:
+            for update in run:
+                if not update.done:
+                    yield Tick((gr.skip(), gr.skip(), f"Running: {prompt!r}, step {update.step}/{update.num_steps}"))
+            gallery.append((update.grid, prompt))
+        for update in digits_run:
+            if not update.done:
+                yield Tick((gr.skip(), gr.skip(), f"Running: {COPIES_SHOWN} digits, step {update.step}/{update.num_steps}"))
+    yield Drawn(lambda: limits_panels(gallery, update.images, prompts, seed, nearest))
+
+
+def limits_panels(gallery: list, digits: np.ndarray, prompts: list[str], seed: int,
+                  nearest: Callable[[np.ndarray], NearestCopies]) -> tuple:
+    """Lesson 9's galleries and note: the plain prompts' grids, and ``digits`` beside their nearest training digits."""
+    note = (f"{prompts[0]!r}: a colour-shape pair never shown together in training. {prompts[1]!r}: two objects "
+            f"and a relation, the weak spot. Seed {seed}, 4 images each.\n\n")
+    if digits.shape[1:] != (32, 32):  # another DDPM than the embedded digit model
+        return gallery, [], note + (f"**Memorisation** compares 32x32 digits with the training digits; this DDPM makes "
+                                    f"{digits.shape[1]}x{digits.shape[2]} images.")
+    with user_errors():
+        copies = nearest(digits)
+    held = copies.held_out_distances
+    return gallery, copies_pictures(copies), note + (
+        f"**Memorisation.** {COPIES_SHOWN} new digits, each beside its nearest of the 4,000 training digits (L2 over "
+        f"pixels in [0, 1]): median distance **{np.median(copies.distances):.2f}** (closest "
+        f"{copies.distances.min():.2f}). The {len(held)} held-out digits, never trained on, are this far from their "
+        f"nearest training digit: median **{np.median(held):.2f}**, closest {copies.threshold:.2f}. "
+        f"**{copies.near_copies} of {COPIES_SHOWN}** samples are nearer to a training digit than that closest "
+        "held-out digit (near copies): a copier would sit far below the held-out distances.")
 
 
 # ----- 10. two objects by layout -----
@@ -205,32 +249,43 @@ def make_lesson_layout(studio: Studio):
     @streamed(studio.runner)
     def lesson_layout(prompt: str, seed: float) -> Iterator[tuple]:
         """The same prompt and seed with the layout off (and where its words attend) and on (its regions)."""
-        runs = {}
-        with user_errors():
-            for mode in ("off", "auto"):
-                request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt),
-                                        guidance_scale=4.0, layout=mode)
-                for done, total, traj in studio.trajectory(LATENT, request):
-                    if done < total:
-                        yield Tick((gr.skip(), f"Running: layout {mode}, step {done}/{total}"))
-                runs[mode] = traj
-        plain, planned = runs["off"], runs["auto"]
-        gallery = [(plain.final, "layout off: the plain model")]
-        if plain.tokens is not None and plain.steps[-1].attention is not None:
-            index = 2 * len(plain.steps) // 3  # where the objects have formed
-            gallery += [(image, f"layout off, step {index + 1}: {label}")
-                        for image, label in attention_overlays(plain.steps[index], plain.tokens, "all")
-                        if label.split(" · ")[0] in LAYOUT_WORDS]
-        regions = planned.steps[len(planned.steps) // 3].regions
-        if regions is None:
-            yield gallery, (f"{str(prompt)!r} names no two objects the parser can read (for example "
-                            "*a red circle left of a blue square*), so the layout changes nothing.")
-            return
-        gallery.append((planned.final, "layout on: one region per object"))
-        for k, region in enumerate(regions, 1):
-            gallery += [(region.weight, f"region {k}"), (region.pred_x0, f"{region.caption}: predicted x0")]
-        yield gallery, (f"Seed {int(seed)}. Layout: {studio.layouts(planned.request)[0].describe()}. The attention "
-                        "maps are the plain run's; the regions and their predictions are the layout run's, at step "
-                        f"{len(planned.steps) // 3 + 1} of {len(planned.steps)}.")
+        with user_errors():  # both runs checked and loaded here
+            runs = {mode: studio.trajectory(LATENT, SampleRequest(sampler="ddim", steps=25, n=1, seed=seed,
+                                                                  prompt=str(prompt), guidance_scale=4.0, layout=mode))
+                    for mode in ("off", "auto")}
+        return layout_updates(studio, runs, str(prompt), int(seed))
 
     return lesson_layout
+
+
+def layout_updates(studio: Studio, runs: dict[str, Iterator[tuple]], prompt: str,
+                   seed: int) -> Iterator[tuple | Tick | Drawn]:
+    """Lesson 10 as it runs: the plain run, then the layout run; the galleries are drawn off the model thread."""
+    done_runs = {}
+    with user_errors():
+        for mode, run in runs.items():
+            for done, total, traj in run:
+                if done < total:
+                    yield Tick((gr.skip(), f"Running: layout {mode}, step {done}/{total}"))
+            done_runs[mode] = traj
+    yield Drawn(lambda: layout_panels(studio, done_runs["off"], done_runs["auto"], prompt, seed))
+
+
+def layout_panels(studio: Studio, plain: Trajectory, planned: Trajectory, prompt: str, seed: int) -> tuple:
+    """Lesson 10's gallery and note: the plain run and where its words attend, then the layout run's regions."""
+    gallery = [(plain.final, "layout off: the plain model")]
+    if plain.tokens is not None and plain.steps[-1].attention is not None:
+        index = 2 * len(plain.steps) // 3  # where the objects have formed
+        gallery += [(image, f"layout off, step {index + 1}: {label}")
+                    for image, label in attention_overlays(plain.steps[index], plain.tokens, "all")
+                    if label.split(" · ")[0] in LAYOUT_WORDS]
+    regions = planned.steps[len(planned.steps) // 3].regions
+    if regions is None:
+        return gallery, (f"{prompt!r} names no two objects the parser can read (for example "
+                         "*a red circle left of a blue square*), so the layout changes nothing.")
+    gallery.append((planned.final, "layout on: one region per object"))
+    for k, region in enumerate(regions, 1):
+        gallery += [(region.weight, f"region {k}"), (region.pred_x0, f"{region.caption}: predicted x0")]
+    return gallery, (f"Seed {seed}. Layout: {studio.layouts(planned.request)[0].describe()}. The attention "
+                     "maps are the plain run's; the regions and their predictions are the layout run's, at step "
+                     f"{len(planned.steps) // 3 + 1} of {len(planned.steps)}.")

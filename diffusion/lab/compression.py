@@ -151,6 +151,11 @@ class Autoencoders:
             self._loaded[factor] = vae
         return self._loaded[factor]
 
+    def load_all(self) -> None:
+        """Load every factor's autoencoder now (``ValueError`` for a missing one), before :meth:`compare` runs."""
+        for factor in FACTORS[1:]:
+            self.get(factor)
+
     def compare(self, model: Any, image: np.ndarray, repeats: int = 3) -> Compression:
         """The trade for one uint8 image (H, W, 3) of the latent ``model``'s size: at each factor the
         reconstruction and its PSNR, one step of ``model``'s UNet architecture at that factor's latent shape and one

@@ -22,7 +22,7 @@ from diffusion.pipeline import (
     pictures,
     sample_noise,
 )
-from diffusion.request import make_generator, whole_number
+from diffusion.request import make_generator
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,9 @@ class ForwardView:
 
 def _noised(model: Any, scheduler: SchedulerMixin, image: np.ndarray, timesteps: Sequence[int],
             seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """x_0 (1, C, h, w) and x_t (len(timesteps), C, h, w): the image encoded once, noised with one draw."""
-    limit = len(scheduler.alphas_cumprod)
-    ts = [whole_number(t, "t", 0, limit - 1) for t in timesteps]
+    """x_0 (1, C, h, w) and x_t (len(timesteps), C, h, w): the image encoded once, noised with one draw;
+    ``timesteps`` each in [0, T - 1] (checked by the caller, :meth:`diffusion.studio.Studio.forward_process`)."""
+    ts = [int(t) for t in timesteps]
     x0 = encode_image(model, image)
     noise = sample_noise(tuple(x0.shape), make_generator(seed), x0.device, x0.dtype)
     n = len(ts)

@@ -261,9 +261,8 @@ def decompose_guidance(model: Any, scheduler: SchedulerMixin, view: StepView,
     eps_w = eps_uncond + w (eps_text - eps_uncond) (Ho & Salimans 2022, Eq. 6; their w is this w - 1) and the
     predicted x0 for each w (DDPM Eq. 15), decoded; w = 0 is unconditional, w = 1 conditional.
     """
-    if view.guidance is None:
-        raise ValueError("this step has no guidance record: use a text model with guidance > 1")
-    pair = view.guidance
+    pair = view.guidance  # a text model's step with guidance > 1 (checked by the caller, the Studio)
+    assert pair is not None, "a step without a guidance record"
     x = torch.from_numpy(pair.model_input.astype(np.float32))[None]
     uncond = torch.from_numpy(pair.uncond.astype(np.float32))[None]
     text = torch.from_numpy(pair.text.astype(np.float32))[None]

@@ -46,6 +46,7 @@ from diffusion.playground.views import (
     particle_paths,
     particle_steps,
 )
+from diffusion.later import later
 from diffusion.loop import StepGate, record_progress
 from diffusion.request import MAX_SEED, real_number, whole_number
 from diffusion.schedulers import SAMPLERS
@@ -144,40 +145,50 @@ class Playground:
         yield SampleProgress(len(ts), len(ts), run)
 
     def forward(self, config: PointConfig, timesteps: list[int] | None = None, n: int = 1000,
-                seed: int = 0) -> tuple[list[int], np.ndarray, np.ndarray]:
+                seed: int = 0) -> Iterator[tuple[list[int], np.ndarray, np.ndarray]]:
         """The run's data under the forward process at ``timesteps`` (default: 0 and five more up to T - 1):
-        (timesteps, alpha-bar at each, clouds (len, n, 2)), one noise draw. Needs no trained model."""
+        (timesteps, alpha-bar at each, clouds (len, n, 2)), one noise draw. Needs no trained model. A stream of
+        one item (:func:`diffusion.later.later`), checked when called."""
         config = check_config(config)
         T = config.num_train_timesteps
         ts = timesteps if timesteps is not None else [int(t) for t in np.linspace(0, T - 1, 6).round()]
         ts = [whole_number(t, "t", 0, T - 1) for t in ts]
-        data = self.data(config, whole_number(n, "Particles", 1, MAX_POINTS))
-        sched_config = scheduler_config(config)
-        alpha_bar = DDPMScheduler.from_config(sched_config).alphas_cumprod.numpy()[ts]
-        return ts, alpha_bar, forward_process(data, sched_config, ts, whole_number(seed, "Seed", 0, MAX_SEED))
+        n, seed = whole_number(n, "Particles", 1, MAX_POINTS), whole_number(seed, "Seed", 0, MAX_SEED)
+
+        def noised() -> tuple[list[int], np.ndarray, np.ndarray]:
+            data = self.data(config, n)
+            sched_config = scheduler_config(config)
+            alpha_bar = DDPMScheduler.from_config(sched_config).alphas_cumprod.numpy()[ts]
+            return ts, alpha_bar, forward_process(data, sched_config, ts, seed)
+
+        return later(noised)
 
     def alpha_bar(self, config: PointConfig) -> np.ndarray:
         """The schedule's alpha-bar_t for t = 0 .. T - 1."""
         return DDPMScheduler.from_config(scheduler_config(check_config(config))).alphas_cumprod.numpy()
 
-    def field(self, model: PointModel, timestep: object, grid: object = 21) -> NoiseField:
-        """eps_theta and the score on a grid at ``timestep`` (:func:`diffusion.playground.views.noise_field`)."""
+    def field(self, model: PointModel, timestep: object, grid: object = 21) -> Iterator[NoiseField]:
+        """eps_theta and the score on a grid at ``timestep`` (:func:`diffusion.playground.views.noise_field`): a
+        stream of one item, checked when called."""
         t = whole_number(timestep, "t", 0, model.config.num_train_timesteps - 1)
-        net = make_denoiser(model.config, model.weights)
-        return noise_field(net, scheduler_config(model.config), t, whole_number(grid, "Grid", 5, MAX_GRID))
+        side = whole_number(grid, "Grid", 5, MAX_GRID)
+        return later(lambda: noise_field(make_denoiser(model.config, model.weights), scheduler_config(model.config),
+                                         t, side))
 
-    def paths(self, model: PointModel, k: object = 8, seed: object = 0, steps: object = 50) -> ParticlePaths:
-        """``k`` particles, one start, DDPM (two noise seeds) against DDIM."""
+    def paths(self, model: PointModel, k: object = 8, seed: object = 0,
+              steps: object = 50) -> Iterator[ParticlePaths]:
+        """``k`` particles, one start, DDPM (two noise seeds) against DDIM: a stream of one item, checked when
+        called."""
         k = whole_number(k, "Particles", 1, MAX_PATHS)
         steps = whole_number(steps, "Steps", 2, model.config.num_train_timesteps)
-        net = make_denoiser(model.config, model.weights)
-        return particle_paths(net, scheduler_config(model.config), k, whole_number(seed, "Seed", 0, MAX_SEED), steps)
+        seed = whole_number(seed, "Seed", 0, MAX_SEED)
+        return later(lambda: particle_paths(make_denoiser(model.config, model.weights), scheduler_config(model.config),
+                                            k, seed, steps))
 
-    def loss_by_t(self, model: PointModel, bins: int = 20) -> tuple[np.ndarray, np.ndarray]:
-        """The trained model's loss against t on fresh data."""
-        net = make_denoiser(model.config, model.weights)
-        return loss_by_t(net, scheduler_config(model.config), fresh_data(model.config, draw=3), bins,
-                         seed=model.config.seed)
+    def loss_by_t(self, model: PointModel, bins: int = 20) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The trained model's loss against t on fresh data: a stream of one item."""
+        return later(lambda: loss_by_t(make_denoiser(model.config, model.weights), scheduler_config(model.config),
+                                       fresh_data(model.config, draw=3), bins, seed=model.config.seed))
 
     def export(self, model: PointModel, folder: Path) -> Path:
         """The model as a zipped diffusers folder (:func:`diffusion.playground.training.save_folder`) in

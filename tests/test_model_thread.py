@@ -1,0 +1,112 @@
+"""Only model work on the model thread: every model event checks its request and loads its models in the request's
+own handler, before its job enters the runner; a bad request never enters it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def fresh_studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
+    """The tiny models standing in for the embedded ones (as the ``serve`` fixture does), nothing loaded yet."""
+    from diffusion.registry import Registry
+    from diffusion.studio import Studio
+
+    registry = Registry.default([tiny_sd_dir])
+    registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
+    registry.with_source("ldm-shapes", str(tiny_sd_dir))
+    return Studio(registry, device="cpu", precision="fp32", cache_bytes=0, autoencoders=tiny_autoencoders_dir)
+
+
+def run(handler, *args) -> list:  # noqa: ANN001 - a streamed (async generator) or one-step (coroutine) handler
+    async def go() -> list:
+        result = handler(*args)
+        if hasattr(result, "__aiter__"):
+            return [update async for update in result]
+        return [await result]
+
+    return asyncio.run(go())
+
+
+def where_it_works(studio, monkeypatch) -> dict[str, list[str]]:  # noqa: ANN001
+    """Record the threads on which models are loaded (a miss of the model store: a hub model would download here),
+    requests are checked (``Studio.prepare_all``) and jobs are submitted."""
+    import diffusion.loading
+
+    seen: dict[str, list[str]] = {"load": [], "check": [], "submit": []}
+    load, prepare_all, submit = diffusion.loading.load_pipeline, studio.prepare_all, studio.runner.submit
+
+    def note(kind: str, call, *args, **kwargs):  # noqa: ANN001, ANN202
+        seen[kind].append(threading.current_thread().name)
+        return call(*args, **kwargs)
+
+    monkeypatch.setattr(diffusion.loading, "load_pipeline", lambda *a, **k: note("load", load, *a, **k))
+    studio.prepare_all = lambda *a, **k: note("check", prepare_all, *a, **k)
+    studio.runner.submit = lambda job: note("submit", submit, job)
+    return seen
+
+
+def lesson_handlers(studio) -> list[tuple[str, object, tuple]]:  # noqa: ANN001
+    from demo.lesson_views.ddpm import (make_lesson_denoising, make_lesson_determinism, make_lesson_forward,
+                                        make_lesson_race, make_lesson_sampling)
+    from demo.lesson_views.latent import (make_lesson_guidance, make_lesson_latent, make_lesson_layout,
+                                          make_lesson_limits, make_lesson_text)
+
+    return [("lesson 1", make_lesson_forward(studio), (0,)), ("lesson 2", make_lesson_denoising(studio), ()),
+            ("lesson 3", make_lesson_sampling(studio), (0,)), ("lesson 4", make_lesson_race(studio), (0,)),
+            ("lesson 5", make_lesson_determinism(studio), (0,)), ("lesson 6", make_lesson_latent(studio), ()),
+            ("lesson 7", make_lesson_text(studio), ("a red circle", 0)),
+            ("lesson 8", make_lesson_guidance(studio), ("a red circle", 0)), ("lesson 9", make_lesson_limits(studio), (0,)),
+            ("lesson 10", make_lesson_layout(studio), ("a red circle left of a blue square", 0))]
+
+
+@pytest.mark.slow
+def test_every_lesson_and_one_step_view_loads_and_checks_off_the_model_thread(
+        tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir, monkeypatch) -> None:
+    """Each view on a fresh Studio (nothing loaded): its models load, and its runs are checked, in the request's
+    handler; the runner's thread ("model-steps") only runs the jobs."""
+    from demo.lab.forward import make_forward_show
+    from demo.lab.schedules import make_schedules_show
+    from demo.tab_playground import make_playground_forward
+    from diffusion.studio import ExportDir
+
+    image = np.full((20, 20, 3), 120, np.uint8)
+    views = [("forward", lambda s: make_forward_show(s), ("ldm-shapes", image, 40, 0)),
+             ("schedules", lambda s: make_schedules_show(s), ("ddpm-mnist", 10, None, 0)),
+             ("playground forward", lambda s: make_playground_forward(s, ExportDir()),
+              ("moons", "", None, "cosine", 50, 0))]
+    views += [(name, lambda s, name=name: dict((n, h) for n, h, _ in lesson_handlers(s))[name], args)
+              for name, _, args in lesson_handlers(fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir))]
+    for name, make, args in views:
+        studio = fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir)
+        seen = where_it_works(studio, monkeypatch)
+        updates = run(make(studio), *args)
+        assert updates and updates[-1] is not None, name
+        model_thread = studio.runner.name
+        assert seen["submit"], f"{name}: no job entered the runner"
+        assert model_thread not in seen["load"], f"{name} loaded a model on the model thread: {seen}"
+        assert model_thread not in seen["check"], f"{name} checked a request on the model thread: {seen}"
+        if name not in ("playground forward",):
+            assert seen["load"], f"{name} loaded nothing on a fresh Studio"
+
+
+def test_a_bad_request_to_a_one_step_view_never_enters_the_runner(tiny_ddpm_dir, tiny_sd_dir,
+                                                                   tiny_autoencoders_dir, monkeypatch) -> None:
+    import gradio as gr
+
+    from demo.lab.forward import make_forward_show
+    from demo.lesson_views.ddpm import make_lesson_sampling
+
+    studio = fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir)
+    seen = where_it_works(studio, monkeypatch)
+    with pytest.raises(gr.Error, match="t must be"):
+        run(make_forward_show(studio), "ddpm-mnist", np.zeros((8, 8, 3), np.uint8), 10_000, 0)
+    with pytest.raises(gr.Error, match="Seed"):
+        run(make_lesson_sampling(studio), -1)
+    assert seen["submit"] == []  # refused in the request's handler: nothing entered the runner
+    assert run(make_forward_show(studio), "ddpm-mnist", np.zeros((8, 8, 3), np.uint8), 10, 0)[0][0].shape == (8, 8)
+    assert len(seen["submit"]) == 1
