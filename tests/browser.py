@@ -116,6 +116,24 @@ def image_pixels(page, elem_id: str) -> list[int]:
     return handle.json_value()
 
 
+def colour_columns(page, elem_id: str, colours: dict[str, tuple[int, int, int]],
+                   tolerance: int = 30) -> dict[str, list[int]]:
+    """For each named RGB colour, the column (x) of every pixel of the first <img> inside #elem_id within
+    ``tolerance`` of it (the sum of the channels' differences): decoded and counted in the browser, so only the
+    matches cross to Python, not every pixel."""
+    handle = page.wait_for_function("([id, colours, tolerance]) => {" + DECODE + """
+        if (d === null) return null;
+        const width = img.naturalWidth, found = {};
+        for (const [name, [r, g, b]] of Object.entries(colours)) {
+            const xs = [];
+            for (let i = 0; i < d.length; i += 4)
+                if (Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < tolerance) xs.push((i / 4) % width);
+            found[name] = xs;
+        }
+        return found; }""", arg=[elem_id, colours, tolerance], timeout=60_000)  # one check: see wait_for_image
+    return handle.json_value()
+
+
 def wait_for_pixels(page, elem_id: str, expected: list[int], equal: bool = True, timeout_s: float = 120) -> None:
     """Wait until the first <img> inside #elem_id, decoded, has exactly the RGBA bytes ``expected`` (``equal``
     False: until it has other bytes). Streamed previews come and go before the final picture: polling the picture

@@ -10,6 +10,7 @@ import pytest
 from tests.browser import (
     browser_marks,
     browser_page,
+    colour_columns,
     image_pixels,
     wait_for_image,
     wait_for_new_text,
@@ -207,12 +208,7 @@ def test_text_tab_draws_the_planned_layout_boxes(url: str) -> None:
         wait_for_text(page, "text-status", "Step 25/25")
         wait_for_image(page, "text-layout-plot")
         width = page.evaluate("() => document.querySelector('#text-layout-plot img').naturalWidth")
-        rgba = image_pixels(page, "text-layout-plot")
-        columns: dict[str, list[int]] = {"orange": [], "blue": []}
-        for i in range(0, len(rgba), 4):
-            for name, (r, g, b) in (("orange", (0xE6, 0x9F, 0x00)), ("blue", (0x56, 0xB4, 0xE9))):
-                if abs(rgba[i] - r) + abs(rgba[i + 1] - g) + abs(rgba[i + 2] - b) < 30:
-                    columns[name].append((i // 4) % width)
+        columns = colour_columns(page, "text-layout-plot", {"orange": (0xE6, 0x9F, 0x00), "blue": (0x56, 0xB4, 0xE9)})
         assert len(columns["orange"]) > 500 and len(columns["blue"]) > 500, {k: len(v) for k, v in columns.items()}
         first_panel = {k: [x for x in v if x < width / 4] for k, v in columns.items()}  # four images, four panels
         assert sum(first_panel["orange"]) / len(first_panel["orange"]) < \
@@ -288,7 +284,12 @@ def test_the_step_lab_works_from_the_keyboard(url: str) -> None:
         wait_for_text(page, "lab-equation", "Step 3 of 50")
         page.keyboard.press("ArrowLeft")
         wait_for_text(page, "lab-equation", "Step 2 of 50")
-        page.keyboard.press("Space")  # play: the steps advance on their own
+        page.keyboard.press("End")
+        wait_for_text(page, "lab-equation", "Step 50 of 50")
+        for _ in range(3):
+            page.keyboard.press("ArrowLeft")
+        wait_for_text(page, "lab-equation", "Step 47 of 50")
+        page.keyboard.press("Space")  # play: the steps advance on their own, to the last
         wait_for_text(page, "lab-equation", "Step 50 of 50", timeout_s=60)
 
 
