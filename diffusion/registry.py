@@ -193,6 +193,8 @@ class Registry:
     def of_kind(self, kind: ModelKind) -> list[ModelCard]:
         return [c for c in self.cards.values() if c.kind == kind]
 
-    def with_source(self, model_id: str, source: str) -> None:
-        """Point a card at another folder (tests, mirrors)."""
-        self.cards[model_id] = replace(self.get(model_id), source=source, local=True)
+    def with_source(self, model_id: str, source: str, resolution: int | None = None) -> None:
+        """Point a card at another folder (tests, mirrors); ``resolution``: the other model's own image size (a
+        tiny stand-in's), else the card's."""
+        card = self.get(model_id)
+        self.cards[model_id] = replace(card, source=source, local=True, resolution=resolution or card.resolution)

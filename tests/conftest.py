@@ -68,6 +68,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
     from gradio_client import Client
 
     from demo.app import CSS, build_app
+    from tests.tiny import TINY_SD_SIDE
     from diffusion.registry import Registry
     from diffusion.studio import Studio
 
@@ -80,7 +81,7 @@ def serve(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: Path):
         registry = Registry.default([tiny_sd_dir, *(extra_dirs or [])])
         if not embedded:
             registry.with_source("ddpm-mnist", str(ddpm_dir or tiny_ddpm_dir))
-            registry.with_source("ldm-shapes", str(tiny_sd_dir))
+            registry.with_source("ldm-shapes", str(tiny_sd_dir), resolution=TINY_SD_SIDE)
         studio = Studio(registry, device="cpu", precision=precision, cache_bytes=cache_bytes,
                         autoencoders=None if embedded else tiny_autoencoders_dir)
         app = build_app(studio, queue_size=queue_size, state_budget=state_budget)

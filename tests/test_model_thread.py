@@ -15,10 +15,11 @@ def fresh_studio(tiny_ddpm_dir: Path, tiny_sd_dir: Path, tiny_autoencoders_dir: 
     """The tiny models standing in for the embedded ones (as the ``serve`` fixture does), nothing loaded yet."""
     from diffusion.registry import Registry
     from diffusion.studio import Studio
+    from tests.tiny import TINY_SD_SIDE
 
     registry = Registry.default([tiny_sd_dir])
     registry.with_source("ddpm-mnist", str(tiny_ddpm_dir))
-    registry.with_source("ldm-shapes", str(tiny_sd_dir))
+    registry.with_source("ldm-shapes", str(tiny_sd_dir), resolution=TINY_SD_SIDE)
     return Studio(registry, device="cpu", precision="fp32", cache_bytes=0, autoencoders=tiny_autoencoders_dir)
 
 
@@ -110,3 +111,31 @@ def test_a_bad_request_to_a_one_step_view_never_enters_the_runner(tiny_ddpm_dir,
     assert seen["submit"] == []  # refused in the request's handler: nothing entered the runner
     assert run(make_forward_show(studio), "ddpm-mnist", np.zeros((8, 8, 3), np.uint8), 10, 0)[0][0].shape == (8, 8)
     assert len(seen["submit"]) == 1
+
+
+def test_checks_and_loading_happen_in_the_request_not_on_the_model_thread(tiny_ddpm_dir) -> None:
+    """A model event's request is checked and its model loaded in the request's own handler; only model work
+    enters the runner, and a bad request never does."""
+    import gradio as gr
+
+    from demo.tab_sampling import make_sample_handler
+    from diffusion.registry import Registry
+    from diffusion.studio import Studio
+
+    studio = Studio(Registry.default([tiny_ddpm_dir]), device="cpu", cache_bytes=0)
+    loaded_on: list[str] = []
+    submitted: list[str] = []
+    get, submit = studio.store.get, studio.runner.submit
+    studio.store.get = lambda model_id: (loaded_on.append(threading.current_thread().name), get(model_id))[1]
+    studio.runner.submit = lambda job: (submitted.append(job.name), submit(job))[1]
+    sample = make_sample_handler(studio)
+
+    async def run(steps: object) -> list:
+        return [u async for u in sample("local/tiny-ddpm", "ddim", steps, 0.0, 2, 1)]
+
+    updates = asyncio.run(run(3))
+    assert updates[-1][1].startswith("**Step 3/3**") and submitted == ["sample"]
+    assert loaded_on and studio.runner.name not in loaded_on, loaded_on  # the runner's thread is "model-steps"
+    with pytest.raises(gr.Error, match="Steps"):
+        asyncio.run(run(0))
+    assert submitted == ["sample"]  # the bad request never entered the runner

@@ -41,6 +41,9 @@ def save_tiny_ddpm(folder: Path, channels: int = 1, sample_size: int = 8, attent
     return folder
 
 
+TINY_SD_SIDE = 16  # the tiny latent model's own image side: an 8x8x4 latent, decoded by an f = 2 autoencoder
+
+
 def tiny_sd_pipeline(seed: int = 0) -> StableDiffusionPipeline:
     """16x16 images, a VAE with factor 2 (8x8x4 latents), a 2-layer CLIP text encoder."""
     torch.manual_seed(seed)
