@@ -17,6 +17,7 @@ from tests.browser import (
     wait_for_pixels,
     wait_for_text,
 )
+from tests.tiny import TINY_SD_SIDE
 
 pytest.importorskip("playwright")
 pytestmark = browser_marks()  # a browser against the app
@@ -170,13 +171,13 @@ def test_cross_attention_tab_shows_one_map_per_token(url: str) -> None:
         wait_for_text(page, "lab-status", "Done")
         page.get_by_role("tab", name="Cross-attention").click()
         wait_for_text(page, "attention-note", "Step 50 of 50")
-        # start, three words, end and padding: six overlays of the 64x64 image (the card's resolution)
+        # start, three words, end and padding: six overlays of the image, at the tiny stand-in's own resolution
         page.wait_for_function("() => document.querySelectorAll('#attention-gallery img').length === 6",
                                timeout=60_000)
         captions = page.locator("#attention-gallery").inner_text()
         assert "circle" in captions and "padding" in captions
         info = wait_for_image(page, "attention-gallery")
-        assert info["ok"] and (info["width"], info["height"]) == (64, 64) and info["max"] > info["min"]
+        assert info["ok"] and (info["width"], info["height"]) == (TINY_SD_SIDE, TINY_SD_SIDE) and info["max"] > info["min"]
 
 
 @pytest.mark.slow

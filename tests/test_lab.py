@@ -189,6 +189,10 @@ def test_the_schedule_picture_is_drawn_once_and_only_its_marker_moves(studio) ->
         assert (picture.at(t)[:, changed] == MARKER).all(axis=-1).any(axis=0).all()
         columns.append(changed)
     assert all(a[0] < b[0] for a, b in zip(columns, columns[1:]))  # later t, further right
+    # drawn once per schedule: every run of the model shares it, read-only; another schedule is drawn anew
+    assert schedule_picture(studio.schedule("local/tiny-ddpm")) is picture and not picture.base.flags.writeable
+    other = schedule_picture(studio.schedule("local/tiny-sd"))
+    assert other is not picture and not np.array_equal(other.base, picture.base)
 
 
 def test_progressive_generation_shows_each_samples_x0_as_t_falls(studio) -> None:
