@@ -72,14 +72,14 @@ def make_playground_forward(studio: Studio, exports: ExportDir):
         def clouds() -> Iterator[Drawn]:
             with user_errors():
                 (ts, alpha_bar, strip_clouds), (_, _, frames) = next(shown_t), next(frames_t)
-            yield Drawn(lambda: forward_panels(ts, alpha_bar, strip_clouds, frames, exports))
+            yield Drawn(lambda: cloud_panels(ts, alpha_bar, strip_clouds, frames, exports))
 
         return clouds()
 
     return one_step(studio.runner, playground_forward)
 
 
-def forward_panels(ts: list[int], alpha_bar: np.ndarray, clouds: np.ndarray, frames: np.ndarray,
+def cloud_panels(ts: list[int], alpha_bar: np.ndarray, clouds: np.ndarray, frames: np.ndarray,
                    exports: ExportDir) -> tuple:
     """The forward process's strip of clouds, its animation (a GIF in ``exports``) and its note."""
     gif = write_animation([cloud_picture(c) for c in frames] + [cloud_picture(frames[-1])] * 8,

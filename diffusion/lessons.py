@@ -19,7 +19,7 @@ from PIL import Image
 
 from diffusion.data.mnist import HELD_OUT_SHEET, TRAINING_SHEET, read_sheet
 from diffusion.lab.compression import Compression
-from diffusion.lab.cost import StepCost, step_cost
+from diffusion.lab.cost import StepCost, check_factor, step_cost
 from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.memorisation import NearestCopies, nearest_copies
 from diffusion.lab.progressive import Progressive, progressive
@@ -154,8 +154,8 @@ class LessonViews:
         architecture denoising the decoded image instead of the latent (:mod:`diffusion.lab.cost`): a stream of one
         item, checked and loaded when called."""
         model = self.studio.load(model_id)
-        if in_pixels and getattr(model, "vae", None) is None:
-            raise ValueError("only a latent model has counterparts at other downsampling factors")
+        if in_pixels:
+            check_factor(model, 1)
         return later(lambda: step_cost(model, factor=1 if in_pixels else None))
 
     @model_work(stream=True, name="lessons.compression")

@@ -51,18 +51,19 @@ def where_it_works(studio, monkeypatch) -> dict[str, list[str]]:  # noqa: ANN001
     return seen
 
 
-def lesson_handlers(studio) -> list[tuple[str, object, tuple]]:  # noqa: ANN001
+def lesson_views() -> list[tuple[str, object, tuple]]:
+    """Each lesson's Show me: (name, its maker, given a Studio, and its inputs)."""
     from demo.lesson_views.ddpm import (make_lesson_denoising, make_lesson_determinism, make_lesson_forward,
                                         make_lesson_race, make_lesson_sampling)
     from demo.lesson_views.latent import (make_lesson_guidance, make_lesson_latent, make_lesson_layout,
                                           make_lesson_limits, make_lesson_text)
 
-    return [("lesson 1", make_lesson_forward(studio), (0,)), ("lesson 2", make_lesson_denoising(studio), ()),
-            ("lesson 3", make_lesson_sampling(studio), (0,)), ("lesson 4", make_lesson_race(studio), (0,)),
-            ("lesson 5", make_lesson_determinism(studio), (0,)), ("lesson 6", make_lesson_latent(studio), ()),
-            ("lesson 7", make_lesson_text(studio), ("a red circle", 0)),
-            ("lesson 8", make_lesson_guidance(studio), ("a red circle", 0)), ("lesson 9", make_lesson_limits(studio), (0,)),
-            ("lesson 10", make_lesson_layout(studio), ("a red circle left of a blue square", 0))]
+    return [("lesson 1", make_lesson_forward, (0,)), ("lesson 2", make_lesson_denoising, ()),
+            ("lesson 3", make_lesson_sampling, (0,)), ("lesson 4", make_lesson_race, (0,)),
+            ("lesson 5", make_lesson_determinism, (0,)), ("lesson 6", make_lesson_latent, ()),
+            ("lesson 7", make_lesson_text, ("a red circle", 0)), ("lesson 8", make_lesson_guidance, ("a red circle", 0)),
+            ("lesson 9", make_lesson_limits, (0,)),
+            ("lesson 10", make_lesson_layout, ("a red circle left of a blue square", 0))]
 
 
 @pytest.mark.slow
@@ -76,12 +77,10 @@ def test_every_lesson_and_one_step_view_loads_and_checks_off_the_model_thread(
     from diffusion.studio import ExportDir
 
     image = np.full((20, 20, 3), 120, np.uint8)
-    views = [("forward", lambda s: make_forward_show(s), ("ldm-shapes", image, 40, 0)),
-             ("schedules", lambda s: make_schedules_show(s), ("ddpm-mnist", 10, None, 0)),
+    views = [("forward", make_forward_show, ("ldm-shapes", image, 40, 0)),
+             ("schedules", make_schedules_show, ("ddpm-mnist", 10, None, 0)),
              ("playground forward", lambda s: make_playground_forward(s, ExportDir()),
-              ("moons", "", None, "cosine", 50, 0))]
-    views += [(name, lambda s, name=name: dict((n, h) for n, h, _ in lesson_handlers(s))[name], args)
-              for name, _, args in lesson_handlers(fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir))]
+              ("moons", "", None, "cosine", 50, 0)), *lesson_views()]
     for name, make, args in views:
         studio = fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir)
         seen = where_it_works(studio, monkeypatch)

@@ -32,6 +32,15 @@ class StepCost:
         return c * h * w
 
 
+def check_factor(model: Any, factor: int) -> None:
+    """``ValueError`` unless ``model`` is a latent model whose image side ``factor`` divides."""
+    if getattr(model, "vae", None) is None:
+        raise ValueError("only a latent model has counterparts at other downsampling factors")
+    image_side = model.unet.config.sample_size * model.vae_scale_factor
+    if factor < 1 or image_side % factor:
+        raise ValueError(f"the downsampling factor must divide the image side {image_side}, got {factor}")
+
+
 def step_cost(model: Any, repeats: int = 5, factor: int | None = None) -> StepCost:
     """The cost of one UNet step of ``model``. ``factor`` (latent models): the same UNet architecture built to
     denoise the latents of an autoencoder with downsampling factor ``factor`` (random weights: the cost depends
@@ -39,11 +48,8 @@ def step_cost(model: Any, repeats: int = 5, factor: int | None = None) -> StepCo
     2022, Sec. 3)."""
     unet = model.unet
     if factor is not None:
-        if getattr(model, "vae", None) is None:
-            raise ValueError("only a latent model has counterparts at other downsampling factors")
+        check_factor(model, factor)
         image_side = unet.config.sample_size * model.vae_scale_factor
-        if factor < 1 or image_side % factor:
-            raise ValueError(f"the downsampling factor must divide the image side {image_side}, got {factor}")
         channels = 3 if factor == 1 else unet.config.in_channels
         unet = type(unet).from_config({**unet.config, "sample_size": image_side // factor, "in_channels": channels,
                                        "out_channels": channels})
