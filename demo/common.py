@@ -19,14 +19,16 @@ from diffusion.studio import (
     MAX_SEED,
     SAMPLERS,
     BackendError,
+    Cancelled,
     ModelCard,
     ModelLoadError,
     Progress,
+    Relay,
     Runner,
     SampleRequest,
-    StepJob,
     Studio,
     data_url_bytes,
+    in_turn,
     read_image,
     whole_number,
 )
@@ -211,60 +213,110 @@ class Drawn:
     draw: Callable[[], Any]
 
 
-def streamed(runner: Runner) -> Callable[[Callable[..., Iterator[Any]]], Callable[..., AsyncIterator[Any]]]:
-    """Decorate a model event's generator to run on ``runner`` (the Studio's), one step per turn, and stream
-    what it yields.
+@dataclass(frozen=True)
+class Shown:
+    """A model event's work and its view, apart: what a streamed (or one-step) handler returns.
 
-    The handler yields after every denoising step (a :class:`Tick` where nothing new is shown). The
-    runner advances it one step at a time in turn with every other active request; the Ticks that come
-    sooner than :func:`stream_interval` after the last update sent are dropped, and no further step starts
-    once the request is no longer wanted: when the user cancels (or the queue closes the stream of a client
-    that left) at most the step in flight finishes. A request cancelled while it waits for its first turn
-    never starts.
+    ``streams``: the Studio's streams the event needs (model work only; each checked and loaded when the Studio made
+    it). The runner advances them as one job, one step per turn, one after the other
+    (:func:`diffusion.runners.in_turn`), on the model thread. ``show(*streams)``: the tab's updates, given one
+    iterator per stream that yields what that stream produced; it runs on the request's own thread, never on the
+    model thread, and a stream it does not read to the end is skipped over."""
 
-    Only model work runs on the model thread. The handler is called here, in the request's own handler, and
-    returns its generator: its checks and the Studio calls that load the models (the Studio's streams check and
-    load when called) run before the job enters the runner. A handler that is itself a generator function would
-    run them at its first step, on the model thread: it is refused (``TypeError``). A :class:`Drawn` update is
-    drawn here too.
+    streams: tuple[Iterator[Any], ...]
+    show: Callable[..., Iterator[Any]]
+
+    def headed(self, wrap: Callable[[Iterator[Any]], Iterator[Any]]) -> Shown:
+        """The same work, its updates passed through ``wrap``."""
+        return Shown(self.streams, lambda *streams: wrap(self.show(*streams)))
+
+
+def parts(items: Iterator[tuple[int, Any]], count: int) -> list[Iterator[Any]]:
+    """``count`` iterators over the (stream index, item) pairs of :func:`diffusion.runners.in_turn`: the k-th yields
+    the items of stream k; read in order, as the streams ran (a part not read to its end is skipped)."""
+    ahead: list[tuple[int, Any]] = []
+
+    def part(k: int) -> Iterator[Any]:
+        while True:
+            if ahead:
+                index, item = ahead.pop()
+            else:
+                try:
+                    index, item = next(items)
+                except StopIteration:
+                    return
+            if index > k:
+                ahead.append((index, item))
+                return
+            if index == k:
+                yield item
+
+    return [part(k) for k in range(count)]
+
+
+def streamed(runner: Runner) -> Callable[[Callable[..., Shown]], Callable[..., AsyncIterator[Any]]]:
+    """Decorate a model event's handler to run its work on ``runner`` (the Studio's), one step per turn, and
+    stream its updates.
+
+    The handler runs in the request's own worker thread: its checks and the Studio calls that load the models (the
+    Studio's streams check and load when called) happen before any work enters the runner. It returns a
+    :class:`Shown`: the Studio's streams, which the runner advances one step at a time in turn with every other
+    active request, and the view that maps their items to the tab's updates, which runs on a thread of this
+    request's own. The model thread runs only the Studio's code.
+
+    The view yields after every step (a :class:`Tick` where nothing new is shown); the Ticks that come sooner than
+    :func:`stream_interval` after the last update sent are dropped. A :class:`Drawn` update is drawn on the view's
+    thread. No further step starts once the request is no longer wanted: when the user cancels (or the queue closes
+    the stream of a client that left) at most the step in flight finishes, and a request cancelled while it waits
+    for its first turn never starts.
     """
     return functools.partial(_streamed, runner)
 
 
-def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+def _streamed(runner: Runner, handler: Callable[..., Shown]) -> Callable[..., AsyncIterator[Any]]:
     if inspect.isgeneratorfunction(handler):
-        raise TypeError(f"{handler.__name__} is a generator function: its checks and loading would run on the model "
-                        "thread; make it return its generator (readable(...)) after them")
+        raise TypeError(f"{handler.__name__} is a generator function: it must return a Shown (the Studio's streams "
+                        "and their view) after its checks and loading")
 
     @functools.wraps(handler)
     async def run(*args: Any) -> AsyncIterator[Any]:
         loop = asyncio.get_running_loop()
         inbox: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
-        last_sent = [-float("inf")]
-        held: list[Tick | None] = [None]  # the newest preview not sent yet
 
         def post(update: Any, error: BaseException | None = None) -> None:
             try:
                 loop.call_soon_threadsafe(inbox.put_nowait, (update, error))
             except RuntimeError:  # the event loop has closed (the app is shutting down)
-                job.cancel()
+                relay.cancel()
 
-        def emit(update: Any) -> None:  # on the model thread, after each step
-            if isinstance(update, Tick):
-                if update.preview:
-                    held[0] = update
-                if time.monotonic() - last_sent[0] < stream_interval(runner.active):
-                    return
-                update, held[0] = (held[0] or update).value, None
-            else:
-                held[0] = None
-            last_sent[0] = time.monotonic()
-            post(update)
+        def view() -> None:  # the request's own thread: the tab's updates from the work's items
+            last_sent, held = -float("inf"), None  # held: the newest preview not sent yet
+            try:
+                for update in shown.show(*parts(relay.items(), len(shown.streams))):
+                    if isinstance(update, Tick):
+                        if update.preview:
+                            held = update
+                        if time.monotonic() - last_sent < stream_interval(runner.active):
+                            continue
+                        update, held = (held or update).value, None
+                    else:
+                        held = None
+                    if isinstance(update, Drawn):
+                        update = update.draw()
+                    last_sent = time.monotonic()
+                    post(update)
+            except Cancelled:
+                return
+            except Exception as error:  # noqa: BLE001 - raised again in the request's handler
+                post(_END, error)
+                return
+            post(_END)
 
-        # the handler's own code up to its generator (checks, the model's loading) runs here, off the model thread;
-        # a generator function's body starts at its first step, on the runner
-        steps = await asyncio.to_thread(handler, *args)
-        job = runner.submit(StepJob(iter(steps), emit, lambda error: post(_END, error), handler.__name__))
+        shown = await asyncio.to_thread(handler, *args)  # checks and loading, off the model thread
+        if not isinstance(shown, Shown):
+            raise TypeError(f"{handler.__name__} returned {type(shown).__name__}, not a Shown")
+        relay = Relay(runner, in_turn(*shown.streams), handler.__name__)
+        threading.Thread(target=view, name=f"view-{handler.__name__}", daemon=True).start()
         try:
             while True:
                 update, error = await inbox.get()
@@ -272,23 +324,21 @@ def _streamed(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable
                     raise error
                 if update is _END:
                     return
-                if isinstance(update, Drawn):
-                    update = await asyncio.to_thread(update.draw)
                 yield update
         finally:
-            job.cancel()  # cancelled, closed or done: no further step starts
+            relay.cancel()  # cancelled, closed or done: no further step starts
 
     return run
 
 
-def one_step(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[..., Any]:
+def one_step(runner: Runner, handler: Callable[..., Shown]) -> Callable[..., Any]:
     """Run a one-shot model event (a forward-process view, a guidance decomposition) on ``runner`` as a job of
     one step, in turn with the streamed runs, instead of beside them on another thread.
 
     As for :func:`streamed`, ``handler`` runs in the request's own handler (its checks, and the Studio's one-shot
     views, which check and load when called and return their work as a stream of one item,
-    :func:`diffusion.later.later`) and returns an iterator of one item: its computation is the job's one step.
-    An item that is :class:`Drawn` has its figures drawn afterwards, in the request's handler."""
+    :func:`diffusion.later.later`) and returns a :class:`Shown` (:func:`shown`): the computation is the job's one
+    step, and its view the event's one update, made off the model thread."""
     stream = _streamed(runner, handler)
 
     @functools.wraps(handler)
@@ -300,13 +350,16 @@ def one_step(runner: Runner, handler: Callable[..., Iterator[Any]]) -> Callable[
     return run
 
 
-def shown(items: Iterator[Any], show: Callable[[Any], Any]) -> Iterator[Drawn]:
-    """A one-shot view's update: the item of the Studio's stream of one (computed on the model thread, as the
-    job's one step), shown by ``show`` off the model thread (:class:`Drawn`); readable errors become
-    ``gr.Error`` messages."""
-    with user_errors():
-        for item in items:
-            yield Drawn(functools.partial(show, item))
+def shown(items: Iterator[Any], show: Callable[[Any], Any]) -> Shown:
+    """A one-shot view's work and view: the item of the Studio's stream of one (computed on the model thread, as
+    the job's one step), shown by ``show`` off the model thread; readable errors become ``gr.Error`` messages."""
+
+    def view(results: Iterator[Any]) -> Iterator[Any]:
+        with user_errors():
+            for item in results:
+                yield show(item)
+
+    return Shown((items,), view)
 
 
 # Matplotlib's text layout (mathtext's parser, font caches) is not thread-safe: two figures drawn at

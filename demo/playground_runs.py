@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from demo.common import Drawn, Tick, as_int, kept, readable, streamed, user_errors
+from demo.common import Drawn, Shown, Tick, as_int, kept, readable, streamed, user_errors
 from diffusion.studio import (
     SAMPLERS,
     ExportDir,
@@ -95,12 +95,13 @@ def config_from_form(studio: Studio, dataset: str, word: str, drawing: dict | No
 def make_playground_train(studio: Studio, budget: StateBudget):
     @streamed(studio.runner)
     def playground_train(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
-                         steps: float, seed: float) -> Iterator[tuple]:
+                         steps: float, seed: float) -> Shown:
         """Train a small denoiser on 2-D points live (DDPM Algorithm 1): streamed loss, samples and snapshots; ``steps`` training steps."""
         with user_errors():  # checked here, before the model thread
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, steps, seed)
             data = studio.playground.data(config)
-        return readable(train_updates(studio.playground.train(config), config, data, budget))
+        return Shown((studio.playground.train(config),),
+                     lambda updates: readable(train_updates(updates, config, data, budget)))
 
     return playground_train
 
@@ -151,11 +152,11 @@ def frame_picture(run: ParticleRun, data: np.ndarray | None, index: int) -> tupl
 def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportDir):
     @streamed(studio.runner)
     def playground_sample(session: PlaygroundSession | None, sampler: str, steps: float, particles: float,
-                          seed: float, eta: float) -> Iterator[tuple]:
+                          seed: float, eta: float) -> Shown:
         """Sample ``particles`` points from the user's trained model with ``sampler`` in ``steps`` steps, streamed frame by frame."""
         model, data = session_model(session)
-        return readable(sample_updates(studio.playground.sample(model, sampler, steps, particles, seed, eta),
-                                       session, data, budget, exports))
+        return Shown((studio.playground.sample(model, sampler, steps, particles, seed, eta),),
+                     lambda updates: readable(sample_updates(updates, session, data, budget, exports)))
 
     return playground_sample
 

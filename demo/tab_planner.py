@@ -20,6 +20,7 @@ from demo.common import (
     Tick,
     as_int,
     kept,
+    Shown,
     readable,
     streamed,
     user_errors,
@@ -150,12 +151,12 @@ def make_planner_click(studio: Studio):
 def make_planner_plan(studio: Studio, budget: StateBudget, exports: ExportDir):
     @streamed(studio.runner)
     def planner_plan(layout: str, sx: float, sy: float, gx: float, gy: float, plans: float, sampler: str,
-                     steps: float, seed: float) -> Iterator[tuple]:
+                     steps: float, seed: float) -> Shown:
         """Plan ``plans`` paths from the start (sx, sy) to the goal (gx, gy) in maze ``layout`` by denoising trajectories (Janner et al. 2022), streamed."""
         start, goal = _ends(studio, layout, sx, sy, gx, gy)
         with user_errors():  # checked and the planner loaded here, before the model thread
             updates = studio.planner.plan(layout, start, goal, plans, sampler, steps, seed)
-        return readable(plan_updates(studio, updates, budget, exports))
+        return Shown((updates,), lambda updates: readable(plan_updates(studio, updates, budget, exports)))
 
     return planner_plan
 

@@ -15,8 +15,8 @@ from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
     CheckedSketchpad,
-    Drawn,
     LockedPlot,
+    Shown,
     one_step,
     shown,
     user_errors,
@@ -60,7 +60,7 @@ CLOUD = {"format": "png", "interactive": False, "height": 380, "buttons": ["down
 # ----- the other views (training and sampling: demo.playground_runs) -----
 def make_playground_forward(studio: Studio, exports: ExportDir):
     def playground_forward(dataset: str, word: str, drawing: dict | None, schedule: str, timesteps: float,
-                           seed: float) -> Iterator[Drawn]:
+                           seed: float) -> Shown:
         """The forward process on the chosen 2-D data: the points at several timesteps of ``schedule`` with ``timesteps`` steps."""
         with user_errors():  # checked here; the clouds are the job's one step, the pictures are drawn after it
             config = config_from_form(studio, dataset, word, drawing, schedule, timesteps, 1, seed)
@@ -69,12 +69,12 @@ def make_playground_forward(studio: Studio, exports: ExportDir):
             frames_t = studio.playground.forward(config, timesteps=sorted({round(t) for t in np.linspace(0, T - 1, 40)}),
                                                  seed=seed)
 
-        def clouds() -> Iterator[Drawn]:
+        def clouds(shown_t: Iterator, frames_t: Iterator) -> Iterator[tuple]:
             with user_errors():
                 (ts, alpha_bar, strip_clouds), (_, _, frames) = next(shown_t), next(frames_t)
-            yield Drawn(lambda: cloud_panels(ts, alpha_bar, strip_clouds, frames, exports))
+            yield cloud_panels(ts, alpha_bar, strip_clouds, frames, exports)
 
-        return clouds()
+        return Shown((shown_t, frames_t), clouds)
 
     return one_step(studio.runner, playground_forward)
 
@@ -91,7 +91,7 @@ def cloud_panels(ts: list[int], alpha_bar: np.ndarray, clouds: np.ndarray, frame
 
 
 def make_playground_field(studio: Studio):
-    def playground_field(session: PlaygroundSession | None, timestep: float, score: bool) -> Iterator[Drawn]:
+    def playground_field(session: PlaygroundSession | None, timestep: float, score: bool) -> Shown:
         """The trained model's predicted noise (or score) as arrows over the plane at ``timestep``."""
         model, data = session_model(session)
         with user_errors():
@@ -111,7 +111,7 @@ def make_playground_field(studio: Studio):
 
 def make_playground_paths(studio: Studio):
     def playground_paths(session: PlaygroundSession | None, particles: float, seed: float,
-                         steps: float) -> Iterator[Drawn]:
+                         steps: float) -> Shown:
         """The paths ``particles`` points take from noise to data in ``steps`` DDIM steps (eta 0) with ``seed``."""
         model, data = session_model(session)
         with user_errors():
@@ -122,7 +122,7 @@ def make_playground_paths(studio: Studio):
 
 
 def make_playground_loss(studio: Studio):
-    def playground_loss(session: PlaygroundSession | None) -> Iterator[Drawn]:
+    def playground_loss(session: PlaygroundSession | None) -> Shown:
         """The trained model's loss against t (where the denoiser finds the task hard)."""
         model, _ = session_model(session)
         with user_errors():

@@ -16,6 +16,7 @@ from demo.common import (
     card_request,
     describe_model,
     random_seed,
+    Shown,
     readable,
     status_line,
     streamed,
@@ -30,12 +31,12 @@ def make_sample_handler(studio: Studio):
 
     @streamed(studio.runner)
     def sample(model_id: str, sampler: str, steps: float, eta: float, batch: float,
-               seed: float) -> Iterator[tuple[np.ndarray, str]]:
+               seed: float) -> Shown:
         """Digits (or a hub model's images) from ``model_id``: ``batch`` images of ``steps`` steps of ``sampler``, streamed previews, then the grid."""
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, eta=eta)
             updates = studio.generate(str(model_id), request)  # checked and loaded here, before the model thread
-        return readable(sample_updates(updates))
+        return Shown((updates,), lambda updates: readable(sample_updates(updates)))
 
     return sample
 

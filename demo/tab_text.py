@@ -19,6 +19,7 @@ from demo.common import (
     card_note,
     card_request,
     describe_model,
+    Shown,
     readable,
     status_line,
     streamed,
@@ -93,13 +94,13 @@ def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple 
 def make_text_handler(studio: Studio):
     @streamed(studio.runner)
     def text_to_image(model_id: str, prompt: str, negative_prompt: str, guidance: float, sampler: str,
-                      steps: float, seed: float, batch: float, layout: str = "auto") -> Iterator[tuple]:
+                      steps: float, seed: float, batch: float, layout: str = "auto") -> Shown:
         """Images for ``prompt``, streamed; ``layout`` "auto" draws a two-object prompt by a planned layout."""
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=batch, prompt=prompt,
                                    negative_prompt=negative_prompt, guidance=guidance, layout=layout)
             updates = studio.generate(str(model_id), request, previews=10)  # checked and loaded here
-        return readable(text_updates(studio, updates))
+        return Shown((updates,), lambda updates: readable(text_updates(studio, updates)))
 
     return text_to_image
 

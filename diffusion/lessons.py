@@ -24,6 +24,7 @@ from diffusion.lab.denoising import DenoisingError, denoising_error
 from diffusion.lab.memorisation import NearestCopies, nearest_copies
 from diffusion.lab.progressive import Progressive, progressive
 from diffusion.lab.shared import SharedLatent, start_indices
+from diffusion.lab.trajectory import GUIDANCE_SCALES, GuidanceView, Trajectory
 from diffusion.later import later
 from diffusion.metrics.cards import RESULTS_FILE
 from diffusion.pipeline import pictures
@@ -147,6 +148,25 @@ class LessonViews:
         train = np.stack(read_sheet(ASSETS / "examples" / TRAINING_SHEET))
         held_out = np.stack(read_sheet(ASSETS / "examples" / HELD_OUT_SHEET))
         return nearest_copies(samples, train, held_out)
+
+    @model_work(stream=True, name="lessons.guided_run")
+    def guided_run(self, model_id: str, request: SampleRequest,
+                   scales: tuple[float, ...] = GUIDANCE_SCALES) -> Iterator[tuple[int, int, Trajectory] | GuidanceView]:
+        """Lesson 8: a text model's run with guidance recorded step by step (the step lab's
+        :meth:`~diffusion.studio.Studio.trajectory`; yields (steps done, steps, trajectory) as it runs), then the
+        guidance decomposition at each of ``scales`` (:meth:`~diffusion.studio.Studio.guidance_view`) of its step a
+        third of the way in, early enough that guidance still shapes the image. Checked and loaded when called."""
+        card = self.studio.card(model_id)
+        run = self.studio.trajectory(card.id, request)
+        if card.kind != "latent-text" or not float(request.guidance_scale) > 1:
+            raise ValueError("the guidance view needs a text model and guidance above 1")
+
+        def work() -> Iterator[tuple[int, int, Trajectory] | GuidanceView]:
+            for done, total, traj in run:
+                yield done, total, traj
+            yield next(self.studio.guidance_view(card.id, traj.steps[total // 3], scales))
+
+        return work()
 
     @model_work(stream=True, name="lessons.step_cost")
     def step_cost(self, model_id: str, in_pixels: bool = False) -> Iterator[StepCost]:

@@ -44,7 +44,7 @@ from ray.exceptions import RayError, RayTaskError
 
 from diffusion.registry import Registry
 from diffusion.remote import Call, Heartbeat, LanesStep, StreamCodec, TrajectoryStep, Whole, resolve
-from diffusion.runners import StepJob, ThreadRunner
+from diffusion.runners import Relay, ThreadRunner, drain
 from diffusion.threads import configure_threads
 from diffusion.remote import BackendError
 from diffusion.studio import Studio
@@ -58,22 +58,6 @@ RETRY = "Press the button again: a new model server is starting."
 #: How often a replica sends a Heartbeat while a request waits for its turn (fair sharing can keep a long request
 #: waiting for minutes): the caller's stall detection then measures whether the replica answers, not its progress.
 HEARTBEAT_S = 5.0
-
-
-def drain(box: queue.Queue[tuple[str, Any]], timeout_s: float, idle: Any) -> Iterator[Any]:
-    """What a producer thread puts in ``box`` as ("item", value), until ("end", error): error None ends the
-    iteration, else it is raised. While nothing comes for ``timeout_s``, ``idle()`` is yielded (or raises)."""
-    while True:
-        try:
-            kind, value = box.get(timeout=timeout_s)
-        except queue.Empty:
-            yield idle()
-            continue
-        if kind == "end":
-            if value is not None:
-                raise value
-            return
-        yield value
 
 
 @dataclass(frozen=True)
@@ -163,13 +147,7 @@ class StudioReplica:
         """``steps`` run on the replica Studio's fair runner, one step per turn with its other requests; what they
         yield is passed on, a :class:`~diffusion.remote.Heartbeat` while nothing comes. A request cancelled by its
         caller (the stream is closed) starts no further step."""
-        box: queue.Queue[tuple[str, Any]] = queue.Queue()
-        job = self.studio.runner.submit(StepJob(steps, lambda item: box.put(("item", item)),
-                                                lambda error: box.put(("end", error)), name))
-        try:
-            yield from drain(box, HEARTBEAT_S, Heartbeat)
-        finally:
-            job.cancel()
+        return Relay(self.studio.runner, steps, name).items(HEARTBEAT_S, Heartbeat)
 
     def pid(self) -> int:
         """The process id of the replica (the tests use it to find the replica they stop)."""

@@ -9,6 +9,10 @@ step passes (``gate``). The Studio is given one runner when it is built and the 
 * :class:`ThreadRunner`: each job on its own thread, for model work done elsewhere (Ray Serve replicas, where
   each replica shares its compute with its own :class:`FairRunner`).
 
+A job's items are read on another thread through a :class:`Relay` (the runner puts them in a queue as they come):
+the app's request handlers and the Ray replicas read them so, and the runner only ever advances the Studio's own
+streams (model work; several of one request run :func:`in_turn`, as one job).
+
 What a runner learns about a job's turn comes as values through the gate (:class:`~diffusion.gate.Tally`):
 whether the turn ran a model step, and the progress that step's record carried.
 """
@@ -16,6 +20,7 @@ whether the turn ran a model step, and the progress that step's record carried.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,3 +254,58 @@ class ThreadRunner:
             with self._lock:
                 self._active -= 1
             end_job(job, error)
+
+
+def in_turn(*streams: Iterator[Any]) -> Iterator[tuple[int, Any]]:
+    """Several streams as one job's steps: each to its end, one after the other, every item as
+    (the index of its stream, the item). A stream is started only when the ones before it have ended."""
+    for index, stream in enumerate(streams):
+        for item in stream:
+            yield index, item
+
+
+class Cancelled(Exception):
+    """A :class:`Relay`'s job was cancelled before its stream ended: its reader stops (no result follows)."""
+
+
+def drain(box: queue.Queue[tuple[str, Any]], timeout_s: float | None = None,
+          idle: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """What a producer thread puts in ``box`` as ("item", value), until ("end", error): error None ends the
+    iteration, else it is raised. While nothing comes for ``timeout_s`` (None: wait), ``idle()`` is yielded
+    (or raises)."""
+    while True:
+        try:
+            kind, value = box.get(timeout=timeout_s)
+        except queue.Empty:
+            assert idle is not None, "a timeout needs an idle item"
+            yield idle()
+            continue
+        if kind == "end":
+            if value is not None:
+                raise value
+            return
+        yield value
+
+
+class Relay:
+    """``steps`` submitted to ``runner`` as one job (a step per turn, on the runner's thread), its items read on
+    another thread with :meth:`items`. :meth:`cancel` may be called from any thread: no further step starts, and
+    the reader gets :class:`Cancelled` (after the items that came before)."""
+
+    def __init__(self, runner: Runner, steps: Iterator[Any], name: str = "job"):
+        self._box: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.job = runner.submit(StepJob(steps, lambda item: self._box.put(("item", item)), self._end, name))
+
+    def _end(self, error: BaseException | None) -> None:
+        self._box.put(("end", Cancelled() if error is None and self.job.cancelled.is_set() else error))
+
+    def cancel(self) -> None:
+        self.job.cancel()
+
+    def items(self, timeout_s: float | None = None, idle: Callable[[], Any] | None = None) -> Iterator[Any]:
+        """The job's items as they come (``idle()`` while none comes for ``timeout_s``), then its end: the error
+        the work raised, :class:`Cancelled`, or the end of the iteration. Leaving the iteration cancels the job."""
+        try:
+            yield from drain(self._box, timeout_s, idle)
+        finally:
+            self.job.cancel()

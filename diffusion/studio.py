@@ -62,7 +62,7 @@ from diffusion.remote import Backend, BackendError, model_work
 from diffusion.runs import Progress, Run, sampling_updates
 from diffusion.request import (MAX_BATCH, MAX_LAB_IMAGES, MAX_SEED, MAX_STEPS, MAX_TEXT_BATCH, MAX_PROMPT_CHARS,
                                SampleRequest, check_request, whole_number)
-from diffusion.runners import FairRunner, Runner, StepJob
+from diffusion.runners import Cancelled, FairRunner, Relay, Runner, in_turn
 from diffusion.work_budget import check_work_budget
 from diffusion.schedulers import SAMPLERS, make_scheduler, max_steps_for
 from diffusion.threads import configure_threads
@@ -72,7 +72,7 @@ logger = logging.getLogger(__name__)
 __all__ = [  # what the UI may use: the Studio and plain values
     "__version__", "ASSETS", "MAX_RECIPE_CHARS", "GUIDANCE_SCALES", "IMAGE_LIMITS", "MAX_LAB_IMAGES",
     "MAX_SEED", "MAX_STEPS", "MAX_TEXT_BATCH", "PANELS", "RACE_LEVELS",
-    "SAMPLERS", "ExportDir", "Runner", "StepJob", "ModelCard", "ModelLoadError", "Progress",
+    "SAMPLERS", "ExportDir", "Runner", "Relay", "Cancelled", "in_turn", "ModelCard", "ModelLoadError", "Progress",
     "PromptTokens", "RaceLane", "ForwardView", "GuidanceView", "DenoisingError", "Recipe", "SampleRequest", "ScheduleCurves", "StateBudget", "StepView", "UpdatePictures",
     "Progressive", "PROGRESSIVE_FIGURE", "SharedLatent", "SHARED_LATENT_FIGURE",
     "BackendError", "Studio", "Trajectory", "attention_overlays", "data_url_bytes", "make_grid", "labelled_race_grid", 

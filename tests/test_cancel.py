@@ -49,7 +49,7 @@ def test_compute_gate_runs_one_step_at_a_time_and_closes_what_it_wraps() -> None
 def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
     import asyncio
 
-    from demo.common import STREAM_EVERY_S, Tick, streamed
+    from demo.common import STREAM_EVERY_S, Shown, Tick, streamed
     from diffusion.runners import FairRunner
 
     runner = FairRunner("test-streamed-cancel")
@@ -61,8 +61,8 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
             done.append(i)
             yield i if i == 0 or i == n - 1 else Tick(i)
 
-    def steps(n: int, pause: float):  # a handler returns its generator
-        return run(n, pause)
+    def steps(n: int, pause: float):  # a handler returns its work and view
+        return Shown((run(n, pause),), lambda items: items)
 
     async def cancel_midway() -> tuple[int, int, int]:
         updates = streamed(runner)(steps)(200, 0.05)
@@ -96,7 +96,7 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
         raise gr.Error("a clear message")
 
     def broken():
-        return failing_run()
+        return Shown((failing_run(),), lambda items: items)
 
     async def failing() -> list:
         return [u async for u in streamed(runner)(broken)()]
@@ -107,11 +107,12 @@ def test_streamed_stops_between_steps_on_cancel_and_thins_ticks() -> None:
 
 def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
     """A handler's checks run in the request's own handler, its model work on the runner's model thread, and its
-    figures (``Drawn``) back in the request's handler, for streamed and one-step events alike; a handler that is a
-    generator function (whose checks would run on the model thread) is refused."""
+    view and figures (``Drawn``) on the request's own thread, for streamed and one-step events alike; a handler that
+    is a generator function (whose checks would run on the model thread), or that returns anything but a ``Shown``,
+    is refused."""
     import asyncio
 
-    from demo.common import Drawn, one_step, shown, streamed
+    from demo.common import Drawn, Shown, one_step, shown, streamed
     from diffusion.later import later
     from diffusion.runners import FairRunner
 
@@ -129,7 +130,11 @@ def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
             note("step")
             yield Drawn(lambda: note("streamed figure"))
 
-        return steps()
+        def view(items):
+            note("view")
+            yield from items
+
+        return Shown((steps(),), view)
 
     def once():
         note("one-step checks")
@@ -140,8 +145,8 @@ def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
 
     assert asyncio.run(both()) == (["streamed figure"], "one-step figure")
     assert where["step"] == where["one step"] == "test-drawn"
-    assert all(where[name] != "test-drawn" for name in ("streamed checks", "one-step checks", "streamed figure",
-                                                        "one-step figure")), where
+    assert all(where[name] != "test-drawn" for name in ("streamed checks", "one-step checks", "view",
+                                                        "streamed figure", "one-step figure")), where
 
     def generator_handler():
         yield "checks here would run on the model thread"
@@ -150,6 +155,12 @@ def test_drawn_updates_are_drawn_off_the_model_thread() -> None:
         streamed(runner)(generator_handler)
     with pytest.raises(TypeError, match="generator function"):
         one_step(runner, generator_handler)
+
+    async def plain() -> list:  # the old shape: a generator that would run the view on the model thread
+        return [u async for u in streamed(runner)(lambda: iter([1, 2]))()]
+
+    with pytest.raises(TypeError, match="not a Shown"):
+        asyncio.run(plain())
 
 
 @pytest.fixture(scope="module")

@@ -161,7 +161,7 @@ def test_interleaved_requests_give_the_same_images_as_alone(studio) -> None:
 def test_streamed_events_share_the_model_thread_fairly() -> None:
     """Two streamed events started together through demo.common.streamed: equal steps alternate (the one
     with less service goes next), so the short one ends long before the long one."""
-    from demo.common import streamed
+    from demo.common import Shown, streamed
 
     runner = FairRunner("test-streamed")
 
@@ -172,7 +172,7 @@ def test_streamed_events_share_the_model_thread_fairly() -> None:
             return [u async for u in streamed(runner)(gated)(name, n, order, 0.003)]
 
         def gated(*args):  # each step a model step, through the runner's gate (as the Studio's steps are)
-            return runner.gate.steps(logged_steps(*args))
+            return Shown((runner.gate.steps(logged_steps(*args)),), lambda items: items)
 
         first, second = await asyncio.gather(drain("long", 40), drain("short", 5))
         assert second[-1] == 4 and first[-1] == 39

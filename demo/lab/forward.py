@@ -11,7 +11,7 @@ from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
     CheckedImage,
-    Drawn,
+    Shown,
     Tick,
     card_request,
     one_step,
@@ -26,7 +26,7 @@ from diffusion.studio import IMAGE_LIMITS, MAX_STEPS, ForwardView, Progress, Stu
 
 
 def make_forward_show(studio: Studio):
-    def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> Iterator[Drawn]:
+    def forward_show(model_id: str, image: np.ndarray | None, timestep: float, seed: float) -> Shown:
         """SDEdit's first half: ``image`` noised to ``timestep`` by q(x_t | x_0) with ``seed`` (latent models noise its latents)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
@@ -51,14 +51,14 @@ def forward_panels(view: ForwardView) -> tuple:
 def make_forward_denoise(studio: Studio):
     @streamed(studio.runner)
     def forward_denoise(model_id: str, image: np.ndarray | None, timestep: float, sampler: str, steps: float,
-                        seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+                        seed: float, prompt: str, guidance: float) -> Shown:
         """SDEdit: ``image`` noised to ``timestep``, then denoised from there by ``sampler`` in ``steps`` steps (text models follow ``prompt``)."""
         if image is None:
             raise gr.Error("Upload an image or pick an example first.")
         with user_errors():
             request = card_request(studio.card(model_id), sampler, steps, seed, n=4, prompt=prompt, guidance=guidance)
             updates = studio.generate(str(model_id), request, previews=10, init_image=image, start_timestep=timestep)
-        return readable(sdedit_updates(updates, timestep))
+        return Shown((updates,), lambda updates: readable(sdedit_updates(updates, timestep)))
 
     return forward_denoise
 

@@ -3,18 +3,17 @@ several guidance scales (Ho & Salimans 2022)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import gradio as gr
 
-from demo.common import LATEX, MODEL_CONCURRENCY, Drawn, one_step, shown, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, Shown, one_step, shown, user_errors
 from demo.lab.session import Controls, LabSession, PANEL, recorded_run, step_index
 from demo.theory import GUIDANCE
 from diffusion.studio import GUIDANCE_SCALES, GuidanceView, Studio
 
 
 def make_lab_guidance(studio: Studio):
-    def lab_guidance(session: LabSession | None, step: float) -> Iterator[Drawn]:
+    def lab_guidance(session: LabSession | None, step: float) -> Shown:
         """Classifier-free guidance at recorded step ``step`` (1-based) of the user's run: the unconditional and conditional predictions and x0 at several scales."""
         traj = recorded_run(session)
         index = step_index(traj, step)

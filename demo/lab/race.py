@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from demo.common import LATEX, MODEL_CONCURRENCY, Tick, card_request, readable, streamed, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, Shown, Tick, card_request, readable, streamed, user_errors
 from demo.lab.session import Controls
 from diffusion.studio import RACE_LEVELS, RaceLane, Studio, labelled_race_grid, race_milestones
 
@@ -21,12 +21,12 @@ def race_table(lanes: list[RaceLane]) -> str:
 
 def make_race(studio: Studio):
     @streamed(studio.runner)
-    def race(model_id: str, seed: float, prompt: str, guidance: float) -> Iterator[tuple]:
+    def race(model_id: str, seed: float, prompt: str, guidance: float) -> Shown:
         """The sampler race: the same seed through DDPM, DDIM, Euler and DPM-Solver++ on ``model_id``, streamed lane by lane."""
         with user_errors():
             request = card_request(studio.card(model_id), "ddim", 50, seed, prompt=prompt, guidance=guidance)
             lanes = studio.race(str(model_id), request)  # checked and loaded here, before the model thread
-        return readable(race_updates(lanes))
+        return Shown((lanes,), lambda lanes: readable(race_updates(lanes)))
 
     return race
 

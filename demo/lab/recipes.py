@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo.common import Drawn, Tick, streamed, user_errors
+from demo.common import Drawn, Shown, Tick, streamed, user_errors
 from demo.lab.run import make_lab_run
 from demo.lab.session import LabSession, recorded_run
 from diffusion.studio import MAX_LAB_IMAGES, MAX_RECIPE_CHARS, Recipe, StateBudget, Studio
@@ -119,10 +119,11 @@ def make_lab_replay(studio: Studio, budget: StateBudget, shared: bool = False):
     run = make_lab_run(studio, budget).__wrapped__
 
     @streamed(studio.runner)
-    def lab_replay(path: str | None) -> Iterator[tuple]:
+    def lab_replay(path: str | None) -> Shown:
         """The run, each status headed by the recipe's note (what is being replayed stays on screen: the
         note would otherwise last only until the first step's status, too briefly to read)."""
         *controls, note = load(path)
-        return headed(run(*controls[:8]), note.replace(" Running it.", "") + " ")
+        head = note.replace(" Running it.", "") + " "
+        return run(*controls[:8]).headed(lambda updates: headed(updates, head))
 
     return lab_replay

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Drawn, Tick, card_request, readable, streamed, user_errors
+from demo.common import Drawn, Shown, Tick, card_request, readable, streamed, user_errors
 from demo.figures import schedule_picture, update_strip
 from demo.lab.session import LabSession, recorded_run, step_index
 from diffusion.studio import StateBudget, StepView, Studio, Trajectory, trajectory_nbytes, update_latex
@@ -16,13 +16,13 @@ from diffusion.studio import StateBudget, StepView, Studio, Trajectory, trajecto
 def make_lab_run(studio: Studio, budget: StateBudget):
     @streamed(studio.runner)
     def lab_run(model_id: str, sampler: str, steps: float, seed: float, prompt: str,
-                guidance: float, images: float = 1, layout: str = "auto") -> Iterator[tuple]:
+                guidance: float, images: float = 1, layout: str = "auto") -> Shown:
         """Record a run step by step; ``layout`` "auto" draws a two-object prompt by a planned layout."""
         with user_errors():
             card = studio.card(model_id)
             request = card_request(card, sampler, steps, seed, prompt=prompt, guidance=guidance, layout=layout)
             run = studio.trajectory(card.id, request, images=images)  # checked and loaded here
-        return readable(lab_updates(run, card.id, budget))
+        return Shown((run,), lambda run: readable(lab_updates(run, card.id, budget)))
 
     return lab_run
 

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import gradio as gr
 import numpy as np
 
-from demo.common import LATEX, MODEL_CONCURRENCY, Drawn, LockedPlot, as_int, one_step, shown, user_errors
+from demo.common import LATEX, MODEL_CONCURRENCY, LockedPlot, Shown, as_int, one_step, shown, user_errors
 from demo.figures import schedule_figure
 from demo.lab.session import Controls, EXAMPLES
 from diffusion.studio import Studio, make_grid, read_image
 
 
 def make_schedules_show(studio: Studio):
-    def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> Iterator[Drawn]:
+    def schedules_show(model_id: str, timestep: float, image: np.ndarray | None, seed: float) -> Shown:
         """The noise schedule of ``model_id`` beside the common ones, marked at ``timestep``, and ``image`` (an example when none) noised at six t with ``seed``."""
         with user_errors():
             curves = studio.schedule(str(model_id))  # loads the model (its scheduler config)

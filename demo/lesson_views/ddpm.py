@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure
 
-from demo.common import FIGURE_LOCK, Drawn, Tick, one_step, shown, streamed, user_errors
+from demo.common import FIGURE_LOCK, Shown, Tick, one_step, shown, streamed, user_errors
 from demo.figures import (
     BLUE,
     GREY,
@@ -39,7 +39,7 @@ from diffusion.studio import (
 
 # ----- 1. the forward process -----
 def make_lesson_forward(studio: Studio):
-    def lesson_forward(seed: float) -> Iterator[Drawn]:
+    def lesson_forward(seed: float) -> Shown:
         """Lesson 1: one digit noised to five timesteps by q(x_t | x_0) (DDPM eq. 4), with the schedule; ``seed`` draws the noise."""
         with user_errors():
             curves = studio.schedule(PIXEL)  # loads the model (its scheduler config)
@@ -74,7 +74,7 @@ def error_figure(timesteps: np.ndarray, error: np.ndarray, spread: np.ndarray) -
 
 
 def make_lesson_denoising(studio: Studio):
-    def lesson_denoising() -> Iterator[Drawn]:
+    def lesson_denoising() -> Shown:
         """Lesson 2: the DDPM's noise-prediction error against t on 64 held-out digits, with its predicted noise and x0 at five t."""
         with user_errors():
             results = studio.lessons.denoising_error(PIXEL)  # checked and loaded here
@@ -99,12 +99,12 @@ def denoising_panels(result: DenoisingError) -> tuple:
 # ----- 3. sampling -----
 def make_lesson_sampling(studio: Studio):
     @streamed(studio.runner)
-    def lesson_sampling(seed: float) -> Iterator[tuple]:
+    def lesson_sampling(seed: float) -> Shown:
         """Lesson 3: one digit sampled by DDPM (Algorithm 2) in 50 steps, streamed step by step; ``seed`` in [0, 2^32 - 1]."""
         with user_errors():  # both runs checked and loaded here
             run = studio.trajectory(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed))
             figure = studio.lessons.progressive(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=4, seed=seed))
-        return sampling_updates(run, figure, int(seed))
+        return Shown((run, figure), lambda run, figure: sampling_updates(run, figure, int(seed)))
 
     return lesson_sampling
 
@@ -144,11 +144,11 @@ RACE_NOTE = ("\n\nAll lanes start from the same $x_T$. DDIM ($\\eta = 0$), DPM-S
 
 def make_lesson_race(studio: Studio):
     @streamed(studio.runner)
-    def lesson_race(seed: float) -> Iterator[tuple]:
+    def lesson_race(seed: float) -> Shown:
         """Lesson 4: the same seed through four samplers side by side (DDPM, DDIM, Euler, DPM-Solver++), streamed."""
         with user_errors():  # checked and loaded here
             race = studio.race(PIXEL, SampleRequest(sampler="ddim", steps=50, n=1, seed=seed))
-        return race_updates(race)
+        return Shown((race,), race_updates)
 
     return lesson_race
 
@@ -168,14 +168,17 @@ def race_updates(race: Iterator[list]) -> Iterator[tuple | Tick]:
 # ----- 5. noise and determinism -----
 def make_lesson_determinism(studio: Studio):
     @streamed(studio.runner)
-    def lesson_determinism(seed: float) -> Iterator[tuple]:
+    def lesson_determinism(seed: float) -> Shown:
         """Lesson 5: DDIM with eta 0 twice (equal), then eta 0.5 and 1 (different): determinism against noise, same ``seed``."""
         titles = [("DDIM, eta = 0", 0.0), ("the same, again", 0.0), ("DDIM, eta = 0.5", 0.5), ("DDIM, eta = 1", 1.0)]
         with user_errors():  # every run checked and loaded here; each runs when its turn in the view comes
             runs = [(title, studio.generate(PIXEL, SampleRequest(sampler="ddim", steps=50, n=4, seed=seed, eta=eta),
                                             previews=0)) for title, eta in titles]
             shared = studio.lessons.shared_latent(PIXEL, SampleRequest(sampler="ddpm", steps=50, n=1, seed=seed))
-        return determinism_updates(runs, shared, int(seed))
+        names = [title for title, _ in runs]
+        return Shown((*(run for _, run in runs), shared),
+                     lambda *streams: determinism_updates(list(zip(names, streams[:-1], strict=True)), streams[-1],
+                                                          int(seed)))
 
     return lesson_determinism
 

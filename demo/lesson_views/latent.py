@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Drawn, Tick, one_step, streamed, user_errors
+from demo.common import Drawn, Shown, Tick, one_step, streamed, user_errors
 from demo.figures import compression_figure, labelled_strip
 from demo.lesson_views.common import COPIES_SHOWN, LATENT, PIXEL, SHAPES, enlarge, read_picture
 from diffusion.studio import (
@@ -20,6 +20,7 @@ from diffusion.studio import (
     Compression,
     FactorRow,
     ForwardView,
+    GuidanceView,
     NearestCopies,
     PromptTokens,
     SampleRequest,
@@ -32,7 +33,7 @@ from diffusion.studio import (
 
 # ----- 6. latent space -----
 def make_lesson_latent(studio: Studio):
-    def lesson_latent() -> Iterator[Drawn]:
+    def lesson_latent() -> Shown:
         """Lesson 6: a shapes image, its autoencoder latents and the decoded image, one UNet step's cost in pixels and
         in latents, and Rombach et al.'s trade by downsampling factor (reconstructions and cost at f = 1, 2, 4, 8)."""
         image = read_picture(SHAPES)
@@ -41,13 +42,13 @@ def make_lesson_latent(studio: Studio):
             factors = studio.lessons.compression(LATENT, image)
             latent_cost, pixel_cost = studio.lessons.step_cost(LATENT), studio.lessons.step_cost(PIXEL)
 
-        def measured() -> Iterator[Drawn]:  # the job's one step: the model work, then its pictures off the thread
-            with user_errors():
+        def measured(views: Iterator, factors: Iterator, latent_cost: Iterator, pixel_cost: Iterator) -> Iterator:
+            with user_errors():  # the job's steps: the model work; then its pictures, off the model thread
                 view, trade = next(views), next(factors)
                 costs = [next(latent_cost), trade.rows[0].cost, next(pixel_cost)]
-            yield Drawn(lambda: latent_panels(view, trade, costs))
+            yield latent_panels(view, trade, costs)
 
-        return measured()
+        return Shown((views, factors, latent_cost, pixel_cost), measured)
 
     return one_step(studio.runner, lesson_latent)
 
@@ -115,13 +116,13 @@ def _compression_note(view: Compression, own: float | None = None) -> str:
 # ----- 7. text conditioning -----
 def make_lesson_text(studio: Studio):
     @streamed(studio.runner)
-    def lesson_text(prompt: str, seed: float) -> Iterator[tuple]:
+    def lesson_text(prompt: str, seed: float) -> Shown:
         """Lesson 7: ``prompt`` as the text encoder's tokens, then one image of it (DDIM 25, w = 4), streamed."""
         with user_errors():  # checked and loaded here
             tokens = studio.prompt_tokens(LATENT, prompt)
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
             run = studio.trajectory(LATENT, request)
-        return text_updates(run, tokens)
+        return Shown((run,), lambda run: text_updates(run, tokens))
 
     return lesson_text
 
@@ -144,25 +145,28 @@ def text_updates(run: Iterator[tuple], tokens: PromptTokens) -> Iterator[tuple |
 # ----- 8. guidance -----
 def make_lesson_guidance(studio: Studio):
     @streamed(studio.runner)
-    def lesson_guidance(prompt: str, seed: float) -> Iterator[tuple]:
+    def lesson_guidance(prompt: str, seed: float) -> Shown:
         """Lesson 8: ``prompt`` at several guidance scales from one cached pair of predictions per step, streamed."""
         with user_errors():  # checked and loaded here
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
-            run = studio.trajectory(LATENT, request)
-        return guidance_updates(studio, run)
+            run = studio.lessons.guided_run(LATENT, request, GUIDANCE_SCALES)
+        return Shown((run,), guidance_updates)
 
     return lesson_guidance
 
 
-def guidance_updates(studio: Studio, run: Iterator[tuple]) -> Iterator[tuple | Tick]:
-    """Lesson 8 as it runs: its steps, then the guidance decomposition of a step a third of the way in (a view of
-    the run's own record, made in the same job: its model was loaded with the run's)."""
+def guidance_updates(run: Iterator[tuple | GuidanceView]) -> Iterator[tuple | Tick]:
+    """Lesson 8 as it runs: its steps, then the guidance decomposition of a step a third of the way in (made in the
+    same job, from the run's own record: :meth:`diffusion.lessons.LessonViews.guided_run`)."""
     with user_errors():
-        for done, total, traj in run:
-            if done < total:
-                yield Tick((gr.skip(), f"Running: step {done}/{total}"))
-        index = total // 3  # early enough that guidance still shapes the image
-        view = next(studio.guidance_view(LATENT, traj.steps[index], GUIDANCE_SCALES))
+        for item in run:
+            if isinstance(item, GuidanceView):
+                view = item
+            elif item[0] < item[1]:
+                yield Tick((gr.skip(), f"Running: step {item[0]}/{item[1]}"))
+            else:
+                total = item[1]
+    index = total // 3
     parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"),
              (view.direction, f"direction ×{view.direction_scale:.0f}")]
     parts += [(img, f"x̂0, w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
@@ -185,7 +189,7 @@ def copies_pictures(copies: NearestCopies) -> list[tuple[np.ndarray, str]]:
 
 def make_lesson_limits(studio: Studio):
     @streamed(studio.runner)
-    def lesson_limits(seed: float) -> Iterator[tuple]:
+    def lesson_limits(seed: float) -> Shown:
         """Lesson 9: where the plain models fail (a colour-shape pair never seen together, two objects) and 16 new digits beside their nearest training digits."""
         colour, shape = sorted(HELD_OUT_PAIRS)[0]
         prompts = [f"a {colour} {shape}", "a red circle left of a blue square"]
@@ -197,7 +201,9 @@ def make_lesson_limits(studio: Studio):
             # memorisation: fresh digits beside their nearest training digits
             digits_run = studio.generate(PIXEL, SampleRequest(sampler="ddim", steps=25, n=COPIES_SHOWN, seed=seed),
                                          previews=0)
-        return limits_updates(plain, digits_run, int(seed), studio.lessons.nearest_copies)
+        return Shown((*(run for _, run in plain), digits_run),
+                     lambda *streams: limits_updates(list(zip(prompts, streams[:-1], strict=True)), streams[-1],
+                                                     int(seed), studio.lessons.nearest_copies))
 
     return lesson_limits
 
@@ -247,13 +253,14 @@ LAYOUT_WORDS = ("left", "right", "above", "below", *("red", "orange", "yellow", 
 
 def make_lesson_layout(studio: Studio):
     @streamed(studio.runner)
-    def lesson_layout(prompt: str, seed: float) -> Iterator[tuple]:
+    def lesson_layout(prompt: str, seed: float) -> Shown:
         """The same prompt and seed with the layout off (and where its words attend) and on (its regions)."""
         with user_errors():  # both runs checked and loaded here
             runs = {mode: studio.trajectory(LATENT, SampleRequest(sampler="ddim", steps=25, n=1, seed=seed,
                                                                   prompt=str(prompt), guidance_scale=4.0, layout=mode))
                     for mode in ("off", "auto")}
-        return layout_updates(studio, runs, str(prompt), int(seed))
+        return Shown((runs["off"], runs["auto"]),
+                     lambda off, auto: layout_updates(studio, {"off": off, "auto": auto}, str(prompt), int(seed)))
 
     return lesson_layout
 

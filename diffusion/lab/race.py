@@ -113,8 +113,10 @@ def run_race(lanes: list[RaceLane], alphas_cumprod: list[np.ndarray], records: l
     for lane, alphas, run in sorted(zip(lanes, alphas_cumprod, records, strict=True), key=lambda t: t[0].steps):
         began = time.perf_counter()
         for record in run():
-            lane.alpha_prod.append(float(alphas[int(round(record.timestep))]))
+            # the picture first: a reader on another thread (the app's view of the race) takes each lane's steps
+            # by its alpha-bars, which then never outnumber its pictures
             lane.pred_x0.append(pictures(record.pred_original_sample)[0])
+            lane.alpha_prod.append(float(alphas[int(round(record.timestep))]))
             lane.model_calls += 1
             lane.wall_s = time.perf_counter() - began
             if record.is_last:
