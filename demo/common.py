@@ -205,10 +205,9 @@ _END = object()
 
 @dataclass(frozen=True)
 class Drawn:
-    """An update whose pictures are drawn outside the model thread: a streamed handler yields (or a one-step
-    handler returns) ``Drawn(draw)`` after its model work, and ``draw()`` (matplotlib figures, typeset notes:
-    UI work only, from values the model work has finished with) runs in the request's own handler, on a worker
-    thread, while the model thread serves the next request's step."""
+    """An update made only when it is sent: the value of a :class:`Tick` whose pictures cost time to make (a
+    figure, a token view), which the stream's thinning would most often drop; ``draw()`` makes it, on the
+    request's own thread."""
 
     draw: Callable[[], Any]
 

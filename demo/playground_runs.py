@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from demo.common import Drawn, Shown, Tick, as_int, kept, readable, streamed, user_errors
+from demo.common import Shown, Tick, as_int, kept, readable, streamed, user_errors
 from diffusion.studio import (
     SAMPLERS,
     ExportDir,
@@ -107,7 +107,7 @@ def make_playground_train(studio: Studio, budget: StateBudget):
 
 
 def train_updates(updates: Iterator[TrainUpdate], config: PointConfig, data: np.ndarray,
-                  budget: StateBudget) -> Iterator[tuple | Tick | Drawn]:
+                  budget: StateBudget) -> Iterator[tuple | Tick]:
     """A training run as the tab shows it: the loss and sample clouds as they come, then the trained model kept in
     the user's session and its snapshots, drawn off the model thread."""
     yield Tick((gr.skip(), "Training: step 0", gr.skip(), cloud_picture(None, data), gr.skip()), preview=True)
@@ -134,7 +134,7 @@ def train_updates(updates: Iterator[TrainUpdate], config: PointConfig, data: np.
                          f"({config.steps / model.train_s:.0f} steps/s) · " + quality_note(model.distance, model.floor),
                 loss_frame(model.losses), cloud_picture(model.snapshots[-1].cloud, data), snapshots)
 
-    yield Drawn(finished)
+    yield finished()
 
 
 # ----- sampling -----
@@ -162,7 +162,7 @@ def make_playground_sample(studio: Studio, budget: StateBudget, exports: ExportD
 
 
 def sample_updates(updates: Iterator[SampleProgress], session: PlaygroundSession, data: np.ndarray | None,
-                   budget: StateBudget, exports: ExportDir) -> Iterator[tuple | Tick | Drawn]:
+                   budget: StateBudget, exports: ExportDir) -> Iterator[tuple | Tick]:
     """A sampling run as the tab shows it: the step count, then the run kept in the user's session with its
     animation (written off the model thread)."""
     for progress in updates:
@@ -182,7 +182,7 @@ def sample_updates(updates: Iterator[SampleProgress], session: PlaygroundSession
         return (session, str(gif), gr.Slider(minimum=0, maximum=last, value=last, step=1, interactive=True),
                 picture, caption, status)
 
-    yield Drawn(finished)
+    yield finished()
 
 
 def playground_show(session: PlaygroundSession | None, frame: float) -> tuple:

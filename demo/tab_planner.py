@@ -16,7 +16,6 @@ import pandas as pd
 from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
-    Drawn,
     Tick,
     as_int,
     kept,
@@ -162,7 +161,7 @@ def make_planner_plan(studio: Studio, budget: StateBudget, exports: ExportDir):
 
 
 def plan_updates(studio: Studio, updates: Iterator[PlanProgress], budget: StateBudget,
-                 exports: ExportDir) -> Iterator[tuple | Tick | Drawn]:
+                 exports: ExportDir) -> Iterator[tuple | Tick]:
     """A planning run as the tab shows it: the step count, then the run kept in the user's session with its
     pictures and animation (drawn off the model thread)."""
     for progress in updates:
@@ -181,7 +180,7 @@ def plan_updates(studio: Studio, updates: Iterator[PlanProgress], budget: StateB
                 gr.Slider(minimum=1, maximum=len(run.checks), value=1, step=1, interactive=True),
                 str(gif), run_summary(run))
 
-    yield Drawn(finished)
+    yield finished()
 
 
 def make_planner_frame(studio: Studio):

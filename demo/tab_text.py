@@ -65,9 +65,9 @@ def layout_note(layouts: list[Layout | None], fallback: str | None = None) -> st
             f"image 1: {first.describe()})")
 
 
-def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple | Tick | Drawn]:
+def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple | Tick]:
     """A text run as the tab shows it: every step yielded (a cancelled run stops within one step, ``streamed``),
-    previews as they come, then the grid; the layout figure is drawn off the model thread, once."""
+    previews as they come (made only when sent: ``Drawn``), then the grid; the layout figure is drawn once."""
     plan: tuple[Callable[[], Any], str] | None = None
     for update in updates:
         note = ""
@@ -83,7 +83,7 @@ def text_updates(studio: Studio, updates: Iterator[Progress]) -> Iterator[tuple 
         status = status_line(update) + note + (plan[1] if plan else "")
         figure = plan[0] if plan else (lambda: None)
         if update.done:
-            yield Drawn(lambda u=update, s=status, f=figure: (u.grid, token_view(u.prompt), s, f()))
+            yield update.grid, token_view(update.prompt), status, figure()
         elif update.preview is not None:  # the first preview at once, then as often as the load allows
             yield Tick(Drawn(lambda u=update, s=status, f=figure: (u.preview, token_view(u.prompt), s, f())),
                        preview=True)

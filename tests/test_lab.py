@@ -176,6 +176,27 @@ def test_sampler_race_aligns_lanes_by_noise_level(studio):
     assert (labelled[: labelled.shape[0] - 4 * 96] < 100).any()  # column labels drawn
 
 
+def test_a_race_read_on_another_thread_never_has_more_noise_levels_than_pictures() -> None:
+    """The app's view of a race reads its lanes on the request's thread while the model thread runs the next step:
+    a lane's alpha-bars (which pick its pictures) are appended after its picture, never before."""
+    from diffusion.lab.race import RaceLane, run_race
+
+    class Levels(list):
+        def append(self, value: float) -> None:
+            assert len(self) < len(lane.pred_x0), "an alpha-bar before its picture"
+            super().append(value)
+
+    class Record:
+        def __init__(self, k: int, last: bool):
+            self.timestep, self.is_last = 999 - k, last
+            self.pred_original_sample = self.prev_sample = np.zeros((1, 4, 4), np.uint8)
+
+    lane = RaceLane("ddim", 3, alpha_prod=Levels())
+    steps = list(run_race([lane], [np.linspace(0.99, 0.01, 1000)], [lambda: (Record(k, k == 2) for k in range(3))],
+                          lambda x: x))
+    assert len(steps) == 3 and len(lane.alpha_prod) == len(lane.pred_x0) == 3 and lane.final is not None
+
+
 def test_the_schedule_picture_is_drawn_once_and_only_its_marker_moves(studio) -> None:
     from demo.figures import MARKER, schedule_picture
 

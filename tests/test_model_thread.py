@@ -66,25 +66,50 @@ def lesson_views() -> list[tuple[str, object, tuple]]:
             ("lesson 10", make_lesson_layout, ("a red circle left of a blue square", 0))]
 
 
+def ui_code_on(thread_name: str) -> tuple[list[str], object]:
+    """A profile function (for ``threading.setprofile``) that records every function of ``demo/`` called on the
+    thread named ``thread_name``, and the list it records in."""
+    seen: list[str] = []
+    demo = str(Path(__file__).resolve().parents[1] / "demo")
+
+    def profile(frame, event, arg) -> None:  # noqa: ANN001
+        if event == "call" and frame.f_code.co_filename.startswith(demo) \
+                and threading.current_thread().name == thread_name:
+            seen.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+
+    return seen, profile
+
+
 @pytest.mark.slow
 def test_every_lesson_and_one_step_view_loads_and_checks_off_the_model_thread(
         tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir, monkeypatch) -> None:
     """Each view on a fresh Studio (nothing loaded): its models load, and its runs are checked, in the request's
-    handler; the runner's thread ("model-steps") only runs the jobs."""
+    handler; the runner's thread ("model-steps") only runs the jobs, and no UI code at all (the views that map the
+    Studio's items to updates run on the request's own thread)."""
     from demo.lab.forward import make_forward_show
+    from demo.lab.run import make_lab_run
     from demo.lab.schedules import make_schedules_show
     from demo.tab_playground import make_playground_forward
-    from diffusion.studio import ExportDir
+    from demo.tab_sampling import make_sample_handler
+    from diffusion.studio import ExportDir, StateBudget
 
     image = np.full((20, 20, 3), 120, np.uint8)
     views = [("forward", make_forward_show, ("ldm-shapes", image, 40, 0)),
              ("schedules", make_schedules_show, ("ddpm-mnist", 10, None, 0)),
              ("playground forward", lambda s: make_playground_forward(s, ExportDir()),
-              ("moons", "", None, "cosine", 50, 0)), *lesson_views()]
+              ("moons", "", None, "cosine", 50, 0)),
+             ("step lab run", lambda s: make_lab_run(s, StateBudget()), ("ldm-shapes", "ddim", 5, 0, "a red circle", 3.0)),
+             ("sample", make_sample_handler, ("ddpm-mnist", "ddim", 5, 0.0, 2, 0)), *lesson_views()]
     for name, make, args in views:
         studio = fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir)
         seen = where_it_works(studio, monkeypatch)
-        updates = run(make(studio), *args)
+        ui_code, profile = ui_code_on(studio.runner.name)
+        threading.setprofile(profile)  # the runner's thread starts with this view's first job
+        try:
+            updates = run(make(studio), *args)
+        finally:
+            threading.setprofile(None)
+        assert not ui_code, f"{name} ran UI code on the model thread: {sorted(set(ui_code))}"
         assert updates and updates[-1] is not None, name
         model_thread = studio.runner.name
         assert seen["submit"], f"{name}: no job entered the runner"

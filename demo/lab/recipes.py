@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo.common import Drawn, Shown, Tick, streamed, user_errors
+from demo.common import Shown, Tick, streamed, user_errors
 from demo.lab.run import make_lab_run
 from demo.lab.session import LabSession, recorded_run
 from diffusion.studio import MAX_LAB_IMAGES, MAX_RECIPE_CHARS, Recipe, StateBudget, Studio
@@ -106,8 +106,6 @@ def headed(updates: Iterator[Any], head: str) -> Iterator[Any]:
     for update in updates:
         if isinstance(update, Tick):
             yield Tick(with_head(update.value), update.preview)
-        elif isinstance(update, Drawn):
-            yield Drawn(lambda draw=update.draw: with_head(draw()))
         else:
             yield with_head(update)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Drawn, Shown, Tick, card_request, readable, streamed, user_errors
+from demo.common import Shown, Tick, card_request, readable, streamed, user_errors
 from demo.figures import schedule_picture, update_strip
 from demo.lab.session import LabSession, recorded_run, step_index
 from diffusion.studio import StateBudget, StepView, Studio, Trajectory, trajectory_nbytes, update_latex
@@ -28,7 +28,7 @@ def make_lab_run(studio: Studio, budget: StateBudget):
 
 
 def lab_updates(run: Iterator[tuple[int, int, Trajectory]], model_id: str,
-                budget: StateBudget) -> Iterator[tuple | Tick | Drawn]:
+                budget: StateBudget) -> Iterator[tuple | Tick]:
     """A step-lab run as the tab shows it: each step's pictures while it runs (every step yielded, so a cancel
     stops within one), then the recorded run kept in the user's session; the schedule figure, the typeset
     update and the update strip are drawn off the model thread."""
@@ -48,7 +48,7 @@ def lab_updates(run: Iterator[tuple[int, int, Trajectory]], model_id: str,
                 f"Done: {total} steps in {traj.wall_s:.2f} s ({traj.precision}). Drag the slider (or press "
                 "Play) to revisit any step.")
 
-    yield Drawn(finished)
+    yield finished()
 
 
 def lab_show(session: LabSession | None, step: float) -> tuple:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from demo.common import Drawn, Shown, Tick, one_step, streamed, user_errors
+from demo.common import Shown, Tick, one_step, streamed, user_errors
 from demo.figures import compression_figure, labelled_strip
 from demo.lesson_views.common import COPIES_SHOWN, LATENT, PIXEL, SHAPES, enlarge, read_picture
 from diffusion.studio import (
@@ -139,7 +139,7 @@ def text_updates(run: Iterator[tuple], tokens: PromptTokens) -> Iterator[tuple |
     unknown = (" Unknown words (each read as the one [UNK] token, so the model never sees which): **" + ", ".join(tokens.unknown_words) + "**."
                if tokens.unknown_words else " Every word is in the vocabulary.")
     note = f"Tokens: {' · '.join(tokens.tokens)}.{unknown} Maps at the last of {total} steps."
-    yield Drawn(lambda: (attention_overlays(traj.steps[-1], traj.tokens, "all"), note))  # off the model thread
+    yield attention_overlays(traj.steps[-1], traj.tokens, "all"), note
 
 
 # ----- 8. guidance -----
@@ -209,7 +209,7 @@ def make_lesson_limits(studio: Studio):
 
 
 def limits_updates(plain: list[tuple[str, Iterator]], digits_run: Iterator, seed: int,
-                   nearest: Callable[[np.ndarray], NearestCopies]) -> Iterator[tuple | Tick | Drawn]:
+                   nearest: Callable[[np.ndarray], NearestCopies]) -> Iterator[tuple | Tick]:
     """Lesson 9 as it runs: the two plain prompts, then the digits beside their nearest training digits
     (``nearest``, measured off the model thread: it compares pixels, no model)."""
     prompts = [prompt for prompt, _ in plain]
@@ -223,7 +223,7 @@ def limits_updates(plain: list[tuple[str, Iterator]], digits_run: Iterator, seed
         for update in digits_run:
             if not update.done:
                 yield Tick((gr.skip(), gr.skip(), f"Running: {COPIES_SHOWN} digits, step {update.step}/{update.num_steps}"))
-    yield Drawn(lambda: limits_panels(gallery, update.images, prompts, seed, nearest))
+    yield limits_panels(gallery, update.images, prompts, seed, nearest)
 
 
 def limits_panels(gallery: list, digits: np.ndarray, prompts: list[str], seed: int,
@@ -266,7 +266,7 @@ def make_lesson_layout(studio: Studio):
 
 
 def layout_updates(studio: Studio, runs: dict[str, Iterator[tuple]], prompt: str,
-                   seed: int) -> Iterator[tuple | Tick | Drawn]:
+                   seed: int) -> Iterator[tuple | Tick]:
     """Lesson 10 as it runs: the plain run, then the layout run; the galleries are drawn off the model thread."""
     done_runs = {}
     with user_errors():
@@ -275,7 +275,7 @@ def layout_updates(studio: Studio, runs: dict[str, Iterator[tuple]], prompt: str
                 if done < total:
                     yield Tick((gr.skip(), f"Running: layout {mode}, step {done}/{total}"))
             done_runs[mode] = traj
-    yield Drawn(lambda: layout_panels(studio, done_runs["off"], done_runs["auto"], prompt, seed))
+    yield layout_panels(studio, done_runs["off"], done_runs["auto"], prompt, seed)
 
 
 def layout_panels(studio: Studio, plain: Trajectory, planned: Trajectory, prompt: str, seed: int) -> tuple:
