@@ -294,7 +294,8 @@ class Relay:
 
     def __init__(self, runner: Runner, steps: Iterator[Any], name: str = "job"):
         self._box: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.job = runner.submit(StepJob(steps, lambda item: self._box.put(("item", item)), self._end, name))
+        self.job = StepJob(steps, lambda item: self._box.put(("item", item)), self._end, name)
+        runner.submit(self.job)  # after self.job is set: a job may end before submit returns
 
     def _end(self, error: BaseException | None) -> None:
         self._box.put(("end", Cancelled() if error is None and self.job.cancelled.is_set() else error))
