@@ -32,13 +32,15 @@ class StepCost:
         return c * h * w
 
 
-def check_factor(model: Any, factor: int) -> None:
-    """``ValueError`` unless ``model`` is a latent model whose image side ``factor`` divides."""
+def check_factor(model: Any, factor: int) -> int:
+    """The image side of ``model`` (pixels), or ``ValueError`` unless it is a latent model whose image side
+    ``factor`` divides."""
     if getattr(model, "vae", None) is None:
         raise ValueError("only a latent model has counterparts at other downsampling factors")
     image_side = model.unet.config.sample_size * model.vae_scale_factor
     if factor < 1 or image_side % factor:
         raise ValueError(f"the downsampling factor must divide the image side {image_side}, got {factor}")
+    return image_side
 
 
 def step_cost(model: Any, repeats: int = 5, factor: int | None = None) -> StepCost:
@@ -48,8 +50,7 @@ def step_cost(model: Any, repeats: int = 5, factor: int | None = None) -> StepCo
     2022, Sec. 3)."""
     unet = model.unet
     if factor is not None:
-        check_factor(model, factor)
-        image_side = unet.config.sample_size * model.vae_scale_factor
+        image_side = check_factor(model, factor)
         channels = 3 if factor == 1 else unet.config.in_channels
         unet = type(unet).from_config({**unet.config, "sample_size": image_side // factor, "in_channels": channels,
                                        "out_channels": channels})
