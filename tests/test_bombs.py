@@ -119,3 +119,19 @@ def test_a_normal_upload_still_works(served, tmp_path: Path) -> None:
     x0, x_t, latents, text = client.predict("ddpm-mnist", handle_file(str(path)), 10, 0, api_name="/forward_show")
     assert np.asarray(Image.open(x0)).shape[:2] == (8, 8)
     assert "x_t" in text
+
+
+def test_a_read_only_image_is_copied_before_torch_wraps_it() -> None:
+    """A decoded image shared read-only between requests (``np.asarray`` of a PIL image) reaches the model as a
+    copy: torch warned that wrapping it was undefined behaviour (seen in lesson 6). Run in a fresh process, since
+    torch warns only once in a process."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import numpy as np; from diffusion.images import from_uint8; "
+            "a = np.full((1, 2, 2, 3), 255, np.uint8); a.flags.writeable = False; "
+            "t = from_uint8(a); assert float(t.max()) == 1.0")
+    result = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
