@@ -154,8 +154,8 @@ class LessonViews:
                    scales: tuple[float, ...] = GUIDANCE_SCALES) -> Iterator[tuple[int, int, Trajectory] | GuidanceView]:
         """Lesson 8: a text model's run with guidance recorded step by step (the step lab's
         :meth:`~diffusion.studio.Studio.trajectory`; yields (steps done, steps, trajectory) as it runs), then the
-        guidance decomposition at each of ``scales`` (:meth:`~diffusion.studio.Studio.guidance_view`) of its step a
-        third of the way in, early enough that guidance still shapes the image. Checked and loaded when called."""
+        guidance decomposition at each of ``scales`` (:meth:`~diffusion.studio.Studio.guidance_view`) of its step
+        :meth:`guided_step`. Checked and loaded when called."""
         card = self.studio.card(model_id)
         run = self.studio.trajectory(card.id, request)
         if card.kind != "latent-text" or not float(request.guidance_scale) > 1:
@@ -164,9 +164,15 @@ class LessonViews:
         def work() -> Iterator[tuple[int, int, Trajectory] | GuidanceView]:
             for done, total, traj in run:
                 yield done, total, traj
-            yield next(self.studio.guidance_view(card.id, traj.steps[total // 3], scales))
+            yield next(self.studio.guidance_view(card.id, traj.steps[self.guided_step(total)], scales))
 
         return work()
+
+    @staticmethod
+    def guided_step(steps: int) -> int:
+        """The step (0-based) of a run of ``steps`` whose guidance :meth:`guided_run` decomposes: a third of the way
+        in, early enough that guidance still shapes the image."""
+        return steps // 3
 
     @model_work(stream=True, name="lessons.step_cost")
     def step_cost(self, model_id: str, in_pixels: bool = False) -> Iterator[StepCost]:

@@ -150,13 +150,13 @@ def make_lesson_guidance(studio: Studio):
         with user_errors():  # checked and loaded here
             request = SampleRequest(sampler="ddim", steps=25, n=1, seed=seed, prompt=str(prompt), guidance_scale=4.0)
             run = studio.lessons.guided_run(LATENT, request, GUIDANCE_SCALES)
-        return Shown((run,), guidance_updates)
+        return Shown((run,), lambda run: guidance_updates(run, studio.lessons.guided_step))
 
     return lesson_guidance
 
 
-def guidance_updates(run: Iterator[tuple | GuidanceView]) -> Iterator[tuple | Tick]:
-    """Lesson 8 as it runs: its steps, then the guidance decomposition of a step a third of the way in (made in the
+def guidance_updates(run: Iterator[tuple | GuidanceView], guided_step: Callable[[int], int]) -> Iterator[tuple | Tick]:
+    """Lesson 8 as it runs: its steps, then the guidance decomposition of its step ``guided_step(steps)`` (made in the
     same job, from the run's own record: :meth:`diffusion.lessons.LessonViews.guided_run`)."""
     with user_errors():
         for item in run:
@@ -166,7 +166,7 @@ def guidance_updates(run: Iterator[tuple | GuidanceView]) -> Iterator[tuple | Ti
                 yield Tick((gr.skip(), f"Running: step {item[0]}/{item[1]}"))
             else:
                 total = item[1]
-    index = total // 3
+    index = guided_step(total)
     parts = [(view.uncond, "ε(z_t, ∅)"), (view.text, "ε(z_t, y)"),
              (view.direction, f"direction ×{view.direction_scale:.0f}")]
     parts += [(img, f"x̂0, w = {w:g}") for w, img in zip(view.scales, view.pred_x0, strict=True)]
