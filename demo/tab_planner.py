@@ -16,10 +16,10 @@ import pandas as pd
 from demo.common import (
     LATEX,
     MODEL_CONCURRENCY,
+    Shown,
     Tick,
     as_int,
     kept,
-    Shown,
     readable,
     streamed,
     user_errors,
