@@ -157,8 +157,10 @@ class LessonViews:
         guidance decomposition at each of ``scales`` (:meth:`~diffusion.studio.Studio.guidance_view`) of its step
         :meth:`guided_step`. Checked and loaded when called."""
         card = self.studio.card(model_id)
-        run = self.studio.trajectory(card.id, request)
-        if card.kind != "latent-text" or not float(request.guidance_scale) > 1:
+        if card.kind != "latent-text":  # before the run loads a model it cannot use
+            raise ValueError("the guidance view needs a text model and guidance above 1")
+        run = self.studio.trajectory(card.id, request)  # checks the request: its guidance is a number after this
+        if not float(request.guidance_scale) > 1:
             raise ValueError("the guidance view needs a text model and guidance above 1")
 
         def work() -> Iterator[tuple[int, int, Trajectory] | GuidanceView]:

@@ -163,3 +163,16 @@ def test_checks_and_loading_happen_in_the_request_not_on_the_model_thread(tiny_d
     with pytest.raises(gr.Error, match="Steps"):
         asyncio.run(run(0))
     assert submitted == ["sample"]  # the bad request never entered the runner
+
+
+def test_lesson_eights_run_refuses_a_pixel_model_before_loading_it(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir,
+                                                                    monkeypatch) -> None:
+    from diffusion.studio import SampleRequest
+
+    studio = fresh_studio(tiny_ddpm_dir, tiny_sd_dir, tiny_autoencoders_dir)
+    seen = where_it_works(studio, monkeypatch)
+    with pytest.raises(ValueError, match="needs a text model"):
+        studio.lessons.guided_run("ddpm-mnist", SampleRequest("ddim", 5, 1, 0))
+    assert seen["load"] == [] and seen["submit"] == []
+    with pytest.raises(ValueError, match="guidance above 1"):
+        studio.lessons.guided_run("ldm-shapes", SampleRequest("ddim", 5, 1, 0, prompt="a red circle"))
